@@ -1,0 +1,53 @@
+//! rpcop: an RPC Operator Service for Apache DataFusion.
+//!
+//! Heavy user-defined functions (model inference, embeddings, remote
+//! compaction) run in an independent, scalable, fault-isolated **service
+//! region** — a supervised pool of instances — and callers reach them over
+//! Arrow Flight, streaming Arrow record batches.
+//!
+//! - [`protocol`]: the wire protocol (a public contract).
+//! - [`function`]: the functions a service can host; [`demo`]: model-like
+//!   demo functions with a documented cost model.
+//! - [`instance`]: one instance, a Flight server.
+//! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
+//!   instance set, pushed to callers.
+//! - [`client`]: routing, flow control, timeouts and retries.
+//! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), rpcop::RpcError> {
+//! use std::sync::Arc;
+//! use datafusion::arrow::array::{ArrayRef, StringArray};
+//! use datafusion::arrow::record_batch::RecordBatch;
+//! use rpcop::{FunctionLibrary, ServiceRegion};
+//!
+//! let library = FunctionLibrary::default();
+//! let region = ServiceRegion::builder("text", library.select(&["upper".into()])?)
+//!     .start()
+//!     .await?;
+//! let text: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+//! let upper = region
+//!     .client()?
+//!     .call("upper", RecordBatch::try_from_iter([("s", text)])?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod demo;
+pub mod error;
+pub mod function;
+pub mod instance;
+pub mod membership;
+pub mod protocol;
+pub mod region;
+pub mod serve;
+pub mod shell;
+
+pub use client::{ClientStats, ServiceClient};
+pub use error::{FunctionError, RpcError};
+pub use function::{FunctionLibrary, HostedFunction, LoadedFunction};
+pub use instance::{Instance, InstanceConfig, InstanceStats};
+pub use membership::{Member, MemberState, Membership, MembershipWatch};
+pub use region::ServiceRegion;
+pub use rpcop_sql::ServiceOptions;

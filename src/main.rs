@@ -1,0 +1,60 @@
+//! The `rpcop` binary: the SQL shell, and `rpcop serve`, one standalone
+//! service instance.
+
+use clap::{Parser, Subcommand};
+use rpcop::FunctionLibrary;
+use rpcop::serve::{ServeArgs, serve_main};
+use rpcop::shell::{ShellArgs, shell_main};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rpcop",
+    version,
+    about = "RPC Operator Service for Apache DataFusion"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    shell: ShellArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one standalone service instance.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RPCOP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => {
+            serve_main(&args, &FunctionLibrary::default()).map_err(|e| e.to_string())
+        }
+        None => run_shell(&cli.shell),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rpcop: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_shell(args: &ShellArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(shell_main(args))
+        .map_err(|e| e.strip_backtrace())
+}

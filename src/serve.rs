@@ -1,0 +1,124 @@
+//! `rpcop serve`: one standalone instance, for other hosts and other binaries.
+//!
+//! The flags are a public contract (see `DESIGN.md`, "The wire protocol").
+//! A user's own binary can host its own functions by handing its own
+//! [`FunctionLibrary`] to [`serve_main`] (see `examples/serve_own_function.rs`).
+//!
+//! The first line printed on stdout is the bound address (`host:port`), so a
+//! parent that passed port 0 learns the port the system chose.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::RpcError;
+use crate::function::FunctionLibrary;
+use crate::instance::{Instance, InstanceConfig, bind};
+
+/// The flags of `rpcop serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. Loopback unless told
+    /// otherwise.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub bind: SocketAddr,
+    /// A function to host (repeatable).
+    #[arg(long = "function", required = true)]
+    pub functions: Vec<String>,
+    /// File holding the bearer token callers must send.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The bearer token callers must send (prefer --token-file: argv is
+    /// visible to other users of the machine).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Requests evaluated at once.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Limit of the process's heap in bytes; exceeding it ends the process.
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+}
+
+impl ServeArgs {
+    fn token(&self) -> Result<String, RpcError> {
+        let token = match (&self.token_file, &self.token) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| RpcError::Start {
+                address: self.bind.to_string(),
+                reason: format!("cannot read the token file {}: {e}", path.display()),
+            })?,
+            (None, Some(token)) => token.clone(),
+            (None, None) => {
+                return Err(RpcError::Start {
+                    address: self.bind.to_string(),
+                    reason: "a token is required: pass --token-file PATH (or --token TOKEN)"
+                        .to_string(),
+                });
+            }
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(RpcError::Start {
+                address: self.bind.to_string(),
+                reason: "the token must be non-empty printable ASCII without spaces".to_string(),
+            });
+        }
+        Ok(token)
+    }
+}
+
+/// Runs one instance until SIGINT or SIGTERM.
+pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), RpcError> {
+    if let Some(limit) = args.memory_limit {
+        limit_memory(limit)?;
+    }
+    let token = args.token()?;
+    let functions = library.select(&args.functions)?;
+    let config = InstanceConfig::new(functions, token).with_threads(args.threads);
+    let instance = Instance::load(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(config.threads() + 1)
+        .thread_name("rpcop-serve")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = bind(args.bind).await?;
+        let address = listener.local_addr()?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{address}")?;
+        stdout.flush()?;
+        drop(stdout);
+        tracing::info!(%address, functions = ?args.functions, "serving");
+        instance.serve(listener, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Caps the process's data segment (heap and private mappings): an
+/// allocation past it fails and the process aborts, which its supervisor
+/// reports and restarts.
+fn limit_memory(bytes: u64) -> Result<(), RpcError> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct we own.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(RpcError::Io(std::io::Error::last_os_error()))
+    }
+}

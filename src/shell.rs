@@ -1,0 +1,242 @@
+//! The `rpcop` SQL shell, with datafusion-cli's conventions.
+//!
+//! `-c SQL` and `-f FILE` (both repeatable) run statements and exit non-zero
+//! at the first failure; with neither, an interactive prompt reads
+//! statements that end with `;` over as many lines as they take, with
+//! history. Results print as `--format table|csv|json|ndjson`, followed by a
+//! rows-and-time line. The session has the demo functions registered.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An ASCII table.
+    Table,
+    /// Comma-separated values with a header.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// The shell's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShellArgs {
+    /// Run this SQL (repeatable), then exit.
+    #[arg(short = 'c', long = "command")]
+    pub commands: Vec<String>,
+    /// Run the SQL in this file (repeatable), then exit.
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
+    /// How to print results.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Print no rows-and-time line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A shell session.
+pub struct Shell {
+    ctx: SessionContext,
+    format: Format,
+    quiet: bool,
+}
+
+impl std::fmt::Debug for Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shell")
+            .field("session", &self.ctx.session_id())
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl Shell {
+    /// A session with the demo functions registered.
+    pub fn new(format: Format, quiet: bool) -> Self {
+        let ctx = SessionContext::new();
+        for udf in crate::demo::demo_udfs() {
+            ctx.register_udf(udf);
+        }
+        Self { ctx, format, quiet }
+    }
+
+    /// Runs every statement of `sql`, printing each result to `out`; stops at
+    /// the first error.
+    pub async fn run(&self, sql: &str, out: &mut impl Write) -> Result<()> {
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        let statements = DFParser::parse_sql_with_dialect(sql, &dialect)?;
+        for statement in statements {
+            let start = Instant::now();
+            let plan = self.ctx.state().statement_to_plan(statement).await?;
+            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            self.print(&batches, out)?;
+            if !self.quiet {
+                let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                writeln!(
+                    out,
+                    "{rows} row(s) fetched.\nElapsed {:.3} seconds.\n",
+                    start.elapsed().as_secs_f64()
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn print(&self, batches: &[RecordBatch], out: &mut impl Write) -> Result<()> {
+        let nonempty: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_columns() > 0).collect();
+        match self.format {
+            Format::Table => {
+                if batches.iter().any(|b| b.num_rows() > 0) {
+                    writeln!(out, "{}", pretty_format_batches(batches)?)?;
+                }
+            }
+            Format::Csv => {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut *out);
+                for batch in nonempty {
+                    writer.write(batch)?;
+                }
+            }
+            Format::Json => {
+                let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
+                writer.write_batches(&nonempty)?;
+                writer.finish()?;
+                writeln!(out)?;
+            }
+            Format::Ndjson => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
+                writer.write_batches(&nonempty)?;
+                writer.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The interactive prompt; returns when the user quits.
+    pub async fn interactive(&self) -> Result<()> {
+        let mut editor = DefaultEditor::new().map_err(external)?;
+        let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rpcop_history"));
+        if let Some(history) = &history {
+            let _ = editor.load_history(history);
+        }
+        println!(
+            "rpcop {} — SQL ending with ';', \\q to quit",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut buffer = String::new();
+        loop {
+            let prompt = if buffer.is_empty() {
+                "rpcop> "
+            } else {
+                "  ...> "
+            };
+            match editor.readline(prompt) {
+                Ok(line) => {
+                    let trimmed = line.trim();
+                    if buffer.is_empty() && matches!(trimmed, "\\q" | "quit" | "exit") {
+                        break;
+                    }
+                    if trimmed.is_empty() && buffer.is_empty() {
+                        continue;
+                    }
+                    buffer.push_str(&line);
+                    buffer.push('\n');
+                    if trimmed.ends_with(';') {
+                        let _ = editor.add_history_entry(buffer.trim());
+                        let mut stdout = std::io::stdout().lock();
+                        if let Err(error) = self.run(&buffer, &mut stdout).await {
+                            eprintln!("Error: {}", error.strip_backtrace());
+                        }
+                        buffer.clear();
+                    }
+                }
+                Err(ReadlineError::Interrupted) => buffer.clear(),
+                Err(ReadlineError::Eof) => break,
+                Err(error) => return Err(external(error)),
+            }
+        }
+        if let Some(history) = &history {
+            let _ = editor.save_history(history);
+        }
+        Ok(())
+    }
+}
+
+fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(error))
+}
+
+/// Runs the shell as the flags say; `Err` carries the message of the first
+/// failing statement.
+pub async fn shell_main(args: &ShellArgs) -> Result<()> {
+    let shell = Shell::new(args.format, args.quiet);
+    if args.commands.is_empty() && args.files.is_empty() {
+        return shell.interactive().await;
+    }
+    let mut stdout = std::io::stdout().lock();
+    for command in &args.commands {
+        shell.run(command, &mut stdout).await?;
+    }
+    for file in &args.files {
+        let sql = std::fs::read_to_string(file).map_err(|e| {
+            DataFusionError::Execution(format!("cannot read {}: {e}", file.display()))
+        })?;
+        shell.run(&sql, &mut stdout).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_statements_in_every_format() {
+        for (format, expect) in [
+            (Format::Table, "| HELLO |"),
+            (Format::Csv, "u\nHELLO\n"),
+            (Format::Json, "[{\"u\":\"HELLO\"}]"),
+            (Format::Ndjson, "{\"u\":\"HELLO\"}\n"),
+        ] {
+            let shell = Shell::new(format, true);
+            let mut out = Vec::new();
+            shell
+                .run(
+                    "SELECT upper('hello') AS u; SELECT classify('goal') AS c",
+                    &mut out,
+                )
+                .await
+                .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(expect), "{format:?}: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_stop_the_run() {
+        let shell = Shell::new(Format::Table, false);
+        let mut out = Vec::new();
+        let err = shell
+            .run("SELECT 1; SELECT nope(1); SELECT 2", &mut out)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("1 row(s) fetched."), "{text}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Helpers shared by the integration tests: regions on loopback, deadlines.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use rpcop::{FunctionLibrary, MemberState, ServiceOptions, ServiceRegion};
+
+/// Every test future runs under this deadline, so no test can hang CI.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `future` and fails the test if it takes longer than [`DEADLINE`].
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .expect("the test did not finish within its deadline")
+}
+
+/// Service options from `key = value` pairs.
+pub fn options(pairs: &[(&str, &str)]) -> ServiceOptions {
+    let mut options = ServiceOptions::default();
+    for (key, value) in pairs {
+        options.set(key, value).expect("valid option");
+    }
+    options
+}
+
+/// Starts a region hosting `functions` from the default library.
+pub async fn region(name: &str, functions: &[&str], pairs: &[(&str, &str)]) -> ServiceRegion {
+    region_from(&FunctionLibrary::default(), name, functions, pairs).await
+}
+
+/// Starts a region hosting `functions` from `library`.
+pub async fn region_from(
+    library: &FunctionLibrary,
+    name: &str,
+    functions: &[&str],
+    pairs: &[(&str, &str)],
+) -> ServiceRegion {
+    let names: Vec<String> = functions.iter().map(|s| s.to_string()).collect();
+    ServiceRegion::builder(name, library.select(&names).expect("known functions"))
+        .options(options(pairs))
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+        .start()
+        .await
+        .expect("region starts")
+}
+
+/// Waits until the region has `n` ready instances (and nothing else).
+pub async fn wait_ready(region: &ServiceRegion, n: usize) {
+    let mut watch = region.membership();
+    loop {
+        {
+            let m = watch.borrow_and_update();
+            let ready = m.ready().count();
+            if ready == n && m.members.iter().all(|m| m.state == MemberState::Ready) {
+                return;
+            }
+        }
+        watch.changed().await.expect("region alive");
+    }
+}
+
+/// `rows` strings `row-0`, `row-1`, ... in batches of `batch` rows.
+pub fn text_batches(rows: usize, batch: usize) -> Vec<RecordBatch> {
+    (0..rows)
+        .step_by(batch)
+        .map(|start| {
+            let end = (start + batch).min(rows);
+            let column: ArrayRef = Arc::new(StringArray::from_iter_values(
+                (start..end).map(|i| format!("row-{i}")),
+            ));
+            RecordBatch::try_from_iter([("s", column)]).expect("batch")
+        })
+        .collect()
+}
+
+/// Checks that `results` are `upper` of `text_batches(rows, _)`, row by row,
+/// each exactly once and in order.
+pub fn assert_upper_in_order(results: &[ArrayRef], rows: usize) {
+    let mut i = 0usize;
+    for array in results {
+        let strings = array
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("upper returns Utf8");
+        for value in strings.iter() {
+            assert_eq!(value, Some(format!("ROW-{i}").as_str()), "row {i}");
+            i += 1;
+        }
+    }
+    assert_eq!(i, rows, "every row exactly once");
+}

@@ -1,0 +1,190 @@
+//! The service region under load and under failure: balancing policies,
+//! instances killed mid-stream, resizing while a stream runs.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::ArrayRef;
+use futures::{StreamExt, TryStreamExt};
+use rpcop::ServiceRegion;
+use tokio::sync::Notify;
+
+use common::{assert_upper_in_order, region, text_batches, wait_ready, within};
+
+/// Runs `upper` over `rows` rows through `region` with `client`'s options.
+async fn run_upper(client: &rpcop::ServiceClient, rows: usize, batch: usize) -> Vec<ArrayRef> {
+    let input = futures::stream::iter(text_batches(rows, batch));
+    client
+        .call_stream("upper", input)
+        .try_collect()
+        .await
+        .expect("stream completes")
+}
+
+/// Requests served by each member, by member id.
+async fn served(region: &ServiceRegion) -> Vec<(u64, u64)> {
+    region
+        .stats()
+        .await
+        .into_iter()
+        .map(|(m, s)| (m.id, s.map_or(0, |s| s.requests)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_rows_per_policy_exactly_once_in_order() {
+    within(async {
+        const ROWS: usize = 1_000_000;
+        for policy in ["round_robin", "least_outstanding", "power_of_two"] {
+            let region = region(
+                &format!("million-{policy}"),
+                &["upper"],
+                &[
+                    ("parallelism", "4"),
+                    ("load_balance", policy),
+                    ("batch_size", "4096"),
+                ],
+            )
+            .await;
+            let client = region.client().unwrap();
+            let results = run_upper(&client, ROWS, 50_000).await;
+            assert_upper_in_order(&results, ROWS);
+            let counts: Vec<u64> = served(&region).await.into_iter().map(|(_, n)| n).collect();
+            let total: u64 = counts.iter().sum();
+            assert_eq!(counts.len(), 4, "{policy}: {counts:?}");
+            assert_eq!(total, client.stats().requests, "{policy}: {counts:?}");
+            assert_eq!(client.stats().retries, 0, "{policy}");
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            match policy {
+                // each in turn: the counts differ by at most one
+                "round_robin" => assert!(max - min <= 1, "{policy}: {counts:?}"),
+                // the least loaded instance first: all share the work
+                "least_outstanding" => assert!(*min * 4 >= total / 4, "{policy}: {counts:?}"),
+                // two random choices: every instance is used, none is starved
+                _ => assert!(*min > 0 && *max < total / 2, "{policy}: {counts:?}"),
+            }
+            region.shutdown().await;
+        }
+    })
+    .await;
+}
+
+async fn killed_mid_stream(isolation: &str) {
+    const ROWS: usize = 300_000;
+    let region = region(
+        &format!("kill-{isolation}"),
+        &["upper"],
+        &[
+            ("parallelism", "4"),
+            ("isolation", isolation),
+            ("batch_size", "2048"),
+            ("timeout", "5s"),
+        ],
+    )
+    .await;
+    let client = region.client().unwrap();
+    let victim = region.members()[1].id;
+    let halfway = Arc::new(Notify::new());
+    let signal = Arc::clone(&halfway);
+    let stream = client
+        .call_stream("upper", futures::stream::iter(text_batches(ROWS, 10_000)))
+        .enumerate()
+        .map(move |(i, r)| {
+            if i == 30 {
+                signal.notify_one();
+            }
+            r
+        });
+    let collect = tokio::spawn(async move { stream.try_collect::<Vec<ArrayRef>>().await });
+    halfway.notified().await;
+    assert!(region.kill(victim).await, "the victim was running");
+    let results = collect
+        .await
+        .unwrap()
+        .expect("the stream survives the kill");
+    assert_upper_in_order(&results, ROWS);
+    wait_ready(&region, 4).await;
+    let members = region.members();
+    assert!(members.iter().all(|m| m.id != victim), "{members:?}");
+    assert!(members.iter().any(|m| m.restarts == 1), "{members:?}");
+    region.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_stream_in_process() {
+    within(killed_mid_stream("thread")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_process_killed_mid_stream() {
+    within(killed_mid_stream("process")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_two_six_one_while_streaming() {
+    within(async {
+        const ROWS: usize = 400_000;
+        let region = Arc::new(
+            region(
+                "resize",
+                &["upper"],
+                &[
+                    ("parallelism", "2"),
+                    ("batch_size", "1024"),
+                    ("timeout", "10s"),
+                ],
+            )
+            .await,
+        );
+        let before: HashSet<u64> = region.members().iter().map(|m| m.id).collect();
+        let client = region.client().unwrap();
+        // a slow input keeps the stream running while the region changes
+        let input = futures::stream::iter(text_batches(ROWS, 4000)).then(|b| async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            b
+        });
+        let collect = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .call_stream("upper", input)
+                    .try_collect::<Vec<ArrayRef>>()
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        eprintln!("resize to 6");
+        region.resize(6).await.expect("grows");
+        eprintln!("grown");
+        assert_eq!(region.members().len(), 6);
+        // the new instances receive traffic while the stream runs
+        let mut new_served = 0;
+        for _ in 0..200 {
+            new_served = served(&region)
+                .await
+                .into_iter()
+                .filter(|(id, _)| !before.contains(id))
+                .map(|(_, n)| n)
+                .sum::<u64>();
+            if new_served > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(new_served > 0, "new instances got no request");
+        eprintln!("new served {new_served}");
+        region.resize(1).await.expect("shrinks");
+        eprintln!("shrunk");
+        wait_ready(&region, 1).await;
+        let results = collect.await.unwrap().expect("no error while resizing");
+        assert_upper_in_order(&results, ROWS);
+        assert_eq!(client.stats().failures, 0);
+        region.shutdown().await;
+    })
+    .await;
+}

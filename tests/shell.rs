@@ -1,0 +1,47 @@
+//! The `rpcop` binary as a user runs it: `-c`, `-f`, `--format`, exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+fn rpcop(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+        .args(args)
+        .output()
+        .expect("rpcop runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn command_and_file_run_and_print_timing() {
+    let (ok, stdout, _) = rpcop(&["-c", "SELECT classify('the election') AS topic"]);
+    assert!(ok);
+    assert!(stdout.contains("| news  |"), "{stdout}");
+    assert!(stdout.contains("1 row(s) fetched."), "{stdout}");
+    assert!(stdout.contains("Elapsed"), "{stdout}");
+
+    let dir = std::env::temp_dir().join(format!("rpcop-shell-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("q.sql");
+    std::fs::write(
+        &file,
+        "SELECT upper('a') AS x;\nSELECT\n  lower('B') AS y;\n",
+    )
+    .unwrap();
+    let (ok, stdout, _) = rpcop(&["-f", file.to_str().unwrap(), "--format", "csv", "-q"]);
+    assert!(ok);
+    assert_eq!(stdout, "x\nA\ny\nb\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_statement_exits_non_zero_with_its_error() {
+    let (ok, _, stderr) = rpcop(&["-c", "SELECT no_such_function(1)"]);
+    assert!(!ok);
+    assert!(stderr.contains("no_such_function"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
