@@ -383,8 +383,7 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         "h" => number * 3600.0,
         _ => return None,
     };
-    (seconds.is_finite() && (0.0..1e9).contains(&seconds))
-        .then(|| Duration::from_secs_f64(seconds))
+    (seconds.is_finite() && (0.0..1e9).contains(&seconds)).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
