@@ -464,6 +464,8 @@ enum Running {
     },
     Process {
         child: tokio::process::Child,
+        /// The last line the child wrote to stderr (its last words).
+        last_words: Arc<Mutex<String>>,
     },
 }
 
@@ -476,8 +478,8 @@ impl Running {
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => "the instance's runtime stopped".to_string(),
             },
-            Running::Process { child } => match child.wait().await {
-                Ok(status) => describe_exit(status),
+            Running::Process { child, last_words } => match child.wait().await {
+                Ok(status) => with_last_words(describe_exit(status), last_words),
                 Err(error) => format!("cannot wait for the instance process: {error}"),
             },
         }
@@ -491,7 +493,7 @@ impl Running {
                     runtime.shutdown_background();
                 }
             }
-            Running::Process { child } => {
+            Running::Process { child, .. } => {
                 let _ = child.start_kill();
             }
         }
@@ -506,7 +508,7 @@ impl Running {
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
             }
-            Running::Process { child } => {
+            Running::Process { child, .. } => {
                 if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
                     // SAFETY: sending SIGTERM to our own child process.
                     unsafe {
@@ -635,7 +637,7 @@ async fn launch_process(
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command
         .spawn()
@@ -644,12 +646,25 @@ async fn launch_process(
         .stdout
         .take()
         .ok_or_else(|| "the instance process has no stdout".to_string())?;
+    let last_words = Arc::new(Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(relay_stderr(
+            stderr,
+            format!("{}[{slot}]", shared.name),
+            Arc::clone(&last_words),
+        ));
+    }
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let first = tokio::select! {
         line = lines.next_line() => line.map_err(|e| e.to_string())?,
         status = child.wait() => {
+            // let the relay read the child's last words
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return Err(match status {
-                Ok(status) => format!("{} before it was ready", describe_exit(status)),
+                Ok(status) => with_last_words(
+                    format!("{} before it was ready", describe_exit(status)),
+                    &last_words,
+                ),
                 Err(e) => e.to_string(),
             });
         }
@@ -665,7 +680,33 @@ async fn launch_process(
     } else {
         format!("http://{address}")
     };
-    Ok((address, Running::Process { child }))
+    Ok((address, Running::Process { child, last_words }))
+}
+
+/// Forwards a child's stderr to the log, remembering its last line.
+async fn relay_stderr(
+    stderr: tokio::process::ChildStderr,
+    instance: String,
+    last_words: Arc<Mutex<String>>,
+) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(%instance, "{line}");
+        let hint = line.starts_with("note: run with `RUST_BACKTRACE");
+        if !line.trim().is_empty()
+            && !hint
+            && let Ok(mut last) = last_words.lock()
+        {
+            *last = line;
+        }
+    }
+}
+
+fn with_last_words(reason: String, last_words: &Mutex<String>) -> String {
+    match last_words.lock() {
+        Ok(last) if !last.is_empty() => format!("{reason}; its last words: {last}"),
+        _ => reason,
+    }
 }
 
 /// What ended the watch of a ready instance.
