@@ -366,8 +366,11 @@ fn decode_requests(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
+    // a message without an IPC header carries only the descriptor or
+    // app_metadata (pyarrow opens an exchange with one): nothing to decode
     let input = stream::once(async { Ok(first) })
         .chain(rest)
+        .filter(|m| std::future::ready(!matches!(m, Ok(m) if m.data_header.is_empty())))
         .map(|m| m.map_err(FlightError::from));
     FlightDataDecoder::new(input).filter_map(|decoded| async move {
         match decoded {
