@@ -188,3 +188,49 @@ async fn resize_two_six_one_while_streaming() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_is_retried_then_fails_naming_the_cause() {
+    within(async {
+        let region = region(
+            "slow",
+            &["model_sim"],
+            &[("parallelism", "2"), ("timeout", "200ms"), ("retries", "1")],
+        )
+        .await;
+        let client = region.client().unwrap();
+        let args = |latency_ms: i64| {
+            let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["x"]));
+            let latency: ArrayRef =
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![latency_ms]));
+            let cost: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![0]));
+            datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+                ("text", text),
+                ("latency", latency),
+                ("cost", cost),
+            ])
+            .unwrap()
+        };
+        let err = client
+            .call("model_sim", args(1000))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("after 2 attempt(s)"), "{err}");
+        assert!(
+            err.contains("no answer within the timeout of 200ms"),
+            "{err}"
+        );
+        let addresses: HashSet<String> = region.members().into_iter().map(|m| m.address).collect();
+        assert!(
+            addresses.iter().all(|a| err.contains(a.as_str())),
+            "both instances tried: {err}"
+        );
+        assert_eq!(client.stats().timeouts, 2);
+        assert_eq!(client.stats().retries, 1);
+        // a fast request still gets through once the instances are free
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(client.call("model_sim", args(0)).await.unwrap().len(), 1);
+    })
+    .await;
+}
