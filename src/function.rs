@@ -178,6 +178,11 @@ impl LoadedFunction {
         self.udf.name()
     }
 
+    /// The DataFusion function it evaluates.
+    pub fn udf(&self) -> Arc<ScalarUDF> {
+        Arc::clone(&self.udf)
+    }
+
     /// The signature instances describe in `GetFlightInfo`: the first of the
     /// argument types the function's signature lists, and the result for them.
     /// `None` when the signature lists no concrete example.

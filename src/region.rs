@@ -48,7 +48,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::client::{BearerToken, ServiceClient, connect};
+use crate::client::{BearerToken, FlightClient, ServiceClient, connect};
 use crate::error::RpcError;
 use crate::function::HostedFunction;
 use crate::instance::{Instance, InstanceConfig, InstanceStats, bind};
@@ -426,24 +426,18 @@ impl Drop for ServiceRegion {
 
 /// Asks an instance for its counters.
 pub async fn instance_stats(address: &str, token: &BearerToken) -> Option<InstanceStats> {
-    let body = action(
-        address,
-        token,
-        protocol::ACTION_STATS,
-        Duration::from_secs(2),
-    )
-    .await?;
+    let client = connect(address, token, Duration::from_secs(2)).ok()?;
+    stats_of(&client).await
+}
+
+async fn stats_of(client: &FlightClient) -> Option<InstanceStats> {
+    let body = action(client, protocol::ACTION_STATS, Duration::from_secs(2)).await?;
     serde_json::from_slice(&body).ok()
 }
 
 /// Runs one action on an instance; `None` on any failure or timeout.
-async fn action(
-    address: &str,
-    token: &BearerToken,
-    name: &str,
-    timeout: Duration,
-) -> Option<bytes::Bytes> {
-    let mut client = connect(address, token, timeout).ok()?;
+async fn action(client: &FlightClient, name: &str, timeout: Duration) -> Option<bytes::Bytes> {
+    let mut client = client.clone();
     let call = async {
         let mut results = client
             .do_action(Action::new(name, bytes::Bytes::new()))
@@ -776,10 +770,13 @@ async fn keep_slot(
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
-        let token = BearerToken::new(&shared.token).ok();
+        // one connection per instance for its health checks and drain
+        let control = BearerToken::new(&shared.token)
+            .ok()
+            .and_then(|token| connect(&address, &token, HEALTH_INTERVAL * 2).ok());
         let outcome = tokio::select! {
             reason = running.ended() => Outcome::Died(reason),
-            reason = unhealthy(&address, token.as_ref()) => Outcome::Died(reason),
+            reason = unhealthy(control.as_ref()) => Outcome::Died(reason),
             command = commands.recv() => match command {
                 Some(SlotCommand::Kill(reply)) => Outcome::Killed(reply),
                 Some(SlotCommand::Stop) | None => Outcome::Stop,
@@ -788,8 +785,8 @@ async fn keep_slot(
         match outcome {
             Outcome::Stop => {
                 publisher.update(id, slot, |m| m.state = MemberState::Draining);
-                if let Some(token) = &token {
-                    drain(&address, token, shared.options().timeout).await;
+                if let Some(control) = &control {
+                    drain(control, shared.options().timeout).await;
                 }
                 running.stop().await;
                 publisher.update(id, slot, |m| m.state = MemberState::Gone);
@@ -836,14 +833,14 @@ async fn wait_or_stop(commands: &mut mpsc::Receiver<SlotCommand>, delay: Duratio
 
 /// Resolves when the instance has failed [`HEALTH_FAILURES`] health checks in
 /// a row.
-async fn unhealthy(address: &str, token: Option<&BearerToken>) -> String {
-    let Some(token) = token else {
+async fn unhealthy(control: Option<&FlightClient>) -> String {
+    let Some(control) = control else {
         return std::future::pending().await;
     };
     let mut failures = 0;
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        match action(address, token, protocol::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
+        match action(control, protocol::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
             Some(_) => failures = 0,
             None => failures += 1,
         }
@@ -855,21 +852,16 @@ async fn unhealthy(address: &str, token: Option<&BearerToken>) -> String {
 
 /// Tells an instance to drain and waits (up to `timeout` plus a grace) until
 /// its open exchanges are closed by their callers.
-async fn drain(address: &str, token: &BearerToken, timeout: Duration) {
-    if action(
-        address,
-        token,
-        protocol::ACTION_DRAIN,
-        Duration::from_secs(2),
-    )
-    .await
-    .is_none()
+async fn drain(control: &FlightClient, timeout: Duration) {
+    if action(control, protocol::ACTION_DRAIN, Duration::from_secs(2))
+        .await
+        .is_none()
     {
         return;
     }
     let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(2);
     while tokio::time::Instant::now() < deadline {
-        match instance_stats(address, token).await {
+        match stats_of(control).await {
             Some(stats) if stats.open_streams == 0 && stats.in_flight == 0 => return,
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             None => return,

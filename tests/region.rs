@@ -234,3 +234,45 @@ async fn a_request_that_times_out_is_retried_then_fails_naming_the_cause() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_runs_once_per_instance_and_is_counted() {
+    within(async {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&loads);
+        let upper = rpcop::FunctionLibrary::default()
+            .get("upper")
+            .unwrap()
+            .clone();
+        let slow_upper = rpcop::HostedFunction::with_loader(
+            "upper",
+            Arc::new(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                counter.fetch_add(1, Ordering::SeqCst);
+                upper.load().map(|f| f.udf()).map_err(|e| e.to_string())
+            }),
+        );
+        let region = ServiceRegion::builder("startup", vec![slow_upper])
+            .options(common::options(&[("parallelism", "2")]))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            2,
+            "one load per instance, before ready"
+        );
+        let client = region.client().unwrap();
+        let results = run_upper(&client, 50_000, 1000).await;
+        assert_upper_in_order(&results, 50_000);
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "no load per request");
+        for (_, stats) in region.stats().await {
+            let stats = stats.unwrap();
+            assert_eq!(stats.loads, 1);
+            assert!(stats.startup_ms >= 150, "{stats:?}");
+        }
+        region.shutdown().await;
+    })
+    .await;
+}
