@@ -118,17 +118,24 @@ async fn exchange(
     })
 }
 
+/// Runs one `DoAction` and returns the body of its single result.
+async fn run_action(
+    client: &mut FlightServiceClient<Channel>,
+    token: &str,
+    action: &str,
+) -> Result<bytes::Bytes, tonic::Status> {
+    let mut results = client
+        .do_action(authorized(Action::new(action.to_string(), ""), token))
+        .await?
+        .into_inner();
+    let first = results.next().await.expect("one result")?;
+    Ok(first.body)
+}
+
 async fn healthy(client: &mut FlightServiceClient<Channel>, token: &str) -> bool {
-    match client
-        .do_action(authorized(Action::new("health", ""), token))
+    run_action(client, token, "health")
         .await
-    {
-        Ok(response) => {
-            let body = response.into_inner().next().await.unwrap().unwrap().body;
-            body.as_ref() == b"ok"
-        }
-        Err(_) => false,
-    }
+        .is_ok_and(|body| body.as_ref() == b"ok")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,28 +189,10 @@ async fn plain_flight_client_follows_the_contract() {
 
         // the actions
         for (action, expect) in [("protocol_version", "1"), ("drain", "draining")] {
-            let body = client
-                .do_action(authorized(Action::new(action, ""), &token))
-                .await
-                .unwrap()
-                .into_inner()
-                .next()
-                .await
-                .unwrap()
-                .unwrap()
-                .body;
+            let body = run_action(&mut client, &token, action).await.unwrap();
             assert_eq!(body.as_ref(), expect.as_bytes(), "{action}");
         }
-        let stats = client
-            .do_action(authorized(Action::new("stats", ""), &token))
-            .await
-            .unwrap()
-            .into_inner()
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .body;
+        let stats = run_action(&mut client, &token, "stats").await.unwrap();
         let stats: rpcop::InstanceStats = serde_json::from_slice(&stats).unwrap();
         assert_eq!(stats.requests, 2);
         assert!(stats.draining);
