@@ -89,7 +89,7 @@ impl RpcParser<'_> {
             statements.push(self.parse_statement()?);
             let next = self.inner.parser.peek_token();
             if next != Token::EOF && next != Token::SemiColon {
-                return Err(self.expected("end of statement", next));
+                return Err(self.expected("end of statement", &next));
             }
         }
     }
@@ -142,7 +142,7 @@ impl RpcParser<'_> {
         }
     }
 
-    fn expected(&self, what: &str, found: TokenWithSpan) -> ParseError {
+    fn expected(&self, what: &str, found: &TokenWithSpan) -> ParseError {
         ParseError::Syntax(format!(
             "Expected: {what}, found: {found} at {}",
             found.span.start
@@ -154,7 +154,7 @@ impl RpcParser<'_> {
         if word(&next).as_deref() == Some(expected) {
             Ok(())
         } else {
-            Err(self.expected(expected, next))
+            Err(self.expected(expected, &next))
         }
     }
 
