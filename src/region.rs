@@ -686,14 +686,25 @@ async fn relay_stderr(
     let mut lines = tokio::io::BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::warn!(%instance, "{line}");
-        let hint = line.starts_with("note: run with `RUST_BACKTRACE");
-        if !line.trim().is_empty()
-            && !hint
+        if !is_backtrace_noise(&line)
             && let Ok(mut last) = last_words.lock()
         {
             *last = line;
         }
     }
+}
+
+/// Lines of a Rust panic's backtrace and hints, which say nothing of why.
+fn is_backtrace_noise(line: &str) -> bool {
+    let line = line.trim();
+    let frame = line
+        .split_once(": ")
+        .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    line.is_empty()
+        || frame
+        || line.starts_with("note: ")
+        || line.starts_with("at ")
+        || line == "stack backtrace:"
 }
 
 fn with_last_words(reason: String, last_words: &Mutex<String>) -> String {
@@ -866,5 +877,29 @@ async fn drain(control: &FlightClient, timeout: Duration) {
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_words_skip_backtraces() {
+        for noise in [
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+            "stack backtrace:",
+            "   0: __rustc::rust_begin_unwind",
+            "             at /rustc/library/std/src/panicking.rs:689:5",
+            "",
+        ] {
+            assert!(is_backtrace_noise(noise), "{noise}");
+        }
+        assert!(!is_backtrace_noise(
+            "memory allocation of 1073741824 bytes failed"
+        ));
+        assert!(!is_backtrace_noise(
+            "thread 'main' panicked at src/x.rs:1:1:"
+        ));
     }
 }
