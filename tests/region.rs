@@ -276,3 +276,29 @@ async fn the_start_up_runs_once_per_instance_and_is_counted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ready_instance_is_a_clear_error_not_a_hang() {
+    within(async {
+        let (sender, watch) = tokio::sync::watch::channel(Arc::new(rpcop::Membership::default()));
+        let options = common::options(&[("timeout", "100ms")]);
+        let client = rpcop::ServiceClient::new("empty", options, "t", watch).unwrap();
+        let batch = text_batches(3, 3).remove(0);
+        let err = client
+            .call("upper", batch.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service 'empty' has no ready instance for function 'upper'"),
+            "{err}"
+        );
+        drop(sender);
+        let err = client.call("upper", batch).await.unwrap_err().to_string();
+        assert!(
+            err.contains("service 'empty': the service was stopped"),
+            "{err}"
+        );
+    })
+    .await;
+}
