@@ -272,6 +272,24 @@ impl ServiceRegion {
         self.shared.options()
     }
 
+    /// Replaces the service's options (validated together). Routing options
+    /// apply to clients made after; `parallelism` changes with
+    /// [`Self::resize`].
+    pub fn set_options(&self, options: ServiceOptions) -> Result<(), RpcError> {
+        options.validate()?;
+        let mut current = self
+            .shared
+            .options
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let parallelism = current.parallelism;
+        *current = ServiceOptions {
+            parallelism,
+            ..options
+        };
+        Ok(())
+    }
+
     /// The bearer token the instances require.
     pub fn token(&self) -> &str {
         &self.shared.token

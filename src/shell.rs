@@ -4,7 +4,9 @@
 //! at the first failure; with neither, an interactive prompt reads
 //! statements that end with `;` over as many lines as they take, with
 //! history. Results print as `--format table|csv|json|ndjson`, followed by a
-//! rows-and-time line. The session has the demo functions registered.
+//! rows-and-time line. Statements run in an [`RpcSession`]: the RPC service
+//! statements start, resize, show and stop service regions, and the demo
+//! functions are registered.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,9 +15,10 @@ use std::time::Instant;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::DFParser;
+use rpcop_sql::parser::parse_sql;
 use rustyline::DefaultEditor;
+
+use crate::session::RpcSession;
 use rustyline::error::ReadlineError;
 
 /// How results are printed.
@@ -50,7 +53,7 @@ pub struct ShellArgs {
 
 /// A shell session.
 pub struct Shell {
-    ctx: SessionContext,
+    session: RpcSession,
     format: Format,
     quiet: bool,
 }
@@ -58,7 +61,7 @@ pub struct Shell {
 impl std::fmt::Debug for Shell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shell")
-            .field("session", &self.ctx.session_id())
+            .field("session", &self.session)
             .field("format", &self.format)
             .finish()
     }
@@ -67,22 +70,20 @@ impl std::fmt::Debug for Shell {
 impl Shell {
     /// A session with the demo functions registered.
     pub fn new(format: Format, quiet: bool) -> Self {
-        let ctx = SessionContext::new();
-        for udf in crate::demo::demo_udfs() {
-            ctx.register_udf(udf);
+        Self {
+            session: RpcSession::new(),
+            format,
+            quiet,
         }
-        Self { ctx, format, quiet }
     }
 
     /// Runs every statement of `sql`, printing each result to `out`; stops at
     /// the first error.
     pub async fn run(&self, sql: &str, out: &mut impl Write) -> Result<()> {
-        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-        let statements = DFParser::parse_sql_with_dialect(sql, &dialect)?;
+        let statements = parse_sql(sql).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         for statement in statements {
             let start = Instant::now();
-            let plan = self.ctx.state().statement_to_plan(statement).await?;
-            let batches = self.ctx.execute_logical_plan(plan).await?.collect().await?;
+            let batches = self.session.execute(statement).await?;
             self.print(&batches, out)?;
             if !self.quiet {
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();

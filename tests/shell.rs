@@ -45,3 +45,29 @@ fn a_failing_statement_exits_non_zero_with_its_error() {
     assert!(stderr.contains("no_such_function"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn rpc_statements_run_in_the_shell() {
+    let (ok, stdout, stderr) = rpcop(&[
+        "--format",
+        "csv",
+        "-q",
+        "-c",
+        "CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 2); \
+         ALTER RPC SERVICE text SET (parallelism = 3); \
+         SHOW RPC SERVICES; \
+         DROP RPC SERVICE text; \
+         SHOW RPC SERVICES",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("text,upper,3/3,thread,least_outstanding,0,0"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = rpcop(&[
+        "-c",
+        "CREATE RPC SERVICE s FOR FUNCTION f WITH (paralelism = 2)",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown option 'paralelism'"), "{stderr}");
+}
