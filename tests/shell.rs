@@ -71,3 +71,46 @@ fn rpc_statements_run_in_the_shell() {
     assert!(!ok);
     assert!(stderr.contains("unknown option 'paralelism'"), "{stderr}");
 }
+
+#[test]
+fn a_newcomers_interactive_session() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rpcop starts");
+    let script = "CREATE RPC SERVICE t FOR FUNCTION upper\n  WITH (parallelism = 2);\n\
+                  SELECT upper('newcomer') AS u;\n\
+                  SELECT nope();\n\
+                  SHOW RPC SERVICES;\n\
+                  ALTER RPC SERVICE t SET (parallelism = 1);\n\
+                  DESCRIBE RPC SERVICE t;\n\
+                  DROP RPC SERVICE t;\n\
+                  \\q\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("| NEWCOMER |"), "{stdout}");
+    assert!(
+        stdout.contains("| t    | upper     | 2/2       |"),
+        "{stdout}"
+    );
+    // one instance left after ALTER, listed by DESCRIBE
+    assert_eq!(stdout.matches("| ready |").count(), 1, "{stdout}");
+    // an error is printed and the session goes on
+    assert!(
+        stderr.contains("Error:") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("row(s) fetched.").count(), 6, "{stdout}");
+}
