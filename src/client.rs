@@ -95,8 +95,6 @@ pub fn connect(
         })?
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .initial_stream_window_size(protocol::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(protocol::CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     Ok(

@@ -204,8 +204,6 @@ impl Instance {
         let incoming = TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .initial_stream_window_size(protocol::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(protocol::CONNECTION_WINDOW_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -58,14 +58,6 @@ pub const AUTHORIZATION_KEY: &str = "authorization";
 /// The largest gRPC message an instance or client accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// HTTP/2 flow-control window of one exchange. gRPC's default (64 KiB) is
-/// smaller than one request of a few thousand rows, which would stall every
-/// request on window updates.
-pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
-
-/// HTTP/2 flow-control window of one connection (all its exchanges).
-pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
-
 /// The `authorization` metadata value for `token`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
