@@ -475,6 +475,29 @@ impl ServiceClient {
         })
     }
 
+    /// The signature a ready instance gives for `function` (`GetFlightInfo`).
+    pub async fn describe(&self, function: &str) -> Result<protocol::FunctionSignature, RpcError> {
+        let conn = self.pick(function, &[]).await?;
+        let mut client = conn.client.clone();
+        let request = client.get_flight_info(protocol::function_descriptor(function));
+        let rejected = |reason: String| RpcError::Rejected {
+            service: self.inner.service.clone(),
+            function: function.to_string(),
+            reason,
+        };
+        let info = tokio::time::timeout(self.inner.options.timeout, request)
+            .await
+            .map_err(|_| {
+                rejected(format!(
+                    "{}: no description within the timeout",
+                    conn.address
+                ))
+            })?
+            .map_err(|status| rejected(format!("{}: {}", conn.address, status.message())))?
+            .into_inner();
+        Ok(protocol::signature_of(info)?)
+    }
+
     /// Evaluates `function` over a stream of argument batches, each sliced to
     /// `batch_size` rows (and `max_batch_bytes`), with up to `max_in_flight`
     /// requests outstanding. Yields one result array per request, in order.

@@ -12,7 +12,8 @@
 //! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
 //!   instance set, pushed to callers.
 //! - [`client`]: routing, flow control, timeouts and retries.
-//! - [`session`]: SQL with RPC statements over a catalog of services.
+//! - [`session`]: SQL with RPC statements over a catalog of services;
+//!   [`rpc_call`]: explicit calls of any service's functions.
 //! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell.
 //!
 //! ```no_run
@@ -42,6 +43,7 @@ pub mod instance;
 pub mod membership;
 pub mod protocol;
 pub mod region;
+pub mod rpc_call;
 pub mod serve;
 pub mod session;
 pub mod shell;

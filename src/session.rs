@@ -29,6 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::function::FunctionLibrary;
 use crate::region::ServiceRegion;
+use crate::rpc_call::{ServiceDirectory, ServiceEntry, rpc_call_udf};
 
 /// A DataFusion session with a catalog of RPC services.
 pub struct RpcSession {
@@ -36,6 +37,7 @@ pub struct RpcSession {
     library: FunctionLibrary,
     serve_program: Option<PathBuf>,
     services: Mutex<BTreeMap<String, Arc<ServiceRegion>>>,
+    directory: ServiceDirectory,
 }
 
 impl std::fmt::Debug for RpcSession {
@@ -64,11 +66,14 @@ impl RpcSession {
         for udf in crate::demo::demo_udfs() {
             ctx.register_udf(udf);
         }
+        let directory = ServiceDirectory::default();
+        ctx.register_udf(rpc_call_udf(Arc::clone(&directory)));
         Self {
             ctx,
             library: FunctionLibrary::default(),
             serve_program: None,
             services: Mutex::new(BTreeMap::new()),
+            directory,
         }
     }
 
@@ -160,6 +165,16 @@ impl RpcSession {
             builder = builder.serve_program(program);
         }
         let region = builder.start().await.map_err(DataFusionError::from)?;
+        let client = region.client().map_err(DataFusionError::from)?;
+        let mut results = BTreeMap::new();
+        for function in region.functions() {
+            // a function without a fixed signature is not callable by rpc_call
+            if let Ok(signature) = client.describe(&function).await {
+                results.insert(function, signature.result);
+            }
+        }
+        self.directory_mut()
+            .insert(name.clone(), ServiceEntry { client, results });
         services.insert(name, Arc::new(region));
         Ok(Vec::new())
     }
@@ -184,11 +199,16 @@ impl RpcSession {
             .resize(options.parallelism)
             .await
             .map_err(DataFusionError::from)?;
+        let client = region.client().map_err(DataFusionError::from)?;
+        if let Some(entry) = self.directory_mut().get_mut(name) {
+            entry.client = client;
+        }
         Ok(Vec::new())
     }
 
     async fn drop_service(&self, name: &str, if_exists: bool) -> Result<Vec<RecordBatch>> {
         let region = self.services.lock().await.remove(name);
+        self.directory_mut().remove(name);
         match region {
             Some(region) => {
                 region.shutdown().await;
@@ -197,6 +217,12 @@ impl RpcSession {
             None if if_exists => Ok(Vec::new()),
             None => Err(self.unknown(name).await),
         }
+    }
+
+    fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServiceEntry>> {
+        self.directory
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn existing(&self, name: &str) -> Result<Arc<ServiceRegion>> {
@@ -341,6 +367,52 @@ mod tests {
         session.sql("DROP RPC SERVICE t").await.unwrap();
         assert!(session.service("t").await.is_none());
         session.sql("DROP RPC SERVICE IF EXISTS t").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rpc_call_reaches_any_function_of_any_service() {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE m FOR FUNCTION classify, sha256 WITH (parallelism = 2)")
+            .await
+            .unwrap();
+        session
+            .sql("CREATE TABLE docs AS VALUES ('the election'), (NULL), ('rust gpu')")
+            .await
+            .unwrap();
+        let through = text(
+            &session,
+            "SELECT rpc_call('m', 'classify', column1) AS c FROM docs",
+        )
+        .await;
+        let local = text(&session, "SELECT classify(column1) AS c FROM docs").await;
+        assert_eq!(through, local);
+        assert!(
+            through.contains("| news |") && through.contains("| tech |"),
+            "{through}"
+        );
+        let typed = text(
+            &session,
+            "SELECT arrow_typeof(rpc_call('m', 'sha256', 'x')) AS t",
+        )
+        .await;
+        assert!(typed.contains("Binary"), "{typed}");
+        let e = error(&session, "SELECT rpc_call('nope', 'f', 1)").await;
+        assert!(
+            e.contains("no RPC service named 'nope'; services: [m]"),
+            "{e}"
+        );
+        let e = error(&session, "SELECT rpc_call('m', 'upper', 'x')").await;
+        assert!(e.contains("service 'm' hosts no function 'upper'"), "{e}");
+        let e = error(
+            &session,
+            "SELECT rpc_call(column1, 'classify', column1) FROM docs",
+        )
+        .await;
+        assert!(e.contains("as string literals"), "{e}");
+        session.sql("DROP RPC SERVICE m").await.unwrap();
+        let e = error(&session, "SELECT rpc_call('m', 'classify', 'x')").await;
+        assert!(e.contains("no RPC service named 'm'"), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
