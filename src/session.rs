@@ -27,6 +27,7 @@ use rpcop_sql::parser::{Statement, parse_sql};
 use rpcop_sql::statement::{CreateService, OptionValue, RpcStatement};
 use tokio::sync::Mutex;
 
+use crate::client::ServiceClient;
 use crate::function::FunctionLibrary;
 use crate::region::ServiceRegion;
 use crate::rpc_call::{ServiceDirectory, ServiceEntry, rpc_call_udf};
@@ -91,6 +92,22 @@ impl RpcSession {
     /// The running service called `name`.
     pub async fn service(&self, name: &str) -> Option<Arc<ServiceRegion>> {
         self.services.lock().await.get(name).cloned()
+    }
+
+    /// The client of the service `name`, for a user's own UDF to call it with
+    /// the service's batching, balancing and retries (Flink's
+    /// `FunctionContext.getRosClient()`); see `examples/udf_calls_service.rs`.
+    pub fn client(&self, name: &str) -> Result<ServiceClient> {
+        let directory = self
+            .directory
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match directory.get(name) {
+            Some(entry) => Ok(entry.client.clone()),
+            None => Err(plan_error(format!(
+                "no RPC service named '{name}'; create it first with CREATE RPC SERVICE {name} FOR FUNCTION ..."
+            ))),
+        }
     }
 
     /// Runs every statement of `sql`; returns the batches of the last one.
@@ -453,6 +470,9 @@ mod tests {
         )
         .await;
         assert!(e.contains("cannot change"), "{e}");
+        let e = session.client("nope").unwrap_err().strip_backtrace();
+        assert!(e.contains("create it first"), "{e}");
+        assert_eq!(session.client("embed").unwrap().service(), "embed");
         let e = error(&session, "DROP RPC SERVICE nope").await;
         assert!(e.contains("no RPC service named 'nope'"), "{e}");
         let e = error(
