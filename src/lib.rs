@@ -12,7 +12,7 @@
 //! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
 //!   instance set, pushed to callers.
 //! - [`client`]: routing, flow control, timeouts and retries.
-//! - [`session`]: SQL with RPC statements over a catalog of services;
+//! - [`session`]: SQL with RPC statements over a [`catalog`] of services;
 //!   [`rpc_call`]: explicit calls of any service's functions.
 //! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell.
 //!
@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod catalog;
 pub mod client;
 pub mod demo;
 pub mod error;

@@ -3,12 +3,11 @@
 //!
 //! The function need not be registered locally. Its return type is the one
 //! the service itself describes (`GetFlightInfo`), learned when the service
-//! was created. The call is an async UDF: DataFusion evaluates it batch by
+//! was created and kept in the session's [`ServiceCatalog`]. The call is an async UDF: DataFusion evaluates it batch by
 //! batch through the service's client, with its balancing and retries.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, new_empty_array};
@@ -22,26 +21,13 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::client::ServiceClient;
+use crate::catalog::ServiceCatalog;
 use crate::protocol::scalar_argument;
 
-/// A running service as `rpc_call` sees it: its client and the result field
-/// of each function it hosts.
-#[derive(Debug, Clone)]
-pub struct ServiceEntry {
-    /// The service's client.
-    pub client: ServiceClient,
-    /// Result field by function name, as the service describes it.
-    pub results: BTreeMap<String, FieldRef>,
-}
-
-/// The services `rpc_call` can reach, shared with the session that owns them.
-pub type ServiceDirectory = Arc<RwLock<BTreeMap<String, ServiceEntry>>>;
-
-/// The `rpc_call` UDF over `directory`.
-pub fn rpc_call_udf(directory: ServiceDirectory) -> ScalarUDF {
+/// The `rpc_call` UDF over a session's `catalog`.
+pub fn rpc_call_udf(catalog: Arc<ServiceCatalog>) -> ScalarUDF {
     AsyncScalarUDF::new(Arc::new(RpcCall {
-        directory,
+        catalog,
         signature: Signature::variadic_any(Volatility::Volatile),
     }))
     .into_scalar_udf()
@@ -49,13 +35,13 @@ pub fn rpc_call_udf(directory: ServiceDirectory) -> ScalarUDF {
 
 #[derive(Debug)]
 struct RpcCall {
-    directory: ServiceDirectory,
+    catalog: Arc<ServiceCatalog>,
     signature: Signature,
 }
 
 impl PartialEq for RpcCall {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.directory, &other.directory)
+        Arc::ptr_eq(&self.catalog, &other.catalog)
     }
 }
 
@@ -77,23 +63,6 @@ fn literal_name(value: Option<&ScalarValue>) -> Option<String> {
 }
 
 impl RpcCall {
-    fn entry(&self, service: &str) -> Result<ServiceEntry> {
-        let directory = self
-            .directory
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match directory.get(service) {
-            Some(entry) => Ok(entry.clone()),
-            None => {
-                let known: Vec<&str> = directory.keys().map(String::as_str).collect();
-                plan_err!(
-                    "rpc_call: no RPC service named '{service}'; services: [{}]",
-                    known.join(", ")
-                )
-            }
-        }
-    }
-
     fn target(&self, scalars: &[Option<&ScalarValue>]) -> Result<(String, String)> {
         let service = literal_name(scalars.first().copied().flatten());
         let function = literal_name(scalars.get(1).copied().flatten());
@@ -121,7 +90,7 @@ impl ScalarUDFImpl for RpcCall {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let (service, function) = self.target(args.scalar_arguments)?;
-        let entry = self.entry(&service)?;
+        let entry = self.catalog.get(&service)?;
         match entry.results.get(&function) {
             Some(field) => Ok(Arc::new(Field::new(
                 "rpc_call",
@@ -152,7 +121,7 @@ impl AsyncScalarUDFImpl for RpcCall {
             })
             .collect();
         let (service, function) = self.target(&scalars)?;
-        let entry = self.entry(&service)?;
+        let entry = self.catalog.get(&service)?;
         let rows = args.number_rows;
         let result_type = args.return_field.data_type().clone();
         if rows == 0 {

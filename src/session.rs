@@ -27,18 +27,20 @@ use rpcop_sql::parser::{Statement, parse_sql};
 use rpcop_sql::statement::{CreateService, OptionValue, RpcStatement};
 use tokio::sync::Mutex;
 
+use crate::catalog::{ServiceCatalog, ServiceEntry};
 use crate::client::ServiceClient;
 use crate::function::FunctionLibrary;
 use crate::region::ServiceRegion;
-use crate::rpc_call::{ServiceDirectory, ServiceEntry, rpc_call_udf};
+use crate::rpc_call::rpc_call_udf;
 
 /// A DataFusion session with a catalog of RPC services.
 pub struct RpcSession {
     ctx: SessionContext,
     library: FunctionLibrary,
     serve_program: Option<PathBuf>,
-    services: Mutex<BTreeMap<String, Arc<ServiceRegion>>>,
-    directory: ServiceDirectory,
+    catalog: Arc<ServiceCatalog>,
+    /// Serializes the DDL, so two statements never race on one name.
+    ddl: Mutex<()>,
 }
 
 impl std::fmt::Debug for RpcSession {
@@ -67,14 +69,14 @@ impl RpcSession {
         for udf in crate::demo::demo_udfs() {
             ctx.register_udf(udf);
         }
-        let directory = ServiceDirectory::default();
-        ctx.register_udf(rpc_call_udf(Arc::clone(&directory)));
+        let catalog = Arc::new(ServiceCatalog::default());
+        ctx.register_udf(rpc_call_udf(Arc::clone(&catalog)));
         Self {
             ctx,
             library: FunctionLibrary::default(),
             serve_program: None,
-            services: Mutex::new(BTreeMap::new()),
-            directory,
+            catalog,
+            ddl: Mutex::new(()),
         }
     }
 
@@ -90,24 +92,15 @@ impl RpcSession {
     }
 
     /// The running service called `name`.
-    pub async fn service(&self, name: &str) -> Option<Arc<ServiceRegion>> {
-        self.services.lock().await.get(name).cloned()
+    pub fn service(&self, name: &str) -> Option<Arc<ServiceRegion>> {
+        self.catalog.get(name).ok().map(|entry| entry.region)
     }
 
     /// The client of the service `name`, for a user's own UDF to call it with
     /// the service's batching, balancing and retries (Flink's
     /// `FunctionContext.getRosClient()`); see `examples/udf_calls_service.rs`.
     pub fn client(&self, name: &str) -> Result<ServiceClient> {
-        let directory = self
-            .directory
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match directory.get(name) {
-            Some(entry) => Ok(entry.client.clone()),
-            None => Err(plan_error(format!(
-                "no RPC service named '{name}'; create it first with CREATE RPC SERVICE {name} FOR FUNCTION ..."
-            ))),
-        }
+        self.catalog.get(name).map(|entry| entry.client)
     }
 
     /// Runs every statement of `sql`; returns the batches of the last one.
@@ -143,8 +136,8 @@ impl RpcSession {
             Some(name) => name.clone(),
             None => create.functions[0].clone(),
         };
-        let mut services = self.services.lock().await;
-        if services.contains_key(&name) {
+        let _ddl = self.ddl.lock().await;
+        if self.catalog.contains(&name) {
             return if create.if_not_exists {
                 Ok(Vec::new())
             } else {
@@ -154,10 +147,7 @@ impl RpcSession {
             };
         }
         for function in &create.functions {
-            if let Some((other, _)) = services
-                .iter()
-                .find(|(_, region)| region.functions().contains(function))
-            {
+            if let Some(other) = self.catalog.host_of(function) {
                 return Err(plan_error(format!(
                     "function '{function}' is already served by RPC service '{other}'; \
                      a function is served by one service: DROP RPC SERVICE {other} first"
@@ -190,14 +180,21 @@ impl RpcSession {
                 results.insert(function, signature.result);
             }
         }
-        self.directory_mut()
-            .insert(name.clone(), ServiceEntry { client, results });
-        services.insert(name, Arc::new(region));
+        let region = Arc::new(region);
+        self.catalog.insert(
+            name,
+            ServiceEntry {
+                region,
+                client,
+                results,
+            },
+        );
         Ok(Vec::new())
     }
 
     async fn alter(&self, name: &str, changes: &[OptionValue]) -> Result<Vec<RecordBatch>> {
-        let region = self.existing(name).await?;
+        let _ddl = self.ddl.lock().await;
+        let region = self.catalog.get(name)?.region;
         let mut options = region.options();
         apply(&mut options, changes)?;
         let mut unchangeable = changes
@@ -217,49 +214,27 @@ impl RpcSession {
             .await
             .map_err(DataFusionError::from)?;
         let client = region.client().map_err(DataFusionError::from)?;
-        if let Some(entry) = self.directory_mut().get_mut(name) {
-            entry.client = client;
-        }
+        self.catalog.set_client(name, client);
         Ok(Vec::new())
     }
 
     async fn drop_service(&self, name: &str, if_exists: bool) -> Result<Vec<RecordBatch>> {
-        let region = self.services.lock().await.remove(name);
-        self.directory_mut().remove(name);
-        match region {
-            Some(region) => {
-                region.shutdown().await;
+        let _ddl = self.ddl.lock().await;
+        match self.catalog.get(name) {
+            Ok(_) => {
+                // new queries stop reaching it at once; running ones drain
+                if let Some(entry) = self.catalog.remove(name) {
+                    entry.region.shutdown().await;
+                }
                 Ok(Vec::new())
             }
-            None if if_exists => Ok(Vec::new()),
-            None => Err(self.unknown(name).await),
+            Err(_) if if_exists => Ok(Vec::new()),
+            Err(error) => Err(error),
         }
-    }
-
-    fn directory_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ServiceEntry>> {
-        self.directory
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn existing(&self, name: &str) -> Result<Arc<ServiceRegion>> {
-        match self.service(name).await {
-            Some(region) => Ok(region),
-            None => Err(self.unknown(name).await),
-        }
-    }
-
-    async fn unknown(&self, name: &str) -> DataFusionError {
-        let known: Vec<String> = self.services.lock().await.keys().cloned().collect();
-        plan_error(format!(
-            "no RPC service named '{name}'; services: [{}] (SHOW RPC SERVICES lists them)",
-            known.join(", ")
-        ))
     }
 
     async fn show(&self) -> Result<Vec<RecordBatch>> {
-        let services: Vec<Arc<ServiceRegion>> =
-            self.services.lock().await.values().cloned().collect();
+        let services = self.catalog.entries().into_iter().map(|entry| entry.region);
         let mut columns: [Vec<String>; 5] = Default::default();
         let (mut requests, mut errors) = (Vec::new(), Vec::new());
         for region in services {
@@ -307,7 +282,7 @@ impl RpcSession {
     }
 
     async fn describe(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let region = self.existing(name).await?;
+        let region = self.catalog.get(name)?.region;
         let stats = region.stats().await;
         let text = |f: &dyn Fn(&crate::Member) -> String| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(
@@ -380,9 +355,9 @@ mod tests {
             .unwrap();
         let describe = text(&session, "DESCRIBE RPC SERVICE t").await;
         assert_eq!(describe.matches("| ready |").count(), 3, "{describe}");
-        assert!(session.service("t").await.unwrap().options().parallelism == 3);
+        assert!(session.service("t").unwrap().options().parallelism == 3);
         session.sql("DROP RPC SERVICE t").await.unwrap();
-        assert!(session.service("t").await.is_none());
+        assert!(session.service("t").is_none());
         session.sql("DROP RPC SERVICE IF EXISTS t").await.unwrap();
     }
 
@@ -439,7 +414,7 @@ mod tests {
             .sql("CREATE RPC SERVICE FOR FUNCTION embed")
             .await
             .unwrap();
-        assert!(session.service("embed").await.is_some());
+        assert!(session.service("embed").is_some());
         let e = error(&session, "CREATE RPC SERVICE other FOR FUNCTION embed").await;
         assert!(
             e.contains("function 'embed' is already served by RPC service 'embed'"),
