@@ -32,10 +32,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use arrow_flight::FlightData;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightData, FlightDescriptor};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
@@ -160,9 +160,7 @@ impl Session {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let session = Arc::new(Self {
             writer: tokio::sync::Mutex::new(Writer {
-                encoder: BatchEncoder::new(Some(FlightDescriptor::new_path(vec![
-                    function.to_string(),
-                ]))),
+                encoder: BatchEncoder::new(Some(protocol::function_descriptor(function))),
                 sender,
                 messages: Vec::new(),
             }),

@@ -55,6 +55,8 @@ use crate::instance::{Instance, InstanceConfig, InstanceStats, bind};
 use crate::membership::{Member, MemberState, MembershipPublisher, MembershipWatch};
 use crate::protocol;
 
+/// Instances of a region listen on loopback only.
+const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// How often the supervisor checks an instance's health.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Health checks failed in a row before an instance is restarted.
@@ -71,7 +73,6 @@ pub struct RegionBuilder {
     options: ServiceOptions,
     token: Option<String>,
     serve_program: Option<PathBuf>,
-    bind_host: Ipv4Addr,
 }
 
 impl RegionBuilder {
@@ -125,7 +126,6 @@ impl RegionBuilder {
             functions: self.functions,
             token,
             launcher,
-            bind_host: self.bind_host,
             publisher: MembershipPublisher::new(),
             next_id: AtomicU64::new(1),
             options: Mutex::new(self.options.clone()),
@@ -196,7 +196,6 @@ struct RegionShared {
     functions: Vec<HostedFunction>,
     token: String,
     launcher: Launcher,
-    bind_host: Ipv4Addr,
     publisher: MembershipPublisher,
     next_id: AtomicU64,
     options: Mutex<ServiceOptions>,
@@ -249,7 +248,6 @@ impl ServiceRegion {
             options: ServiceOptions::default(),
             token: None,
             serve_program: None,
-            bind_host: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -589,7 +587,7 @@ async fn launch_thread(
     let (address_tx, address_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel();
-    let bind_to = SocketAddr::from((shared.bind_host, 0));
+    let bind_to = SocketAddr::from((BIND_HOST, 0));
     runtime.spawn(async move {
         let listener = match bind(bind_to).await {
             Ok(listener) => listener,
@@ -632,7 +630,7 @@ async fn launch_process(
     command
         .arg("serve")
         .arg("--bind")
-        .arg(SocketAddr::from((shared.bind_host, 0)).to_string())
+        .arg(SocketAddr::from((BIND_HOST, 0)).to_string())
         .arg("--token-file")
         .arg(&token_file.0)
         .arg("--threads")
