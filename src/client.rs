@@ -36,10 +36,12 @@ use arrow_flight::FlightData;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
-use rpcop_sql::{LoadBalance, ServiceOptions};
+use rpcop_sql::{LoadBalance, OnError, ServiceOptions};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -104,11 +106,17 @@ pub fn connect(
     )
 }
 
+/// How many times a request is re-sent because another request's failure
+/// ended the exchange it was on, before such failures count as its own.
+const MAX_COLLATERAL_RESENDS: usize = 8;
+
 /// Why one attempt of a request failed.
 #[derive(Debug, Clone)]
 enum Failure {
     /// The instance failed; another may succeed.
     Retry(String),
+    /// Another request's error ended the exchange this one was on.
+    Collateral(String),
     /// Any instance would answer the same (bad arguments, unknown function).
     Reject(String),
 }
@@ -179,6 +187,9 @@ impl Session {
             for (seq, waiter) in state.waiters.drain() {
                 let failure = match (&failure, guilty) {
                     (Some(status), Some(g)) if g == seq => failure_of(status, &address),
+                    (Some(_), Some(g)) => Failure::Collateral(format!(
+                        "{reason} (the error of request {g}, not this one)"
+                    )),
                     (Some(status), None) if status.code() != Code::Internal => {
                         failure_of(status, &address)
                     }
@@ -322,6 +333,16 @@ impl Drop for Outstanding {
     }
 }
 
+/// How one request of [`ServiceClient::call_as`] went, for a caller's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallReport {
+    /// Attempts re-sent after a failure or timeout.
+    pub retries: u64,
+    /// The request failed after its retries and its rows got NULL
+    /// (`on_error = 'null'`).
+    pub nulled: bool,
+}
+
 /// What a client has done, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -429,19 +450,60 @@ impl ServiceClient {
     /// and returns one value per row, retrying on another instance after a
     /// failure or timeout.
     pub async fn call(&self, function: &str, arguments: RecordBatch) -> Result<ArrayRef, RpcError> {
+        self.send(function, &arguments, &mut CallReport::default())
+            .await
+    }
+
+    /// Evaluates `function` like [`Self::call`], with the result cast to
+    /// `result_type` (the type the caller planned with). With `on_error =
+    /// 'null'`, a request that failed after its retries answers NULL for
+    /// each of its rows, and the report says so.
+    pub async fn call_as(
+        &self,
+        function: &str,
+        arguments: &RecordBatch,
+        result_type: &DataType,
+    ) -> Result<(ArrayRef, CallReport), RpcError> {
+        let mut report = CallReport::default();
+        let result = self
+            .send(function, arguments, &mut report)
+            .await
+            .and_then(|result| {
+                if result.data_type() == result_type {
+                    Ok(result)
+                } else {
+                    Ok(cast(&result, result_type)?)
+                }
+            });
+        match result {
+            Ok(result) => Ok((result, report)),
+            Err(_) if self.inner.options.on_error == OnError::Null => {
+                report.nulled = true;
+                Ok((new_null_array(result_type, arguments.num_rows()), report))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn send(
+        &self,
+        function: &str,
+        arguments: &RecordBatch,
+        report: &mut CallReport,
+    ) -> Result<ArrayRef, RpcError> {
         let inner = &self.inner;
         let attempts = inner.options.retries + 1;
         let mut tried_ids = Vec::with_capacity(attempts);
         let mut tried = Vec::with_capacity(attempts);
         let mut last = String::new();
-        for attempt in 0..attempts {
+        let (mut failed, mut collateral) = (0, 0);
+        while failed < attempts {
             let conn = self.pick(function, &tried_ids).await?;
-            if attempt > 0 {
+            if failed + collateral > 0 {
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                report.retries += 1;
             }
-            tried_ids.push(conn.id);
-            tried.push(conn.address.clone());
-            let outcome = self.attempt(Arc::clone(&conn), function, &arguments).await;
+            let outcome = self.attempt(Arc::clone(&conn), function, arguments).await;
             self.prune_if_idle(&conn);
             match outcome {
                 Ok(result) => {
@@ -460,7 +522,17 @@ impl ServiceClient {
                         reason,
                     });
                 }
-                Err(Failure::Retry(reason)) => last = reason,
+                // not this request's fault: re-sent without using a retry
+                Err(Failure::Collateral(reason)) if collateral < MAX_COLLATERAL_RESENDS => {
+                    collateral += 1;
+                    last = reason;
+                }
+                Err(Failure::Retry(reason) | Failure::Collateral(reason)) => {
+                    failed += 1;
+                    tried_ids.push(conn.id);
+                    tried.push(conn.address.clone());
+                    last = reason;
+                }
             }
         }
         inner.counters.failures.fetch_add(1, Ordering::Relaxed);

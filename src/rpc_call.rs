@@ -10,8 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, new_empty_array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::new_empty_array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -143,12 +142,10 @@ impl AsyncScalarUDFImpl for RpcCall {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        let result: ArrayRef = entry.client.call(&function, batch).await?;
-        let result = if result.data_type() == &result_type {
-            result
-        } else {
-            cast(&result, &result_type)?
-        };
+        let (result, _) = entry
+            .client
+            .call_as(&function, &batch, &result_type)
+            .await?;
         Ok(ColumnarValue::Array(result))
     }
 }
