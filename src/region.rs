@@ -685,11 +685,15 @@ async fn launch_process(
         .ok_or_else(|| "the instance process ended before printing its address".to_string())?;
     // keep reading stdout so the child never blocks on a full pipe
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let address = if address.starts_with("http") {
-        address
-    } else {
-        format!("http://{address}")
-    };
+    let host_port = address.strip_prefix("http://").unwrap_or(&address);
+    if host_port.parse::<SocketAddr>().is_err() {
+        return Err(format!(
+            "'{} serve' printed '{address}' where its address belongs; is it the rpcop binary? \
+             Set RPCOP_SERVE_BIN to the rpcop binary",
+            program.display()
+        ));
+    }
+    let address = format!("http://{host_port}");
     Ok((address, Running::Process { child, last_words }))
 }
 
