@@ -1,0 +1,49 @@
+//! The logical side of rpcop: calls of service-hosted functions become
+//! [`RpcProxy`] plan nodes.
+//!
+//! This crate knows nothing of the network. [`RpcRewrite`] is a DataFusion
+//! optimizer rule that asks a [`ServiceDirectory`] "which service serves
+//! function f?" and, for every call it can move, evaluates the call's
+//! arguments below the node that used it and inserts an [`RpcProxy`] that adds
+//! one column per call. The runtime (crate `rpcop`) plans the node as
+//! `RpcProxyExec`. [`RpcopConfig`] is the `rpcop.*` namespace of the session's
+//! settings (`SET rpcop.rewrite = false`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use datafusion::execution::SessionStateBuilder;
+//! use datafusion::optimizer::Optimizer;
+//! use datafusion::prelude::{SessionConfig, SessionContext};
+//! use rpcop_planner::{RpcRewrite, RpcopConfig, ServiceDirectory, ServiceRef};
+//!
+//! /// Every call of `upper` is served by the service `text`.
+//! #[derive(Debug)]
+//! struct OneService;
+//! impl ServiceDirectory for OneService {
+//!     fn service_of(&self, function: &str) -> Option<ServiceRef> {
+//!         (function == "upper").then(|| ServiceRef::new("text", "round_robin"))
+//!     }
+//! }
+//!
+//! # async fn example() -> datafusion::error::Result<()> {
+//! let mut rules = Optimizer::new().rules;
+//! rules.insert(0, Arc::new(RpcRewrite::new(Arc::new(OneService))));
+//! let state = SessionStateBuilder::new()
+//!     .with_config(SessionConfig::new().with_option_extension(RpcopConfig::default()))
+//!     .with_default_features()
+//!     .with_optimizer_rules(rules)
+//!     .build();
+//! let ctx = SessionContext::new_with_state(state);
+//! let plan = ctx.sql("SELECT upper('a')").await?.into_optimized_plan()?;
+//! assert!(plan.display_indent().to_string().contains("RpcProxy: service=text"));
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
+//! ```
+
+mod config;
+mod proxy;
+mod rewrite;
+
+pub use config::RpcopConfig;
+pub use proxy::{ProxyCall, RpcProxy};
+pub use rewrite::{RpcRewrite, ServiceDirectory, ServiceRef};
