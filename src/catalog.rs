@@ -1,15 +1,21 @@
-//! The catalog of a session's running services.
+//! The catalog of a session's services.
 //!
-//! One entry per service: its region, a client with its options, and the
-//! result field of each function as the service describes it. The session's
-//! DDL writes it; `rpc_call` and users' own UDFs read it while queries plan
-//! and run, so it is behind a (briefly held) `RwLock`.
+//! One entry per running service: its region, a client with its options, and
+//! the result field of each function as the service describes it. Beside
+//! them, the *annotations*: functions marked as heavy, whose implicit
+//! service (named after the function) starts with the first query that
+//! calls them. The session's DDL writes the catalog; the rewrite rule,
+//! `rpc_call` and users' own UDFs read it while queries plan and run, so it
+//! is behind (briefly held) `RwLock`s. It is the planner's
+//! [`ServiceDirectory`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::error::DataFusionError;
+use rpcop_planner::{ServiceDirectory, ServiceRef};
+use rpcop_sql::ServiceOptions;
 
 use crate::client::ServiceClient;
 use crate::region::ServiceRegion;
@@ -24,12 +30,16 @@ pub struct ServiceEntry {
     /// Result field by function name, as the service describes it
     /// (`GetFlightInfo`); a function without a fixed signature is absent.
     pub results: BTreeMap<String, FieldRef>,
+    /// Started for an annotated function, rather than by a named `CREATE`.
+    pub implicit: bool,
 }
 
 /// The running services of a session, by name.
 #[derive(Debug, Default)]
 pub struct ServiceCatalog {
     services: RwLock<BTreeMap<String, ServiceEntry>>,
+    /// The service options of each annotated function's implicit service.
+    annotations: RwLock<BTreeMap<String, ServiceOptions>>,
 }
 
 impl ServiceCatalog {
@@ -47,7 +57,10 @@ impl ServiceCatalog {
     pub fn get(&self, name: &str) -> Result<ServiceEntry, DataFusionError> {
         let services = self.read();
         services.get(name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = services.keys().map(String::as_str).collect();
+            let mut known: Vec<String> = services.keys().cloned().collect();
+            known.extend(self.annotations().into_iter().map(|(function, _)| function));
+            known.sort();
+            known.dedup();
             DataFusionError::Plan(format!(
                 "no RPC service named '{name}'; services: [{}]; create it first with \
                  CREATE RPC SERVICE {name} FOR FUNCTION ... (SHOW RPC SERVICES lists them)",
@@ -59,14 +72,6 @@ impl ServiceCatalog {
     /// Is there a service called `name`?
     pub fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
-    }
-
-    /// The service that hosts `function`, if one does.
-    pub fn host_of(&self, function: &str) -> Option<String> {
-        self.read()
-            .iter()
-            .find(|(_, entry)| entry.region.functions().iter().any(|f| f == function))
-            .map(|(name, _)| name.clone())
     }
 
     /// Every service, by name.
@@ -89,5 +94,52 @@ impl ServiceCatalog {
     /// Removes a service; new queries no longer reach it.
     pub fn remove(&self, name: &str) -> Option<ServiceEntry> {
         self.write().remove(name)
+    }
+
+    /// Marks `function` as heavy: its first call starts an implicit service
+    /// with `options`.
+    pub fn annotate(&self, function: impl Into<String>, options: ServiceOptions) {
+        self.annotations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(function.into(), options);
+    }
+
+    /// The implicit service options of `function`, if it is annotated.
+    pub fn annotation(&self, function: &str) -> Option<ServiceOptions> {
+        self.annotations
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(function)
+            .cloned()
+    }
+
+    /// Every annotation, by function name.
+    pub fn annotations(&self) -> Vec<(String, ServiceOptions)> {
+        self.annotations
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(f, o)| (f.clone(), o.clone()))
+            .collect()
+    }
+
+    /// Removes the annotation of `function`: it runs in-process again.
+    pub fn remove_annotation(&self, function: &str) -> Option<ServiceOptions> {
+        self.annotations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(function)
+    }
+}
+
+impl ServiceDirectory for ServiceCatalog {
+    fn service_of(&self, function: &str) -> Option<ServiceRef> {
+        self.read()
+            .iter()
+            .find(|(_, entry)| entry.region.functions().iter().any(|f| f == function))
+            .map(|(name, entry)| {
+                ServiceRef::new(name, entry.client.options().load_balance.to_string())
+            })
     }
 }

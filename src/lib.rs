@@ -13,7 +13,10 @@
 //!   instance set, pushed to callers.
 //! - [`client`]: routing, flow control, timeouts and retries.
 //! - [`session`]: SQL with RPC statements over a [`catalog`] of services;
-//!   [`rpc_call`]: explicit calls of any service's functions.
+//!   [`proxy_exec`]: the operator that sends a query's calls to a service;
+//!   [`rpc_function`]: functions annotated as heavy (implicit services);
+//!   [`rpc_call`]: explicit calls of any service's functions;
+//!   [`service_tables`]: the services as tables (`rpc_services()`).
 //! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell.
 //!
 //! ```no_run
@@ -43,9 +46,12 @@ pub mod function;
 pub mod instance;
 pub mod membership;
 pub mod protocol;
+pub mod proxy_exec;
 pub mod region;
 pub mod rpc_call;
+pub mod rpc_function;
 pub mod serve;
+pub mod service_tables;
 pub mod session;
 pub mod shell;
 

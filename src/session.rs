@@ -2,26 +2,37 @@
 //!
 //! [`RpcSession`] runs SQL text: RPC statements (parsed by `rpcop-sql`) update
 //! the session's service catalog and start, resize or stop regions; every
-//! other statement goes to DataFusion unchanged. `SHOW RPC SERVICES` and
-//! `DESCRIBE RPC SERVICE` answer with ordinary record batches.
+//! other statement goes to DataFusion, whose optimizer has rpcop's rewrite
+//! rule (calls of service-hosted functions become `RpcProxy` nodes) and whose
+//! physical planner turns those into `RpcProxyExec`. Before a statement is
+//! optimized, the implicit services of the annotated functions it calls are
+//! started, so the first query pays their start-up and later ones find them
+//! warm. `SHOW RPC SERVICES` and `DESCRIBE RPC SERVICE` answer with ordinary
+//! record batches.
 //!
 //! ```no_run
 //! # async fn example() -> datafusion::error::Result<()> {
 //! let session = rpcop::session::RpcSession::new();
 //! session.sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 2)").await?;
+//! // upper() now runs on the service's two instances
+//! session.sql("SELECT upper(column1) FROM (VALUES ('a'), ('b'))").await?;
 //! let services = session.sql("SHOW RPC SERVICES").await?;
 //! session.sql("DROP RPC SERVICE text").await?;
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::prelude::SessionContext;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF};
+use datafusion::optimizer::Optimizer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rpcop_planner::{RpcRewrite, RpcopConfig, ServiceDirectory};
 use rpcop_sql::ServiceOptions;
 use rpcop_sql::parser::{Statement, parse_sql};
 use rpcop_sql::statement::{CreateService, OptionValue, RpcStatement};
@@ -30,8 +41,14 @@ use tokio::sync::Mutex;
 use crate::catalog::{ServiceCatalog, ServiceEntry};
 use crate::client::ServiceClient;
 use crate::function::FunctionLibrary;
+use crate::proxy_exec::RpcQueryPlanner;
 use crate::region::ServiceRegion;
 use crate::rpc_call::rpc_call_udf;
+use crate::rpc_function::RpcFunction;
+use crate::service_tables::{self, RpcInstances, RpcServices};
+
+/// The demo functions that ship annotated, and their instances.
+const DEMO_ANNOTATED: [(&str, usize); 2] = [("embed", 2), ("classify", 2)];
 
 /// A DataFusion session with a catalog of RPC services.
 pub struct RpcSession {
@@ -57,33 +74,111 @@ impl Default for RpcSession {
     }
 }
 
+/// Builds an [`RpcSession`]: its functions, annotated or not.
+#[derive(Debug)]
+pub struct RpcSessionBuilder {
+    library: FunctionLibrary,
+    udfs: Vec<ScalarUDF>,
+    annotations: Vec<(String, ServiceOptions)>,
+    serve_program: Option<PathBuf>,
+}
+
+impl RpcSessionBuilder {
+    /// Registers an annotated function: in-process when rewriting is off,
+    /// otherwise on its implicit service, started by the first query that
+    /// calls it.
+    pub fn function(mut self, function: RpcFunction) -> Self {
+        let (udf, options) = function.into_parts();
+        self.annotations.push((udf.name().to_string(), options));
+        self.udf(udf)
+    }
+
+    /// Registers a plain UDF: in-process, and hostable by `CREATE RPC
+    /// SERVICE ... FOR FUNCTION`.
+    pub fn udf(mut self, udf: ScalarUDF) -> Self {
+        self.library = self.library.with_udf(udf.clone());
+        self.udfs.push(udf);
+        self
+    }
+
+    /// Registers the demo functions; `embed` and `classify` annotated.
+    pub fn with_demo_functions(mut self) -> Self {
+        self.udfs.extend(crate::demo::demo_udfs());
+        for (function, parallelism) in DEMO_ANNOTATED {
+            let options = ServiceOptions {
+                parallelism,
+                ..ServiceOptions::default()
+            };
+            self.annotations.push((function.to_string(), options));
+        }
+        self
+    }
+
+    /// The `rpcop` binary that `isolation = 'process'` services start.
+    pub fn serve_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.serve_program = Some(program.into());
+        self
+    }
+
+    /// The session.
+    pub fn build(self) -> RpcSession {
+        let catalog = Arc::new(ServiceCatalog::default());
+        for (function, options) in self.annotations {
+            catalog.annotate(function, options);
+        }
+        let directory: Arc<dyn ServiceDirectory> = Arc::clone(&catalog) as _;
+        let mut rules = Optimizer::new().rules;
+        // first, before constant folding could evaluate a hosted call in-process
+        rules.insert(0, Arc::new(RpcRewrite::new(directory)));
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_option_extension(RpcopConfig::default());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rules(rules)
+            .with_query_planner(Arc::new(RpcQueryPlanner::new(Arc::clone(&catalog))))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for udf in self.udfs {
+            ctx.register_udf(udf);
+        }
+        ctx.register_udf(rpc_call_udf(Arc::clone(&catalog)));
+        ctx.register_udtf("rpc_services", Arc::new(RpcServices(Arc::clone(&catalog))));
+        ctx.register_udtf(
+            "rpc_instances",
+            Arc::new(RpcInstances(Arc::clone(&catalog))),
+        );
+        RpcSession {
+            ctx,
+            library: self.library,
+            serve_program: self.serve_program,
+            catalog,
+            ddl: Mutex::new(()),
+        }
+    }
+}
+
 fn plan_error(message: impl Into<String>) -> DataFusionError {
     DataFusionError::Plan(message.into())
 }
 
 impl RpcSession {
-    /// A session whose services can host the default function library, with
-    /// the demo functions registered for in-process use.
+    /// A session with the demo functions (`embed` and `classify` annotated)
+    /// and every built-in hostable by a service.
     pub fn new() -> Self {
-        let ctx = SessionContext::new();
-        for udf in crate::demo::demo_udfs() {
-            ctx.register_udf(udf);
-        }
-        let catalog = Arc::new(ServiceCatalog::default());
-        ctx.register_udf(rpc_call_udf(Arc::clone(&catalog)));
-        Self {
-            ctx,
-            library: FunctionLibrary::default(),
-            serve_program: None,
-            catalog,
-            ddl: Mutex::new(()),
-        }
+        Self::builder().with_demo_functions().build()
     }
 
-    /// The `rpcop` binary that `isolation = 'process'` services start.
-    pub fn with_serve_program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.serve_program = Some(program.into());
-        self
+    /// A builder of a session with DataFusion's built-ins and the functions
+    /// it is given.
+    pub fn builder() -> RpcSessionBuilder {
+        RpcSessionBuilder {
+            library: FunctionLibrary::default(),
+            udfs: Vec::new(),
+            annotations: Vec::new(),
+            serve_program: None,
+        }
     }
 
     /// The DataFusion context.
@@ -117,6 +212,7 @@ impl RpcSession {
         match statement {
             Statement::DataFusion(statement) => {
                 let plan = self.ctx.state().statement_to_plan(*statement).await?;
+                self.start_implicit_services(&plan).await?;
                 self.ctx.execute_logical_plan(plan).await?.collect().await
             }
             Statement::Rpc(RpcStatement::Create(create)) => self.create(create).await,
@@ -131,13 +227,61 @@ impl RpcSession {
         }
     }
 
+    /// Starts the implicit service of every annotated function `plan` calls
+    /// that has none running yet (unless `rpcop.rewrite` is off).
+    async fn start_implicit_services(&self, plan: &LogicalPlan) -> Result<()> {
+        if !RpcopConfig::rewrite_enabled(self.ctx.state().config_options()) {
+            return Ok(());
+        }
+        let mut called = BTreeSet::new();
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let Expr::ScalarFunction(f) = e {
+                        called.insert(f.func.name().to_string());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        for function in called {
+            if self.catalog.annotation(&function).is_none() || self.catalog.contains(&function) {
+                continue;
+            }
+            let _ddl = self.ddl.lock().await;
+            // another statement may have started or dropped it meanwhile
+            let Some(options) = self.catalog.annotation(&function) else {
+                continue;
+            };
+            if self.catalog.contains(&function) {
+                continue;
+            }
+            self.start_service(function.clone(), vec![function.clone()], options, true)
+                .await
+                .map_err(|e| {
+                    plan_error(format!(
+                        "could not start the implicit service of the annotated function '{function}': {}; \
+                         ALTER RPC SERVICE {function} SET (...) to change its options, or \
+                         SET rpcop.rewrite = false to run it in-process",
+                        e.strip_backtrace()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Is `name` taken, by a running service or a pending implicit one?
+    fn exists(&self, name: &str) -> bool {
+        self.catalog.contains(name) || self.catalog.annotation(name).is_some()
+    }
+
     async fn create(&self, create: CreateService) -> Result<Vec<RecordBatch>> {
-        let name = match &create.name {
-            Some(name) => name.clone(),
-            None => create.functions[0].clone(),
-        };
         let _ddl = self.ddl.lock().await;
-        if self.catalog.contains(&name) {
+        let name = create
+            .name
+            .clone()
+            .unwrap_or_else(|| create.functions[0].clone());
+        if self.catalog.contains(&name) || (create.name.is_some() && self.exists(&name)) {
             return if create.if_not_exists {
                 Ok(Vec::new())
             } else {
@@ -147,10 +291,11 @@ impl RpcSession {
             };
         }
         for function in &create.functions {
-            if let Some(other) = self.catalog.host_of(function) {
+            if let Some(other) = self.catalog.service_of(function) {
                 return Err(plan_error(format!(
-                    "function '{function}' is already served by RPC service '{other}'; \
-                     a function is served by one service: DROP RPC SERVICE {other} first"
+                    "function '{function}' is already served by RPC service '{}'; \
+                     a function is served by one service: DROP RPC SERVICE {} first",
+                    other.name, other.name
                 )));
             }
         }
@@ -161,12 +306,38 @@ impl RpcSession {
                     .to_string(),
             ));
         }
-        let functions = self
-            .library
+        self.library
             .select(&create.functions)
             .map_err(|e| plan_error(e.to_string()))?;
         let mut options = ServiceOptions::default();
         apply(&mut options, &create.options)?;
+        if create.name.is_none() {
+            // an annotation: the first query that calls it starts the service
+            self.catalog.annotate(name, options);
+            return Ok(Vec::new());
+        }
+        self.start_service(name, create.functions.clone(), options, false)
+            .await?;
+        // a service created by name replaces the functions' annotations
+        for function in &create.functions {
+            self.catalog.remove_annotation(function);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Starts a region and enters it in the catalog. The caller holds `ddl`.
+    async fn start_service(
+        &self,
+        name: String,
+        functions: Vec<String>,
+        options: ServiceOptions,
+        implicit: bool,
+    ) -> Result<()> {
+        options.validate().map_err(|e| plan_error(e.to_string()))?;
+        let functions = self
+            .library
+            .select(&functions)
+            .map_err(|e| plan_error(e.to_string()))?;
         let mut builder = ServiceRegion::builder(name.clone(), functions).options(options);
         if let Some(program) = &self.serve_program {
             builder = builder.serve_program(program);
@@ -180,21 +351,32 @@ impl RpcSession {
                 results.insert(function, signature.result);
             }
         }
-        let region = Arc::new(region);
         self.catalog.insert(
             name,
             ServiceEntry {
-                region,
+                region: Arc::new(region),
                 client,
                 results,
+                implicit,
             },
         );
-        Ok(Vec::new())
+        Ok(())
     }
 
     async fn alter(&self, name: &str, changes: &[OptionValue]) -> Result<Vec<RecordBatch>> {
         let _ddl = self.ddl.lock().await;
-        let region = self.catalog.get(name)?.region;
+        let region = match self.catalog.get(name) {
+            Ok(entry) => entry.region,
+            Err(error) => {
+                // a pending implicit service: nothing runs, every option may change
+                let Some(mut options) = self.catalog.annotation(name) else {
+                    return Err(error);
+                };
+                apply(&mut options, changes)?;
+                self.catalog.annotate(name, options);
+                return Ok(Vec::new());
+            }
+        };
         let mut options = region.options();
         apply(&mut options, changes)?;
         let mut unchangeable = changes
@@ -220,96 +402,27 @@ impl RpcSession {
 
     async fn drop_service(&self, name: &str, if_exists: bool) -> Result<Vec<RecordBatch>> {
         let _ddl = self.ddl.lock().await;
-        match self.catalog.get(name) {
-            Ok(_) => {
-                // new queries stop reaching it at once; running ones drain
-                if let Some(entry) = self.catalog.remove(name) {
-                    entry.region.shutdown().await;
-                }
-                Ok(Vec::new())
-            }
-            Err(_) if if_exists => Ok(Vec::new()),
-            Err(error) => Err(error),
+        let missing = self.catalog.get(name).err();
+        // dropping an implicit service also drops its function's annotation:
+        // the function runs in-process again
+        let annotation = self.catalog.remove_annotation(name);
+        // new queries stop reaching it at once; running ones drain
+        if let Some(entry) = self.catalog.remove(name) {
+            entry.region.shutdown().await;
+            return Ok(Vec::new());
+        }
+        match missing {
+            Some(error) if annotation.is_none() && !if_exists => Err(error),
+            _ => Ok(Vec::new()),
         }
     }
 
     async fn show(&self) -> Result<Vec<RecordBatch>> {
-        let services = self.catalog.entries().into_iter().map(|entry| entry.region);
-        let mut columns: [Vec<String>; 5] = Default::default();
-        let (mut requests, mut errors) = (Vec::new(), Vec::new());
-        for region in services {
-            let options = region.options();
-            let stats = region.stats().await;
-            let ready = stats
-                .iter()
-                .filter(|(m, _)| m.state == crate::MemberState::Ready)
-                .count();
-            columns[0].push(region.name().to_string());
-            columns[1].push(region.functions().join(", "));
-            columns[2].push(format!("{ready}/{}", options.parallelism));
-            columns[3].push(options.isolation.to_string());
-            columns[4].push(options.load_balance.to_string());
-            requests.push(
-                stats
-                    .iter()
-                    .filter_map(|(_, s)| s.as_ref())
-                    .map(|s| s.requests)
-                    .sum::<u64>(),
-            );
-            errors.push(
-                stats
-                    .iter()
-                    .filter_map(|(_, s)| s.as_ref())
-                    .map(|s| s.errors)
-                    .sum::<u64>(),
-            );
-        }
-        let names = [
-            "name",
-            "functions",
-            "instances",
-            "isolation",
-            "load_balance",
-        ];
-        let mut fields: Vec<(&str, ArrayRef)> = names
-            .iter()
-            .zip(columns)
-            .map(|(n, c)| (*n, Arc::new(StringArray::from(c)) as ArrayRef))
-            .collect();
-        fields.push(("requests", Arc::new(UInt64Array::from(requests))));
-        fields.push(("errors", Arc::new(UInt64Array::from(errors))));
-        Ok(vec![RecordBatch::try_from_iter(fields)?])
+        Ok(vec![service_tables::services(&self.catalog).await?])
     }
 
     async fn describe(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let region = self.catalog.get(name)?.region;
-        let stats = region.stats().await;
-        let text = |f: &dyn Fn(&crate::Member) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(
-                stats.iter().map(|(m, _)| f(m)),
-            ))
-        };
-        let count = |f: &dyn Fn(&crate::InstanceStats) -> u64| -> ArrayRef {
-            Arc::new(UInt64Array::from_iter(
-                stats.iter().map(|(_, s)| s.as_ref().map(f)),
-            ))
-        };
-        let batch = RecordBatch::try_from_iter([
-            ("instance", text(&|m| m.id.to_string())),
-            ("address", text(&|m| m.address.clone())),
-            ("state", text(&|m| m.state.to_string())),
-            ("in_flight", count(&|s| s.in_flight)),
-            ("requests", count(&|s| s.requests)),
-            ("rows", count(&|s| s.rows)),
-            ("errors", count(&|s| s.errors)),
-            (
-                "restarts",
-                Arc::new(UInt64Array::from_iter_values(
-                    stats.iter().map(|(m, _)| u64::from(m.restarts)),
-                )) as ArrayRef,
-            ),
-        ])?;
-        Ok(vec![batch])
+        Ok(vec![service_tables::instances(&self.catalog, name).await?])
     }
 }
 
@@ -345,9 +458,15 @@ mod tests {
             .await
             .unwrap();
         let show = text(&session, "SHOW RPC SERVICES").await;
+        assert!(show.contains("| classify | implicit | classify"), "{show}");
+        let t = text(
+            &session,
+            "SELECT name, kind, functions, instances, isolation, load_balance FROM rpc_services() WHERE name = 't'",
+        )
+        .await;
         assert!(
-            show.contains("| t    | upper, lower | 2/2       | thread    | round_robin  |"),
-            "{show}"
+            t.contains("| t    | explicit | upper, lower | 2/2       | thread    | round_robin  |"),
+            "{t}"
         );
         session
             .sql("ALTER RPC SERVICE t SET (parallelism = 3)")
@@ -391,7 +510,7 @@ mod tests {
         assert!(typed.contains("Binary"), "{typed}");
         let e = error(&session, "SELECT rpc_call('nope', 'f', 1)").await;
         assert!(
-            e.contains("no RPC service named 'nope'; services: [m]"),
+            e.contains("no RPC service named 'nope'; services: [embed, m]"),
             "{e}"
         );
         let e = error(&session, "SELECT rpc_call('m', 'upper', 'x')").await;
@@ -411,10 +530,13 @@ mod tests {
     async fn mistakes_get_clear_errors() {
         let session = RpcSession::new();
         session
-            .sql("CREATE RPC SERVICE FOR FUNCTION embed")
+            .sql("CREATE RPC SERVICE FOR FUNCTION embed WITH (parallelism = 1)")
             .await
             .unwrap();
-        assert!(session.service("embed").is_some());
+        // an annotation: the first query that calls embed starts its service
+        assert!(session.service("embed").is_none());
+        session.sql("SELECT embed('x')").await.unwrap();
+        assert_eq!(session.service("embed").unwrap().options().parallelism, 1);
         let e = error(&session, "CREATE RPC SERVICE other FOR FUNCTION embed").await;
         assert!(
             e.contains("function 'embed' is already served by RPC service 'embed'"),
@@ -436,7 +558,7 @@ mod tests {
         assert!(e.contains("isolation = 'process'"), "{e}");
         let e = error(&session, "ALTER RPC SERVICE nope SET (parallelism = 2)").await;
         assert!(
-            e.contains("no RPC service named 'nope'; services: [embed]"),
+            e.contains("no RPC service named 'nope'; services: [classify, embed]"),
             "{e}"
         );
         let e = error(

@@ -40,8 +40,9 @@ pub struct ShellArgs {
     /// Run this SQL (repeatable), then exit.
     #[arg(short = 'c', long = "command")]
     pub commands: Vec<String>,
-    /// Run the SQL in this file (repeatable), then exit.
-    #[arg(short = 'f', long = "file")]
+    /// Run the SQL in these files, in order (repeatable: `-f a.sql b.sql`,
+    /// `-f examples/*.sql`), then exit.
+    #[arg(short = 'f', long = "file", num_args = 1..)]
     pub files: Vec<PathBuf>,
     /// How to print results.
     #[arg(long, value_enum, default_value = "table")]

@@ -1,0 +1,90 @@
+//! Annotated functions: a UDF marked as heavy where it is registered.
+//!
+//! [`RpcFunction`] is FLIP-582's implicit path. A user wraps a UDF and the
+//! options of its service, and hands it to the session builder; the user
+//! never writes a service by hand. The first query that calls the function
+//! starts its *implicit* service (named after the function, shown by
+//! `SHOW RPC SERVICES` as implicit); later queries reuse the warm instances.
+//! `CREATE RPC SERVICE FOR FUNCTION f WITH (...)`, without a name, annotates
+//! an existing function the same way from SQL.
+//!
+//! ```no_run
+//! # async fn example(my_model: datafusion::logical_expr::ScalarUDF) -> datafusion::error::Result<()> {
+//! use rpcop::rpc_function::RpcFunction;
+//! use rpcop::session::RpcSession;
+//!
+//! let session = RpcSession::builder()
+//!     .function(RpcFunction::new(my_model).parallelism(2).batch_size(1024))
+//!     .build();
+//! // starts the service `my_model` with 2 instances, then runs the query
+//! session.sql("SELECT my_model(body) FROM docs").await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use datafusion::logical_expr::ScalarUDF;
+use rpcop_sql::{Isolation, ServiceOptions};
+
+/// A UDF whose calls run on an implicit service with these options.
+#[derive(Debug, Clone)]
+pub struct RpcFunction {
+    udf: ScalarUDF,
+    options: ServiceOptions,
+}
+
+impl RpcFunction {
+    /// `udf`, served with the default service options.
+    pub fn new(udf: ScalarUDF) -> Self {
+        Self {
+            udf,
+            options: ServiceOptions::default(),
+        }
+    }
+
+    /// Number of instances.
+    pub fn parallelism(mut self, instances: usize) -> Self {
+        self.options.parallelism = instances;
+        self
+    }
+
+    /// Rows per request.
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.options.batch_size = rows;
+        self
+    }
+
+    /// Requests outstanding per query partition.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.options.max_in_flight = requests;
+        self
+    }
+
+    /// Per-request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = timeout;
+        self
+    }
+
+    /// Where instances run.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.options.isolation = isolation;
+        self
+    }
+
+    /// Every option at once.
+    pub fn options(mut self, options: ServiceOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The function's name (and its implicit service's).
+    pub fn name(&self) -> &str {
+        self.udf.name()
+    }
+
+    /// The UDF and its service options.
+    pub fn into_parts(self) -> (ScalarUDF, ServiceOptions) {
+        (self.udf, self.options)
+    }
+}

@@ -1,0 +1,243 @@
+//! The services as tables: `rpc_services()` and `rpc_instances('name')`.
+//!
+//! `SHOW RPC SERVICES` answers with the rows of `rpc_services()` and
+//! `DESCRIBE RPC SERVICE name` with those of `rpc_instances('name')`; the
+//! table functions let a query filter, join or aggregate them like any
+//! table:
+//!
+//! ```sql
+//! SELECT name, instances FROM rpc_services() WHERE kind = 'implicit';
+//! SELECT count(*) FROM rpc_instances('embedder') WHERE state = 'ready';
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::catalog::ServiceCatalog;
+use crate::instance::InstanceStats;
+use crate::membership::{Member, MemberState};
+
+fn schema(text: &[&str], counts: &[&str]) -> SchemaRef {
+    let fields = text
+        .iter()
+        .map(|name| Field::new(*name, DataType::Utf8, true))
+        .chain(
+            counts
+                .iter()
+                .map(|name| Field::new(*name, DataType::UInt64, true)),
+        );
+    Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+}
+
+fn services_schema() -> SchemaRef {
+    schema(
+        &[
+            "name",
+            "kind",
+            "functions",
+            "instances",
+            "isolation",
+            "load_balance",
+        ],
+        &["requests", "errors"],
+    )
+}
+
+fn instances_schema() -> SchemaRef {
+    schema(
+        &["instance", "address", "state"],
+        &["in_flight", "requests", "rows", "errors", "restarts"],
+    )
+}
+
+/// One row per service, running or pending (an annotated function whose
+/// implicit service has not started yet), by name.
+pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
+    let mut rows: BTreeMap<String, ([String; 5], [u64; 2])> = BTreeMap::new();
+    for (function, options) in catalog.annotations() {
+        if !catalog.contains(&function) {
+            let text = [
+                "implicit".to_string(),
+                function.clone(),
+                "not started".to_string(),
+                options.isolation.to_string(),
+                options.load_balance.to_string(),
+            ];
+            rows.insert(function, (text, [0, 0]));
+        }
+    }
+    for entry in catalog.entries() {
+        let region = &entry.region;
+        let options = region.options();
+        let stats = region.stats().await;
+        let ready = stats
+            .iter()
+            .filter(|(m, _)| m.state == MemberState::Ready)
+            .count();
+        let counts = stats
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .fold([0, 0], |[r, e], s| [r + s.requests, e + s.errors]);
+        let kind = if entry.implicit {
+            "implicit"
+        } else {
+            "explicit"
+        };
+        let text = [
+            kind.to_string(),
+            region.functions().join(", "),
+            format!("{ready}/{}", options.parallelism),
+            options.isolation.to_string(),
+            options.load_balance.to_string(),
+        ];
+        rows.insert(region.name().to_string(), (text, counts));
+    }
+    let text = |i: usize| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.values().map(|(t, _)| t[i].as_str()),
+        ))
+    };
+    let count = |i: usize| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(
+            rows.values().map(|(_, c)| c[i]),
+        ))
+    };
+    let names: ArrayRef = Arc::new(StringArray::from_iter_values(rows.keys()));
+    let columns = vec![
+        names,
+        text(0),
+        text(1),
+        text(2),
+        text(3),
+        text(4),
+        count(0),
+        count(1),
+    ];
+    Ok(RecordBatch::try_new(services_schema(), columns)?)
+}
+
+/// One row per instance of the service `name`; none for a pending implicit
+/// service.
+pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
+    let mut stats = match catalog.get(name) {
+        Ok(entry) => entry.region.stats().await,
+        Err(_) if catalog.annotation(name).is_some() => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    stats.sort_by_key(|(member, _)| member.id);
+    let text = |f: &dyn Fn(&Member) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            stats.iter().map(|(m, _)| f(m)),
+        ))
+    };
+    let count = |f: &dyn Fn(&InstanceStats) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter(
+            stats.iter().map(|(_, s)| s.as_ref().map(f)),
+        ))
+    };
+    let restarts: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+        stats.iter().map(|(m, _)| u64::from(m.restarts)),
+    ));
+    let columns = vec![
+        text(&|m| m.id.to_string()),
+        text(&|m| m.address.clone()),
+        text(&|m| m.state.to_string()),
+        count(&|s| s.in_flight),
+        count(&|s| s.requests),
+        count(&|s| s.rows),
+        count(&|s| s.errors),
+        restarts,
+    ];
+    Ok(RecordBatch::try_new(instances_schema(), columns)?)
+}
+
+/// A table read from the catalog when a query scans it.
+#[derive(Debug)]
+struct ServiceTable {
+    catalog: Arc<ServiceCatalog>,
+    /// `None`: the services; `Some(name)`: the instances of `name`.
+    service: Option<String>,
+}
+
+#[async_trait]
+impl TableProvider for ServiceTable {
+    fn schema(&self) -> SchemaRef {
+        match self.service {
+            None => services_schema(),
+            Some(_) => instances_schema(),
+        }
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = match &self.service {
+            None => services(&self.catalog).await?,
+            Some(name) => instances(&self.catalog, name).await?,
+        };
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `rpc_services()`: the services of the session.
+#[derive(Debug)]
+pub struct RpcServices(pub Arc<ServiceCatalog>);
+
+impl TableFunctionImpl for RpcServices {
+    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        if !args.is_empty() {
+            return plan_err!("rpc_services() takes no arguments");
+        }
+        Ok(Arc::new(ServiceTable {
+            catalog: Arc::clone(&self.0),
+            service: None,
+        }))
+    }
+}
+
+/// `rpc_instances('name')`: the instances of one service.
+#[derive(Debug)]
+pub struct RpcInstances(pub Arc<ServiceCatalog>);
+
+impl TableFunctionImpl for RpcInstances {
+    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        let name = match args {
+            [Expr::Literal(ScalarValue::Utf8(Some(name)), _)] => name.clone(),
+            _ => {
+                return plan_err!(
+                    "rpc_instances takes the service's name as a string: rpc_instances('name')"
+                );
+            }
+        };
+        // a missing service is named now, not when the table is scanned
+        if self.0.get(&name).is_err() && self.0.annotation(&name).is_none() {
+            self.0.get(&name)?;
+        }
+        Ok(Arc::new(ServiceTable {
+            catalog: Arc::clone(&self.0),
+            service: Some(name),
+        }))
+    }
+}
