@@ -60,8 +60,19 @@ fn rpc_statements_run_in_the_shell() {
          SHOW RPC SERVICES",
     ]);
     assert!(ok, "{stderr}");
-    assert!(
-        stdout.contains("text,upper,3/3,thread,least_outstanding,0,0"),
+    // listed by the first SHOW, gone from the second
+    assert_eq!(
+        stdout
+            .matches("text,explicit,upper,3/3,thread,least_outstanding,0,0")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("classify,implicit,classify,not started")
+            .count(),
+        2,
         "{stdout}"
     );
     let (ok, _, stderr) = rpcop(&[
@@ -101,8 +112,9 @@ fn a_newcomers_interactive_session() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("| NEWCOMER |"), "{stdout}");
+    // the query went through the service: one request
     assert!(
-        stdout.contains("| t    | upper     | 2/2       |"),
+        stdout.contains("| t        | explicit | upper     | 2/2         | thread    | least_outstanding | 1        | 0      |"),
         "{stdout}"
     );
     // one instance left after ALTER, listed by DESCRIBE
@@ -113,4 +125,39 @@ fn a_newcomers_interactive_session() {
         "{stderr}"
     );
     assert_eq!(stdout.matches("row(s) fetched.").count(), 6, "{stdout}");
+}
+
+#[test]
+fn the_shipped_examples_run_end_to_end() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+        .current_dir(root)
+        // what `rpcop -f examples/*.sql` expands to
+        .args([
+            "-f",
+            "examples/annotated.sql",
+            "examples/explicit.sql",
+            "examples/quickstart.sql",
+        ])
+        .output()
+        .expect("rpcop runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(!stderr.contains("Error"), "{stderr}");
+    // quickstart: the rewritten query's rows, the plan, scaling
+    assert!(stdout.contains("| 1  | Vote   | news   |"), "{stdout}");
+    assert!(stdout.contains("RpcProxyExec: service=models"), "{stdout}");
+    assert!(
+        stdout.contains("| explicit | classify, embed | 2/2"),
+        "{stdout}"
+    );
+    // annotated: classify's implicit service started by its first query
+    assert!(stdout.contains("| classify | implicit | 2/2"), "{stdout}");
+    assert!(
+        stdout.contains("RpcProxyExec: service=classify"),
+        "{stdout}"
+    );
+    // explicit: rpc_call answers with the service's types
+    assert!(stdout.contains("| Int32 |"), "{stdout}");
 }

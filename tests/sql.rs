@@ -1,0 +1,214 @@
+//! SQL through services, where sqllogictest cannot reach: annotated Rust
+//! functions, start-up paid once, DDL while a query runs, `on_error`, and
+//! `EXPLAIN ANALYZE` metrics.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::within;
+use datafusion::arrow::array::{Array, AsArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use rpcop::rpc_function::RpcFunction;
+use rpcop::session::RpcSession;
+
+/// `triple(x) = 3x`: a user's own function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Triple(Signature);
+
+impl ScalarUDFImpl for Triple {
+    fn name(&self) -> &str {
+        "triple"
+    }
+    fn signature(&self) -> &Signature {
+        &self.0
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let x = args.args[0].to_array(args.number_rows)?;
+        let x = x.as_primitive::<Int64Type>();
+        let out: Int64Array = x.iter().map(|v| v.map(|v| v * 3)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+fn triple() -> ScalarUDF {
+    ScalarUDF::new_from_impl(Triple(Signature::exact(
+        vec![DataType::Int64],
+        Volatility::Immutable,
+    )))
+}
+
+fn text(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+async fn explain(session: &RpcSession, sql: &str) -> String {
+    text(&session.sql(&format!("EXPLAIN {sql}")).await.unwrap())
+}
+
+fn ints(batches: &[RecordBatch]) -> Vec<Option<i64>> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_primitive::<Int64Type>();
+            (0..c.len())
+                .map(|i| c.is_valid(i).then(|| c.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotated_rust_function_starts_its_service_once() {
+    within(async {
+        let session = RpcSession::builder()
+            .function(RpcFunction::new(triple()).parallelism(2).batch_size(100))
+            .build();
+        assert!(session.service("triple").is_none());
+        let sql = "SELECT triple(value) FROM generate_series(1, 1000) ORDER BY 1";
+        let first = session.sql(sql).await.unwrap();
+        let region = session
+            .service("triple")
+            .expect("started by the first query");
+        assert_eq!(region.options().parallelism, 2);
+        let second = session.sql(sql).await.unwrap();
+        // the same warm region: no new instance, one load per instance
+        assert!(Arc::ptr_eq(&region, &session.service("triple").unwrap()));
+        let stats = region.stats().await;
+        assert_eq!(stats.len(), 2);
+        for (member, stats) in &stats {
+            let stats = stats.as_ref().unwrap();
+            assert_eq!((stats.loads, member.restarts), (1, 0), "{stats:?}");
+        }
+        let served: u64 = stats.iter().map(|(_, s)| s.as_ref().unwrap().rows).sum();
+        assert_eq!(served, 2000);
+        assert_eq!(ints(&first), ints(&second));
+        assert_eq!(
+            ints(&first),
+            (1..=1000).map(|v| Some(v * 3)).collect::<Vec<_>>()
+        );
+        let show = text(&session.sql("SHOW RPC SERVICES").await.unwrap());
+        assert!(
+            show.contains("| triple | implicit | triple    | 2/2"),
+            "{show}"
+        );
+
+        // rewriting off: in-process, the same answers, no request sent
+        session.sql("SET rpcop.rewrite = false").await.unwrap();
+        assert!(!explain(&session, sql).await.contains("RpcProxy"));
+        assert_eq!(ints(&session.sql(sql).await.unwrap()), ints(&first));
+        let served_after: u64 = region
+            .stats()
+            .await
+            .iter()
+            .map(|(_, s)| s.as_ref().unwrap().rows)
+            .sum();
+        assert_eq!(served_after, 2000);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_the_proxy_metrics() {
+    within(async {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (batch_size = 100)")
+            .await
+            .unwrap();
+        let plan = text(
+            &session
+                .sql("EXPLAIN ANALYZE SELECT upper(s) FROM (SELECT 'row ' || value AS s FROM generate_series(1, 1000))")
+                .await
+                .unwrap(),
+        );
+        assert!(plan.contains("RpcProxyExec: service=text"), "{plan}");
+        for metric in ["output_rows=1.00 K", "requests=10", "retries=0", "errors=0", "in_flight_time=", "wait_time="] {
+            assert!(plan.contains(metric), "{metric} missing in {plan}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_error_null_answers_null_for_a_failed_request_only() {
+    within(async {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE TABLE t (s VARCHAR) AS VALUES ('2026-01-01T00:00:00'), ('not a time'), ('2026-01-02T00:00:00')")
+            .await
+            .unwrap();
+        session
+            .sql("CREATE RPC SERVICE time FOR FUNCTION to_timestamp WITH (batch_size = 1, retries = 0, on_error = 'fail')")
+            .await
+            .unwrap();
+        let sql = "SELECT to_timestamp(s) AS ts FROM t";
+        let e = session.sql(sql).await.unwrap_err().strip_backtrace();
+        assert!(e.contains("service 'time'") && e.contains("to_timestamp"), "{e}");
+
+        session
+            .sql("ALTER RPC SERVICE time SET (on_error = 'null')")
+            .await
+            .unwrap();
+        let through = text(&session.sql(sql).await.unwrap());
+        let plan = text(&session.sql(&format!("EXPLAIN ANALYZE {sql}")).await.unwrap());
+        assert!(plan.contains("errors=1,") || plan.contains("errors=1 "), "{plan}");
+        assert!(
+            through.contains("| 2026-01-01T00:00:00 |")
+                && through.contains("|                     |")
+                && through.contains("| 2026-01-02T00:00:00 |"),
+            "{through}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_while_a_query_runs_never_loses_rows_or_hangs() {
+    within(async {
+        let session = Arc::new(RpcSession::new());
+        session
+            .sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 2, batch_size = 500, max_in_flight = 2)")
+            .await
+            .unwrap();
+        let sql = "SELECT count(*), count(DISTINCT u) FROM (SELECT upper('row ' || value) AS u FROM generate_series(1, 400000))";
+        // scaling out and in while the query runs
+        let query = tokio::spawn({
+            let session = Arc::clone(&session);
+            async move { session.sql(sql).await }
+        });
+        session.sql("ALTER RPC SERVICE text SET (parallelism = 4)").await.unwrap();
+        session.sql("ALTER RPC SERVICE text SET (parallelism = 1)").await.unwrap();
+        let answer = text(&query.await.unwrap().unwrap());
+        assert!(answer.contains("| 400000   | 400000"), "{answer}");
+
+        // dropping while the query runs: it finishes, or fails saying why
+        let query = tokio::spawn({
+            let session = Arc::clone(&session);
+            async move { session.sql(sql).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        session.sql("DROP RPC SERVICE text").await.unwrap();
+        match query.await.unwrap() {
+            Ok(batches) => assert!(text(&batches).contains("| 400000   | 400000"), "{}", text(&batches)),
+            Err(e) => {
+                let e = e.strip_backtrace();
+                assert!(e.contains("service 'text'"), "{e}");
+            }
+        }
+        // and the function is back in-process
+        assert!(!explain(&session, sql).await.contains("RpcProxy"));
+    })
+    .await;
+}

@@ -1,0 +1,214 @@
+//! Runs the sqllogictest suites in `tests/slt/**/*.slt` against an
+//! [`RpcSession`], one fresh session per file.
+//!
+//! `cargo test --test sqllogictests` runs them all; arguments filter the
+//! files by path (`cargo test --test sqllogictests -- rewriting`). Values
+//! print as Arrow displays them, NULL as `NULL` and the empty string as
+//! `(empty)`; errors are matched against DataFusion's message without its
+//! backtrace. `-- --complete` rewrites the files' expected results from
+//! what the session answers (review the diff before committing it).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rpcop::session::RpcSession;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
+
+/// A failed statement, as the suite sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SltError(String);
+
+struct RpcDb {
+    session: RpcSession,
+}
+
+/// Statements that answer with rows, even when there are none.
+fn is_query(sql: &str) -> bool {
+    let first = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    matches!(
+        first.as_str(),
+        "select" | "with" | "values" | "explain" | "show" | "describe" | "(select"
+    )
+}
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SltError(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| match f.value(row).to_string() {
+                    s if s.is_empty() => "(empty)".to_string(),
+                    s => s,
+                })
+                .collect();
+            // a multi-line cell (a plan) continues on rows of its own
+            let lines: Vec<Vec<&str>> = cells
+                .iter()
+                .map(|c| c.trim_end().lines().collect())
+                .collect();
+            let height = lines.iter().map(Vec::len).max().unwrap_or(1);
+            for i in 0..height {
+                rows.push(
+                    lines
+                        .iter()
+                        .filter_map(|l| match l.get(i) {
+                            None if i > 0 => None,
+                            line => Some(line.copied().unwrap_or_default().to_string()),
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(rows)
+}
+
+#[async_trait]
+impl AsyncDB for RpcDb {
+    type Error = SltError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let batches = self
+            .session
+            .sql(sql)
+            .await
+            .map_err(|e| SltError(e.strip_backtrace()))?;
+        let columns = batches.first().map_or(0, RecordBatch::num_columns);
+        if columns == 0 && !is_query(sql) {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; columns],
+            rows: rows(&batches)?,
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "rpcop"
+    }
+
+    async fn sleep(duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+fn suite_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            suite_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "slt") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    for file in files {
+        let mut runner = Runner::new(|| async {
+            Ok::<_, SltError>(RpcDb {
+                session: RpcSession::builder()
+                    .with_demo_functions()
+                    .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+                    .build(),
+            })
+        });
+        if complete {
+            if let Err(error) = runner
+                .update_test_file(
+                    file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::default_column_validator,
+                )
+                .await
+            {
+                failures.push(format!("{}: {error}", file.display()));
+            }
+            continue;
+        }
+        match runner.run_file_async(file).await {
+            Ok(()) => println!("ok   {}", file.display()),
+            Err(error) => {
+                println!("FAIL {}", file.display());
+                failures.push(format!("{}:\n{}", file.display(), error.display(true)));
+            }
+        }
+    }
+    failures
+}
+
+fn main() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files = Vec::new();
+    if let Err(error) = suite_files(&root, &mut files) {
+        eprintln!("cannot read {}: {error}", root.display());
+        return ExitCode::FAILURE;
+    }
+    files.sort();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    files.retain(|f| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|x| f.to_string_lossy().contains(x.as_str()))
+    });
+    let records: usize = files
+        .iter()
+        .filter_map(|f| sqllogictest::parse_file::<DefaultColumnType>(f).ok())
+        .flatten()
+        .filter(|r| matches!(r, Record::Statement { .. } | Record::Query { .. }))
+        .count();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start a runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let complete = std::env::args().any(|a| a == "--complete");
+    let failures = runtime.block_on(run(&files, complete));
+    println!(
+        "{} file(s), {records} record(s), {} failed",
+        files.len(),
+        failures.len()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for failure in failures {
+            eprintln!("{failure}");
+        }
+        ExitCode::FAILURE
+    }
+}
