@@ -14,7 +14,10 @@
 //! from the runtime that runs queries. With `isolation = 'process'` it is a
 //! child `rpcop serve` process, so an abort or out-of-memory in a handler
 //! cannot take the caller down; `memory` limits the child's heap and `gpus`
-//! sets its `CUDA_VISIBLE_DEVICES`.
+//! sets its `CUDA_VISIBLE_DEVICES`. [`ServiceRegion::attach`] makes a region
+//! of instances that run elsewhere (`rpcop serve` on another host, listed by
+//! `ENDPOINTS`): one slot per endpoint, health-checked and published the same
+//! way, but never started, drained or stopped by this process.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rpcop::RpcError> {
@@ -73,6 +76,9 @@ pub struct RegionBuilder {
     options: ServiceOptions,
     token: Option<String>,
     serve_program: Option<PathBuf>,
+    /// Attach to these instances instead of starting any.
+    endpoints: Vec<String>,
+    names: Vec<String>,
 }
 
 impl RegionBuilder {
@@ -99,12 +105,26 @@ impl RegionBuilder {
     /// first instance's start-up error.
     pub async fn start(self) -> Result<ServiceRegion, RpcError> {
         self.options.validate()?;
+        if !self.endpoints.is_empty() && self.token.is_none() {
+            return Err(RpcError::Region {
+                service: self.name,
+                reason: "attaching to endpoints needs the token their instances were started with"
+                    .to_string(),
+            });
+        }
         let token = match self.token {
             Some(token) => token,
             None => random_token()?,
         };
         BearerToken::new(&token)?;
+        let mut options = self.options.clone();
         let launcher = match self.options.isolation {
+            _ if !self.endpoints.is_empty() => {
+                options.parallelism = self.endpoints.len();
+                Launcher::Remote {
+                    endpoints: self.endpoints.clone(),
+                }
+            }
             Isolation::Thread => Launcher::Thread,
             Isolation::Process => {
                 let program = match self.serve_program {
@@ -123,18 +143,19 @@ impl RegionBuilder {
         };
         let shared = Arc::new(RegionShared {
             name: self.name,
+            names: self.names,
             functions: self.functions,
             token,
             launcher,
             publisher: MembershipPublisher::new(),
             next_id: AtomicU64::new(1),
-            options: Mutex::new(self.options.clone()),
+            options: Mutex::new(options.clone()),
         });
         let region = ServiceRegion {
             shared,
             slots: tokio::sync::Mutex::new(Vec::new()),
         };
-        if let Err(error) = region.resize(self.options.parallelism).await {
+        if let Err(error) = region.grow_or_shrink(options.parallelism).await {
             region.shutdown().await;
             return Err(error);
         }
@@ -189,10 +210,16 @@ enum Launcher {
         program: PathBuf,
         token_file: TokenFile,
     },
+    /// Instances that run elsewhere, one per slot.
+    Remote {
+        endpoints: Vec<String>,
+    },
 }
 
 struct RegionShared {
     name: String,
+    /// The names of the hosted functions.
+    names: Vec<String>,
     functions: Vec<HostedFunction>,
     token: String,
     launcher: Launcher,
@@ -244,11 +271,37 @@ impl ServiceRegion {
     pub fn builder(name: impl Into<String>, functions: Vec<HostedFunction>) -> RegionBuilder {
         RegionBuilder {
             name: name.into(),
+            names: functions.iter().map(|f| f.name().to_string()).collect(),
             functions,
             options: ServiceOptions::default(),
             token: None,
             serve_program: None,
+            endpoints: Vec::new(),
         }
+    }
+
+    /// A region of the instances at `endpoints` (`http://host:port`), which
+    /// run elsewhere and host `functions`; give it their token with
+    /// [`RegionBuilder::token`]. Its parallelism is the number of endpoints.
+    pub fn attach(
+        name: impl Into<String>,
+        functions: Vec<String>,
+        endpoints: Vec<String>,
+    ) -> RegionBuilder {
+        RegionBuilder {
+            name: name.into(),
+            names: functions,
+            functions: Vec::new(),
+            options: ServiceOptions::default(),
+            token: None,
+            serve_program: None,
+            endpoints,
+        }
+    }
+
+    /// Do the instances run elsewhere ([`Self::attach`])?
+    pub fn is_remote(&self) -> bool {
+        matches!(self.shared.launcher, Launcher::Remote { .. })
     }
 
     /// The service's name.
@@ -258,11 +311,7 @@ impl ServiceRegion {
 
     /// The names of the functions the service hosts.
     pub fn functions(&self) -> Vec<String> {
-        self.shared
-            .functions
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect()
+        self.shared.names.clone()
     }
 
     /// The service's options now.
@@ -323,6 +372,21 @@ impl ServiceRegion {
     /// are ready; shrinking returns when the removed ones have drained and
     /// stopped. Running callers follow without a restart.
     pub async fn resize(&self, parallelism: usize) -> Result<(), RpcError> {
+        if let Launcher::Remote { endpoints } = &self.shared.launcher
+            && parallelism != endpoints.len()
+        {
+            return Err(RpcError::Region {
+                service: self.shared.name.clone(),
+                reason: format!(
+                    "its instances run elsewhere, one per endpoint ({}); DROP it and CREATE it with other ENDPOINTS",
+                    endpoints.len()
+                ),
+            });
+        }
+        self.grow_or_shrink(parallelism).await
+    }
+
+    async fn grow_or_shrink(&self, parallelism: usize) -> Result<(), RpcError> {
         if parallelism == 0 {
             return Err(RpcError::Region {
                 service: self.shared.name.clone(),
@@ -477,6 +541,8 @@ enum Running {
         /// The last line the child wrote to stderr (its last words).
         last_words: Arc<Mutex<String>>,
     },
+    /// An instance that runs elsewhere: its health checks tell when it ends.
+    Remote,
 }
 
 impl Running {
@@ -492,6 +558,7 @@ impl Running {
                 Ok(status) => with_last_words(describe_exit(status), last_words),
                 Err(error) => format!("cannot wait for the instance process: {error}"),
             },
+            Running::Remote => std::future::pending().await,
         }
     }
 
@@ -506,6 +573,7 @@ impl Running {
             Running::Process { child, .. } => {
                 let _ = child.start_kill();
             }
+            Running::Remote => {}
         }
     }
 
@@ -527,6 +595,7 @@ impl Running {
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
+            Running::Remote => {}
         }
         self.kill();
     }
@@ -562,6 +631,20 @@ async fn launch(shared: &RegionShared, slot: usize) -> Result<(String, Running),
             program,
             token_file,
         } => launch_process(shared, slot, &options, program, token_file).await,
+        Launcher::Remote { endpoints } => {
+            let endpoint = endpoints.get(slot % endpoints.len().max(1));
+            let address = endpoint.cloned().unwrap_or_default();
+            let token = BearerToken::new(&shared.token).map_err(|e| e.to_string())?;
+            let timeout = options.timeout.min(Duration::from_secs(5));
+            let client = connect(&address, &token, timeout).map_err(|e| e.to_string())?;
+            match action(&client, "health", timeout).await {
+                Some(_) => Ok((address, Running::Remote)),
+                None => Err(format!(
+                    "{address} did not answer a health check within {timeout:?}; \
+                     is `rpcop serve` running there, and started with this token?"
+                )),
+            }
+        }
     }
 }
 
@@ -816,7 +899,9 @@ async fn keep_slot(
         match outcome {
             Outcome::Stop => {
                 publisher.update(id, slot, |m| m.state = MemberState::Draining);
-                if let Some(control) = &control {
+                // an instance that runs elsewhere may serve others: left running
+                let remote = matches!(shared.launcher, Launcher::Remote { .. });
+                if let Some(control) = control.as_ref().filter(|_| !remote) {
                     drain(control, shared.options().timeout).await;
                 }
                 running.stop().await;

@@ -97,7 +97,11 @@ pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
             kind.to_string(),
             region.functions().join(", "),
             format!("{ready}/{}", options.parallelism),
-            options.isolation.to_string(),
+            if region.is_remote() {
+                "remote".to_string()
+            } else {
+                options.isolation.to_string()
+            },
             options.load_balance.to_string(),
         ];
         rows.insert(region.name().to_string(), (text, counts));

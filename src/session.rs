@@ -300,11 +300,14 @@ impl RpcSession {
             }
         }
         if !create.endpoints.is_empty() {
-            return Err(DataFusionError::NotImplemented(
-                "ENDPOINTS (attaching to remote instances) is not supported yet; \
-                 omit it to start a pool of local instances"
-                    .to_string(),
-            ));
+            return self.attach(name, &create).await;
+        }
+        if let Some(change) = create.options.iter().find(|c| c.key == "token_file") {
+            return Err(plan_error(format!(
+                "option '{}' is the token of instances attached with ENDPOINTS; \
+                 a pool started here makes its own",
+                change.key
+            )));
         }
         self.library
             .select(&create.functions)
@@ -343,12 +346,67 @@ impl RpcSession {
             builder = builder.serve_program(program);
         }
         let region = builder.start().await.map_err(DataFusionError::from)?;
+        self.enter(name, region, implicit).await
+    }
+
+    /// `CREATE RPC SERVICE ... ENDPOINTS (...)`: a service of instances that
+    /// run elsewhere. The caller holds `ddl`.
+    async fn attach(&self, name: String, create: &CreateService) -> Result<Vec<RecordBatch>> {
+        if let Some(change) = create.options.iter().find(|c| {
+            matches!(
+                c.key.as_str(),
+                "parallelism" | "isolation" | "threads" | "memory" | "gpus"
+            )
+        }) {
+            return Err(plan_error(format!(
+                "option '{}' does not apply to a service with ENDPOINTS: its instances run \
+                 elsewhere, one per endpoint, with the resources they were started with",
+                change.key
+            )));
+        }
+        let mut options = ServiceOptions::default();
+        apply(&mut options, &create.options)?;
+        let Some(path) = &options.token_file else {
+            return Err(plan_error(format!(
+                "a service with ENDPOINTS needs the token its instances were started with \
+                 (rpcop serve --token-file): CREATE RPC SERVICE {name} ... WITH (token_file = '/path/to/token')"
+            )));
+        };
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| plan_error(format!("cannot read token_file '{path}': {e}")))?;
+        let region = ServiceRegion::attach(
+            name.clone(),
+            create.functions.clone(),
+            create.endpoints.clone(),
+        )
+        .options(options)
+        .token(token.trim())
+        .start()
+        .await
+        .map_err(DataFusionError::from)?;
+        self.enter(name, region, false).await?;
+        Ok(Vec::new())
+    }
+
+    /// Enters a started region in the catalog, with the result type of each
+    /// function as its instances describe it; a function they do not host
+    /// stops the region and fails.
+    async fn enter(&self, name: String, region: ServiceRegion, implicit: bool) -> Result<()> {
         let client = region.client().map_err(DataFusionError::from)?;
         let mut results = BTreeMap::new();
         for function in region.functions() {
-            // a function without a fixed signature is not callable by rpc_call
-            if let Ok(signature) = client.describe(&function).await {
-                results.insert(function, signature.result);
+            match client.describe(&function).await {
+                Ok(signature) => {
+                    results.insert(function, signature.result);
+                }
+                // not callable by rpc_call: it has no fixed signature
+                Err(error) if !error.to_string().contains("unknown function") => {}
+                Err(error) => {
+                    region.shutdown().await;
+                    return Err(plan_error(format!(
+                        "RPC service '{name}' cannot serve function '{function}': {error}"
+                    )));
+                }
             }
         }
         self.catalog.insert(
@@ -577,7 +635,10 @@ mod tests {
             "CREATE RPC SERVICE s FOR FUNCTION upper ENDPOINTS ('http://h:1')",
         )
         .await;
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(
+            e.contains("needs the token its instances were started with"),
+            "{e}"
+        );
         session.sql("DROP RPC SERVICE embed").await.unwrap();
     }
 }

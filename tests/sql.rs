@@ -212,3 +212,132 @@ async fn ddl_while_a_query_runs_never_loses_rows_or_hangs() {
     })
     .await;
 }
+
+/// `rpcop serve` started elsewhere (here: a child process), attached by
+/// `CREATE RPC SERVICE ... ENDPOINTS`.
+struct Served {
+    child: std::process::Child,
+    address: String,
+    token_file: std::path::PathBuf,
+}
+
+impl Served {
+    fn start(functions: &[&str]) -> Self {
+        use std::io::BufRead;
+        let token_file = std::env::temp_dir().join(format!(
+            "rpcop-endpoints-{}-{}.token",
+            std::process::id(),
+            functions.join("-")
+        ));
+        std::fs::write(&token_file, "s3cret-token\n").unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcop"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
+            .arg(&token_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for function in functions {
+            command.args(["--function", function]);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            address: format!("http://{}", line.trim()),
+            token_file,
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.token_file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_attach_to_instances_started_elsewhere() {
+    within(async {
+        let a = Served::start(&["upper", "sha256"]);
+        let b = Served::start(&["upper", "sha256"]);
+        let session = RpcSession::new();
+        let token = a.token_file.display();
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE remote FOR FUNCTION upper, sha256 ENDPOINTS ('{}', '{}') \
+                 WITH (token_file = '{token}', load_balance = 'round_robin', batch_size = 10)",
+                a.address, b.address
+            ))
+            .await
+            .unwrap();
+        let services = text(
+            &session
+                .sql("SELECT name, isolation, instances FROM rpc_services() WHERE name = 'remote'")
+                .await
+                .unwrap(),
+        );
+        assert!(services.contains("| remote | remote    | 2/2       |"), "{services}");
+        let sql = "SELECT count(DISTINCT u), min(u) FROM (SELECT upper('x' || value) AS u FROM generate_series(1, 100))";
+        assert!(explain(&session, sql).await.contains("RpcProxyExec: service=remote, policy=round_robin"));
+        let answer = text(&session.sql(sql).await.unwrap());
+        assert!(answer.contains("| 100 ") && answer.contains("| X1 "), "{answer}");
+        // both endpoints served, round robin
+        let instances = text(&session.sql("SELECT requests FROM rpc_instances('remote')").await.unwrap());
+        assert_eq!(instances.matches("| 5        |").count(), 2, "{instances}");
+        let typed = text(&session.sql("SELECT arrow_typeof(rpc_call('remote', 'sha256', 'a')) AS t").await.unwrap());
+        assert!(typed.contains("Binary"), "{typed}");
+        let e = session
+            .sql("ALTER RPC SERVICE remote SET (parallelism = 3)")
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(e.contains("one per endpoint"), "{e}");
+        // DROP leaves the instances running: they are not ours
+        session.sql("DROP RPC SERVICE remote").await.unwrap();
+        let again = format!(
+            "CREATE RPC SERVICE again FOR FUNCTION upper ENDPOINTS ('{}') WITH (token_file = '{token}')",
+            a.address
+        );
+        session.sql(&again).await.unwrap();
+        session.sql("DROP RPC SERVICE again").await.unwrap();
+
+        // mistakes: a function the endpoint does not host, a wrong token, nobody there
+        let e = session
+            .sql(&format!(
+                "CREATE RPC SERVICE r FOR FUNCTION lower ENDPOINTS ('{}') WITH (token_file = '{token}')",
+                a.address
+            ))
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(e.contains("cannot serve function 'lower'") && e.contains("unknown function 'lower'"), "{e}");
+        let wrong = std::env::temp_dir().join(format!("rpcop-wrong-{}.token", std::process::id()));
+        std::fs::write(&wrong, "not-the-token").unwrap();
+        let e = session
+            .sql(&format!(
+                "CREATE RPC SERVICE r FOR FUNCTION upper ENDPOINTS ('{}') WITH (token_file = '{}', timeout = '2s')",
+                a.address,
+                wrong.display()
+            ))
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        let _ = std::fs::remove_file(&wrong);
+        assert!(e.contains("did not answer a health check") && e.contains(&a.address), "{e}");
+        let e = session
+            .sql(&format!(
+                "CREATE RPC SERVICE r FOR FUNCTION upper ENDPOINTS ('http://127.0.0.1:1') WITH (token_file = '{token}', timeout = '1s')"
+            ))
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(e.contains("http://127.0.0.1:1 did not answer"), "{e}");
+        assert!(session.service("r").is_none());
+    })
+    .await;
+}

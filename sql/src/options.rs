@@ -64,6 +64,10 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
         "gpus",
         "device ids handed to instances as CUDA_VISIBLE_DEVICES, e.g. '0,1' (one each) or '0,1;2,3' (sets)",
     ),
+    (
+        "token_file",
+        "file holding the token the ENDPOINTS instances were started with (required with ENDPOINTS)",
+    ),
 ];
 
 /// How a caller picks the instance that serves its next request.
@@ -128,6 +132,8 @@ pub struct ServiceOptions {
     pub memory: Option<u64>,
     /// Device sets; instance `i` gets set `i % len`.
     pub gpus: Vec<DeviceSet>,
+    /// File holding the bearer token of instances attached with `ENDPOINTS`.
+    pub token_file: Option<String>,
 }
 
 impl Default for ServiceOptions {
@@ -145,6 +151,7 @@ impl Default for ServiceOptions {
             threads: 1,
             memory: None,
             gpus: Vec::new(),
+            token_file: None,
         }
     }
 }
@@ -277,6 +284,13 @@ impl ServiceOptions {
                     "device ids such as '0,1' (one per instance) or '0,1;2,3' (a set per instance)",
                 )
             })?,
+            "token_file" => {
+                let path = value.trim();
+                if path.is_empty() {
+                    return Err(invalid("the path of a file holding the token"));
+                }
+                self.token_file = Some(path.to_string());
+            }
             _ => unreachable!("every key of OPTION_KEYS has a parser"),
         }
         Ok(())
@@ -322,6 +336,10 @@ impl ServiceOptions {
                 .map(|set| set.join(","))
                 .collect::<Vec<_>>()
                 .join(";"),
+            "token_file" => self
+                .token_file
+                .clone()
+                .unwrap_or_else(|| "none".to_string()),
             _ => String::new(),
         }
     }
