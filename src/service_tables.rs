@@ -3,11 +3,13 @@
 //! `SHOW RPC SERVICES` answers with the rows of `rpc_services()` and
 //! `DESCRIBE RPC SERVICE name` with those of `rpc_instances('name')`; the
 //! table functions let a query filter, join or aggregate them like any
-//! table:
+//! table. `rpc_options('name')` lists every option of a service with its
+//! value, its default and what it means:
 //!
 //! ```sql
 //! SELECT name, instances FROM rpc_services() WHERE kind = 'implicit';
 //! SELECT count(*) FROM rpc_instances('embedder') WHERE state = 'ready';
+//! SELECT option, value FROM rpc_options('embedder') WHERE value <> "default";
 //! ```
 
 use std::collections::BTreeMap;
@@ -22,6 +24,9 @@ use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+
+use rpcop_sql::ServiceOptions;
+use rpcop_sql::options::OPTION_KEYS;
 
 use crate::catalog::ServiceCatalog;
 use crate::instance::InstanceStats;
@@ -51,6 +56,10 @@ fn services_schema() -> SchemaRef {
         ],
         &["requests", "errors"],
     )
+}
+
+fn options_schema() -> SchemaRef {
+    schema(&["option", "value", "default", "description"], &[])
 }
 
 fn instances_schema() -> SchemaRef {
@@ -165,20 +174,49 @@ pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBat
     Ok(RecordBatch::try_new(instances_schema(), columns)?)
 }
 
+/// Every option of the service `name` (running or pending): its value, its
+/// default and its meaning.
+pub fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
+    let options = match catalog.get(name) {
+        Ok(entry) => entry.region.options(),
+        Err(error) => catalog.annotation(name).ok_or(error)?,
+    };
+    let values = options.values();
+    let defaults = ServiceOptions::default().values();
+    let column = |texts: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(texts)) };
+    let columns = vec![
+        column(values.iter().map(|(key, _)| *key).collect()),
+        column(values.iter().map(|(_, value)| value.as_str()).collect()),
+        column(defaults.iter().map(|(_, value)| value.as_str()).collect()),
+        column(OPTION_KEYS.iter().map(|(_, about)| *about).collect()),
+    ];
+    Ok(RecordBatch::try_new(options_schema(), columns)?)
+}
+
+/// What a [`ServiceTable`] lists.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Services,
+    Instances,
+    Options,
+}
+
 /// A table read from the catalog when a query scans it.
 #[derive(Debug)]
 struct ServiceTable {
     catalog: Arc<ServiceCatalog>,
-    /// `None`: the services; `Some(name)`: the instances of `name`.
-    service: Option<String>,
+    listing: Listing,
+    /// The service, for instances and options.
+    service: String,
 }
 
 #[async_trait]
 impl TableProvider for ServiceTable {
     fn schema(&self) -> SchemaRef {
-        match self.service {
-            None => services_schema(),
-            Some(_) => instances_schema(),
+        match self.listing {
+            Listing::Services => services_schema(),
+            Listing::Instances => instances_schema(),
+            Listing::Options => options_schema(),
         }
     }
 
@@ -193,9 +231,10 @@ impl TableProvider for ServiceTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = match &self.service {
-            None => services(&self.catalog).await?,
-            Some(name) => instances(&self.catalog, name).await?,
+        let batch = match self.listing {
+            Listing::Services => services(&self.catalog).await?,
+            Listing::Instances => instances(&self.catalog, &self.service).await?,
+            Listing::Options => options(&self.catalog, &self.service)?,
         };
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
@@ -216,7 +255,8 @@ impl TableFunctionImpl for RpcServices {
         }
         Ok(Arc::new(ServiceTable {
             catalog: Arc::clone(&self.0),
-            service: None,
+            listing: Listing::Services,
+            service: String::new(),
         }))
     }
 }
@@ -227,21 +267,42 @@ pub struct RpcInstances(pub Arc<ServiceCatalog>);
 
 impl TableFunctionImpl for RpcInstances {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
-        let name = match args {
-            [Expr::Literal(ScalarValue::Utf8(Some(name)), _)] => name.clone(),
-            _ => {
-                return plan_err!(
-                    "rpc_instances takes the service's name as a string: rpc_instances('name')"
-                );
-            }
-        };
-        // a missing service is named now, not when the table is scanned
-        if self.0.get(&name).is_err() && self.0.annotation(&name).is_none() {
-            self.0.get(&name)?;
-        }
-        Ok(Arc::new(ServiceTable {
-            catalog: Arc::clone(&self.0),
-            service: Some(name),
-        }))
+        service_table(&self.0, "rpc_instances", Listing::Instances, args)
     }
+}
+
+/// `rpc_options('name')`: the options of one service.
+#[derive(Debug)]
+pub struct RpcOptions(pub Arc<ServiceCatalog>);
+
+impl TableFunctionImpl for RpcOptions {
+    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        service_table(&self.0, "rpc_options", Listing::Options, args)
+    }
+}
+
+/// The table `listing` of the service named by `args`, a missing service
+/// named now rather than when the table is scanned.
+fn service_table(
+    catalog: &Arc<ServiceCatalog>,
+    function: &str,
+    listing: Listing,
+    args: &[Expr],
+) -> Result<Arc<dyn TableProvider>> {
+    let service = match args {
+        [Expr::Literal(ScalarValue::Utf8(Some(name)), _)] => name.clone(),
+        _ => {
+            return plan_err!(
+                "{function} takes the service's name as a string: {function}('name')"
+            );
+        }
+    };
+    if catalog.annotation(&service).is_none() {
+        catalog.get(&service)?;
+    }
+    Ok(Arc::new(ServiceTable {
+        catalog: Arc::clone(catalog),
+        listing,
+        service,
+    }))
 }

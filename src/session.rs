@@ -45,7 +45,7 @@ use crate::proxy_exec::RpcQueryPlanner;
 use crate::region::ServiceRegion;
 use crate::rpc_call::rpc_call_udf;
 use crate::rpc_function::RpcFunction;
-use crate::service_tables::{self, RpcInstances, RpcServices};
+use crate::service_tables::{self, RpcInstances, RpcOptions, RpcServices};
 
 /// The demo functions that ship annotated, and their instances.
 const DEMO_ANNOTATED: [(&str, usize); 2] = [("embed", 2), ("classify", 2)];
@@ -149,6 +149,7 @@ impl RpcSessionBuilder {
             "rpc_instances",
             Arc::new(RpcInstances(Arc::clone(&catalog))),
         );
+        ctx.register_udtf("rpc_options", Arc::new(RpcOptions(Arc::clone(&catalog))));
         RpcSession {
             ctx,
             library: self.library,

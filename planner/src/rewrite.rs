@@ -339,3 +339,126 @@ impl OptimizerRule for RpcRewrite {
         Ok(Transformed::yes(with_schema(rewritten, &schema)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RpcopConfig;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// `upper` and `character_length` are served by `text`, `md5` by `hash`.
+    #[derive(Debug)]
+    struct TwoServices;
+
+    impl ServiceDirectory for TwoServices {
+        fn service_of(&self, function: &str) -> Option<ServiceRef> {
+            match function {
+                "upper" | "character_length" => Some(ServiceRef::new("text", "round_robin")),
+                "md5" => Some(ServiceRef::new("hash", "least_outstanding")),
+                _ => None,
+            }
+        }
+    }
+
+    async fn context() -> SessionContext {
+        let mut rules = datafusion::optimizer::Optimizer::new().rules;
+        rules.insert(0, Arc::new(RpcRewrite::new(Arc::new(TwoServices))));
+        let state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new().with_option_extension(RpcopConfig::default()))
+            .with_default_features()
+            .with_optimizer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.sql("CREATE TABLE t (a VARCHAR, b VARCHAR, n INT) AS VALUES ('x', 'y', 1)")
+            .await
+            .unwrap();
+        ctx.sql("CREATE TABLE u (k VARCHAR) AS VALUES ('X')")
+            .await
+            .unwrap();
+        ctx
+    }
+
+    async fn plan(ctx: &SessionContext, sql: &str) -> String {
+        let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        plan.display_indent().to_string()
+    }
+
+    #[tokio::test]
+    async fn calls_move_into_one_proxy_per_service() {
+        let ctx = context().await;
+        let p = plan(&ctx, "SELECT upper(a), md5(b), lower(a) FROM t").await;
+        assert!(
+            p.contains("RpcProxy: service=text, policy=round_robin, calls=[upper(t.a)]"),
+            "{p}"
+        );
+        assert!(
+            p.contains("RpcProxy: service=hash, policy=least_outstanding, calls=[md5(t.b)]"),
+            "{p}"
+        );
+        // lower is hosted by no service: it stays in the projection
+        assert!(
+            p.contains("lower(t.a)") && !p.contains("calls=[lower"),
+            "{p}"
+        );
+    }
+
+    #[tokio::test]
+    async fn filters_keys_and_arguments_are_rewritten() {
+        let ctx = context().await;
+        let p = plan(&ctx, "SELECT n FROM t WHERE upper(a) = 'X'").await;
+        assert!(
+            p.contains("calls=[upper(t.a)]") && p.contains("Filter: upper(t.a) = Utf8"),
+            "{p}"
+        );
+        let p = plan(
+            &ctx,
+            "SELECT upper(a), sum(character_length(b)) FROM t GROUP BY upper(a) ORDER BY upper(a)",
+        )
+        .await;
+        assert!(
+            p.contains("calls=[upper(t.a), character_length(t.b)]"),
+            "{p}"
+        );
+        let p = plan(&ctx, "SELECT n FROM t JOIN u ON upper(t.a) = u.k").await;
+        assert!(p.contains("calls=[upper(t.a)]"), "{p}");
+        let p = plan(&ctx, "SELECT n FROM t ORDER BY character_length(b)").await;
+        assert!(p.contains("calls=[character_length(t.b)]"), "{p}");
+    }
+
+    #[tokio::test]
+    async fn nested_calls_and_expression_arguments() {
+        let ctx = context().await;
+        // md5(upper(a)): upper first, by its own proxy below md5's
+        let p = plan(&ctx, "SELECT md5(upper(a)) FROM t").await;
+        let upper = p.find("calls=[upper(t.a)]").unwrap();
+        let md5 = p.find("calls=[md5(upper(t.a))]").unwrap();
+        assert!(md5 < upper, "{p}");
+        // an expression argument is computed by a projection below the proxy
+        let p = plan(&ctx, "SELECT upper(concat(a, b)) FROM t").await;
+        assert!(p.contains("AS __rpcop_arg"), "{p}");
+        // a repeated call is sent once
+        let p = plan(&ctx, "SELECT upper(a) AS x, upper(a) || '!' AS y FROM t").await;
+        assert_eq!(p.matches("upper(t.a)]").count(), 1, "{p}");
+    }
+
+    #[tokio::test]
+    async fn the_setting_turns_rewriting_off() {
+        let ctx = context().await;
+        ctx.sql("SET rpcop.rewrite = false").await.unwrap();
+        let p = plan(&ctx, "SELECT upper(a) FROM t").await;
+        assert!(!p.contains("RpcProxy"), "{p}");
+    }
+
+    #[tokio::test]
+    async fn the_output_schema_is_kept() {
+        let ctx = context().await;
+        // the proxy node cannot execute without the runtime; the logical
+        // rewrite must at least keep the output schema of the query
+        let sql = "SELECT upper(a) AS u, character_length(b) FROM t WHERE md5(a) IS NOT NULL";
+        let rewritten = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        ctx.sql("SET rpcop.rewrite = false").await.unwrap();
+        let plain = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        assert_eq!(rewritten.schema(), plain.schema());
+    }
+}
