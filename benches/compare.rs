@@ -14,7 +14,8 @@
 //! | bounded memory | 20M rows through a service 10× slower than its input | the same at 2M rows | peak within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
 //!
-//! Run: `cargo bench --bench compare`. `tests/compare_smoke.rs` runs every
+//! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
+//! some scenarios: cheap, pass-through, cpu, latency, memory, shared). `tests/compare_smoke.rs` runs every
 //! scenario at a tiny scale in the test suite and checks only the results.
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
@@ -595,14 +596,31 @@ async fn shared(scale: f64, reps: usize) -> Row {
 
 /// Runs every scenario at `scale` with `reps` repetitions.
 pub async fn run(scale: f64, reps: usize) -> Vec<Row> {
-    let mut rows = vec![
-        cheap(scale, reps).await,
-        pass_through(scale, reps).await,
-        cpu_heavy(scale, reps).await,
-    ];
-    rows.extend(latency_bound(scale, reps).await);
-    rows.push(bounded_memory(scale).await);
-    rows.push(shared(scale, reps).await);
+    run_only(scale, reps, "").await
+}
+
+/// Runs the scenarios whose name contains `only` (all for "").
+pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.contains(o));
+    let mut rows = Vec::new();
+    if wanted("cheap") {
+        rows.push(cheap(scale, reps).await);
+    }
+    if wanted("pass-through") {
+        rows.push(pass_through(scale, reps).await);
+    }
+    if wanted("cpu") {
+        rows.push(cpu_heavy(scale, reps).await);
+    }
+    if wanted("latency") {
+        rows.extend(latency_bound(scale, reps).await);
+    }
+    if wanted("memory") {
+        rows.push(bounded_memory(scale).await);
+    }
+    if wanted("shared") {
+        rows.push(shared(scale, reps).await);
+    }
     rows
 }
 
@@ -644,7 +662,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let rows = runtime.block_on(run(scale, reps));
+    // RPCOP_BENCH_ONLY=cheap,pass-through runs some scenarios (for profiling)
+    let only = std::env::var("RPCOP_BENCH_ONLY").unwrap_or_default();
+    let rows = runtime.block_on(run_only(scale, reps, &only));
     print!("{}", table(&rows));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rpcop-bench");
     std::fs::create_dir_all(&dir).unwrap();
