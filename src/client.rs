@@ -41,7 +41,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
-use rpcop_sql::{LoadBalance, OnError, ServiceOptions};
+use rpcop_sql::{LoadBalance, OnError, ServiceOptions, Transport};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -52,6 +52,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
 use crate::error::RpcError;
+use crate::instance::LocalInstance;
 use crate::membership::{Member, MembershipWatch};
 use crate::protocol::{self, AUTHORIZATION_KEY, BatchEncoder, SEQUENCE_STATUS_KEY};
 
@@ -306,6 +307,9 @@ struct MemberConn {
     id: u64,
     address: String,
     client: FlightClient,
+    /// The instance itself, when it serves in this process and the
+    /// service's transport allows reaching it directly.
+    local: Option<LocalInstance>,
     outstanding: AtomicUsize,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
@@ -601,10 +605,26 @@ impl ServiceClient {
     ) -> Result<ArrayRef, Failure> {
         conn.outstanding.fetch_add(1, Ordering::Relaxed);
         let _outstanding = Outstanding(Arc::clone(&conn));
-        let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
-        let session = conn.session(function);
         let timeout = self.inner.options.timeout;
-        let answer = match tokio::time::timeout(timeout, session.request(seq, arguments)).await {
+        let answer = match &conn.local {
+            Some(local) => {
+                let call = local.call(function, arguments.clone());
+                tokio::time::timeout(timeout, async {
+                    let array = call
+                        .await
+                        .map_err(|status| failure_of(&status, &conn.address))?;
+                    RecordBatch::try_from_iter([("result", array)])
+                        .map_err(|e| Failure::Retry(format!("{}: {e}", conn.address)))
+                })
+                .await
+            }
+            None => {
+                let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+                let session = conn.session(function);
+                tokio::time::timeout(timeout, session.request(seq, arguments)).await
+            }
+        };
+        let answer = match answer {
             Ok(answer) => answer?,
             Err(_) => {
                 self.inner.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -676,6 +696,10 @@ impl ServiceClient {
                     id: m.id,
                     address: m.address.clone(),
                     client: connect(&m.address, &self.inner.token, self.inner.options.timeout)?,
+                    local: match self.inner.options.transport {
+                        Transport::Auto => LocalInstance::find(&m.address),
+                        Transport::Flight => None,
+                    },
                     outstanding: AtomicUsize::new(0),
                     sessions: Mutex::new(HashMap::new()),
                 });

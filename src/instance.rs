@@ -12,12 +12,18 @@
 //! handler) with a Flight status that names the function and the reason, and
 //! can be drained: it then refuses new exchanges and serves the open ones to
 //! their end.
+//!
+//! While it serves, an instance is also a [`LocalInstance`] of this process:
+//! a caller in the same process (a query reaching a `thread`-isolated
+//! service) hands it record batches directly, with no IPC encoding and no
+//! socket, and it evaluates them exactly as it evaluates a Flight request,
+//! on its own runtime, within its `threads`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
@@ -201,6 +207,13 @@ impl Instance {
             check_token(&request, &expected)?;
             Ok(request)
         });
+        let _local = Registered::new(
+            format!("http://{address}"),
+            LocalInstance {
+                shared: Arc::clone(&self.shared),
+                runtime: tokio::runtime::Handle::current(),
+            },
+        );
         let incoming = TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -212,6 +225,81 @@ impl Instance {
                 address,
                 reason: e.to_string(),
             })
+    }
+}
+
+/// The instances serving in this process, by address.
+static LOCAL: LazyLock<Mutex<HashMap<String, LocalInstance>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// An instance serving in this process, reached without the network: the
+/// caller hands it record batches and gets arrays back, evaluated on the
+/// instance's runtime like a Flight request (same concurrency, counters,
+/// panics caught). Found by the address it serves on.
+#[derive(Clone)]
+pub struct LocalInstance {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for LocalInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalInstance").finish_non_exhaustive()
+    }
+}
+
+impl LocalInstance {
+    /// The instance serving on `address` (`http://host:port`) in this
+    /// process, if there is one.
+    pub fn find(address: &str) -> Option<Self> {
+        LOCAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(address)
+            .cloned()
+    }
+
+    /// Evaluates `function` on `arguments`. A draining or stopped instance
+    /// answers `UNAVAILABLE`, as its Flight server would.
+    pub async fn call(&self, function: &str, arguments: RecordBatch) -> Result<ArrayRef, Status> {
+        if self.shared.counters.draining.load(Ordering::Relaxed) {
+            return Err(Status::unavailable(
+                "instance is draining: it takes no new request; send to another instance",
+            ));
+        }
+        let function = self.shared.function(function)?.clone();
+        let shared = Arc::clone(&self.shared);
+        match self
+            .runtime
+            .spawn(shared.evaluate(function, None, arguments))
+            .await
+        {
+            Ok(Ok((_, array))) => Ok(array),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::unavailable("the instance stopped")),
+        }
+    }
+}
+
+/// Keeps an instance in [`LOCAL`] while it serves.
+struct Registered(String);
+
+impl Registered {
+    fn new(address: String, instance: LocalInstance) -> Self {
+        LOCAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(address.clone(), instance);
+        Self(address)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        LOCAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.0);
     }
 }
 

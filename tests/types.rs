@@ -326,15 +326,20 @@ async fn through_service_equals_in_process() {
             .start()
             .await
             .unwrap();
-        let client = region.client().unwrap();
-        for case in &cases {
-            check(&client, case, None).await;
-            check(&client, case, Some(1)).await;
-            // A zero-row request carries no constant's value, so a function
-            // whose result type depends on one (get_field, date_part) cannot
-            // answer it; callers that know the result type skip empty requests.
-            if !["get_field", "date_part"].contains(&case.function) {
-                check(&client, case, Some(0)).await;
+        // over Arrow Flight (the wire), and handed over in-process
+        for transport in ["flight", "auto"] {
+            let mut options = region.options();
+            options.set("transport", transport).unwrap();
+            let client = region.client_with(options).unwrap();
+            for case in &cases {
+                check(&client, case, None).await;
+                check(&client, case, Some(1)).await;
+                // A zero-row request carries no constant's value, so a function
+                // whose result type depends on one (get_field, date_part) cannot
+                // answer it; callers that know the result type skip empty requests.
+                if !["get_field", "date_part"].contains(&case.function) {
+                    check(&client, case, Some(0)).await;
+                }
             }
         }
         region.shutdown().await;

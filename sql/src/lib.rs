@@ -9,4 +9,4 @@ pub mod options;
 pub mod parser;
 pub mod statement;
 
-pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions};
+pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions, Transport};

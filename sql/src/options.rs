@@ -65,6 +65,10 @@ pub const OPTION_KEYS: &[(&str, &str)] = &[
         "device ids handed to instances as CUDA_VISIBLE_DEVICES, e.g. '0,1' (one each) or '0,1;2,3' (sets)",
     ),
     (
+        "transport",
+        "'auto' (default): instances in this process are handed batches directly; 'flight': always Arrow Flight",
+    ),
+    (
         "token_file",
         "file holding the token the ENDPOINTS instances were started with (required with ENDPOINTS)",
     ),
@@ -102,6 +106,26 @@ pub enum OnError {
     Null,
 }
 
+/// How a caller reaches an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Directly when the instance serves in the caller's process (no
+    /// encoding, no socket), otherwise Arrow Flight.
+    #[default]
+    Auto,
+    /// Always Arrow Flight, even in-process.
+    Flight,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            Transport::Flight => "flight",
+        })
+    }
+}
+
 /// A set of GPU device ids, handed to one instance.
 pub type DeviceSet = Vec<String>;
 
@@ -132,6 +156,8 @@ pub struct ServiceOptions {
     pub memory: Option<u64>,
     /// Device sets; instance `i` gets set `i % len`.
     pub gpus: Vec<DeviceSet>,
+    /// How callers reach instances.
+    pub transport: Transport,
     /// File holding the bearer token of instances attached with `ENDPOINTS`.
     pub token_file: Option<String>,
 }
@@ -151,6 +177,7 @@ impl Default for ServiceOptions {
             threads: 1,
             memory: None,
             gpus: Vec::new(),
+            transport: Transport::Auto,
             token_file: None,
         }
     }
@@ -284,6 +311,13 @@ impl ServiceOptions {
                     "device ids such as '0,1' (one per instance) or '0,1;2,3' (a set per instance)",
                 )
             })?,
+            "transport" => {
+                self.transport = match value.to_ascii_lowercase().as_str() {
+                    "auto" => Transport::Auto,
+                    "flight" => Transport::Flight,
+                    _ => return Err(invalid("'auto' or 'flight'")),
+                }
+            }
             "token_file" => {
                 let path = value.trim();
                 if path.is_empty() {
@@ -336,6 +370,7 @@ impl ServiceOptions {
                 .map(|set| set.join(","))
                 .collect::<Vec<_>>()
                 .join(";"),
+            "transport" => self.transport.to_string(),
             "token_file" => self
                 .token_file
                 .clone()
