@@ -268,16 +268,12 @@ impl LocalInstance {
             ));
         }
         let function = self.shared.function(function)?.clone();
-        let shared = Arc::clone(&self.shared);
-        match self
-            .runtime
-            .spawn(shared.evaluate(function, None, arguments))
+        // straight onto the instance's blocking threads: no hop through its
+        // I/O worker
+        self.shared
+            .evaluate_on(&self.runtime, function, None, arguments)
             .await
-        {
-            Ok(Ok((_, array))) => Ok(array),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::unavailable("the instance stopped")),
-        }
+            .map(|(_, array)| array)
     }
 }
 
@@ -369,6 +365,19 @@ impl Shared {
         seq: Option<u64>,
         arguments: RecordBatch,
     ) -> Result<(Option<u64>, ArrayRef), Status> {
+        let runtime = tokio::runtime::Handle::current();
+        self.evaluate_on(&runtime, function, seq, arguments).await
+    }
+
+    /// Evaluates one request on a blocking thread of `runtime` (the
+    /// instance's), within the instance's concurrency.
+    async fn evaluate_on(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        function: LoadedFunction,
+        seq: Option<u64>,
+        arguments: RecordBatch,
+    ) -> Result<(Option<u64>, ArrayRef), Status> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -377,14 +386,16 @@ impl Shared {
         let rows = arguments.num_rows() as u64;
         let config = Arc::clone(&self.config);
         let name = function.name().to_string();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            function.invoke(&arguments, &config)
-        })
-        .await;
+        let outcome = runtime
+            .spawn_blocking(move || {
+                let _permit = permit;
+                function.invoke(&arguments, &config)
+            })
+            .await;
         let result = match outcome {
             Ok(Ok(array)) => Ok(array),
             Ok(Err(error)) => Err(function_status(&error)),
+            Err(join) if join.is_cancelled() => Err(Status::unavailable("the instance stopped")),
             Err(join) => Err(Status::internal(format!(
                 "function '{name}' panicked: {}",
                 panic_message(join)
