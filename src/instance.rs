@@ -278,24 +278,34 @@ impl LocalInstance {
 }
 
 /// Keeps an instance in [`LOCAL`] while it serves.
-struct Registered(String);
+struct Registered {
+    address: String,
+    shared: Arc<Shared>,
+}
 
 impl Registered {
     fn new(address: String, instance: LocalInstance) -> Self {
+        let shared = Arc::clone(&instance.shared);
         LOCAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(address.clone(), instance);
-        Self(address)
+        Self { address, shared }
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        LOCAL
+        let mut local = LOCAL
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.0);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // a newer instance may have taken the address meanwhile: leave it
+        if local
+            .get(&self.address)
+            .is_some_and(|i| Arc::ptr_eq(&i.shared, &self.shared))
+        {
+            local.remove(&self.address);
+        }
     }
 }
 

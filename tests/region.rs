@@ -302,3 +302,31 @@ async fn no_ready_instance_is_a_clear_error_not_a_hang() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_instances_are_reached_in_process_unless_flight_is_asked() {
+    within(async {
+        let region = region("local", &["upper"], &[]).await;
+        let batch = text_batches(5, 5).remove(0);
+        // transport = 'auto': handed over, no exchange opened
+        let upper = region
+            .client()
+            .unwrap()
+            .call("upper", batch.clone())
+            .await
+            .unwrap();
+        assert_eq!(upper.len(), 5);
+        let s = region.stats().await.remove(0).1.unwrap();
+        assert_eq!((s.requests, s.open_streams), (1, 0), "{s:?}");
+        // transport = 'flight': over the wire, one exchange
+        let mut options = region.options();
+        options.set("transport", "flight").unwrap();
+        let client = region.client_with(options).unwrap();
+        let flight = client.call("upper", batch).await.unwrap();
+        assert_eq!(flight.as_ref(), upper.as_ref());
+        let s = region.stats().await.remove(0).1.unwrap();
+        assert_eq!((s.requests, s.open_streams), (2, 1), "{s:?}");
+        region.shutdown().await;
+    })
+    .await;
+}
