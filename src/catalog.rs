@@ -34,6 +34,16 @@ pub struct ServiceEntry {
     pub implicit: bool,
 }
 
+/// A service of the catalog, as [`ServiceCatalog::lookup`] finds it.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// Started: its entry.
+    Running(ServiceEntry),
+    /// The implicit service of an annotated function, not started yet: the
+    /// options it will start with.
+    Pending(ServiceOptions),
+}
+
 /// The running services of a session, by name.
 #[derive(Debug, Default)]
 pub struct ServiceCatalog {
@@ -67,6 +77,16 @@ impl ServiceCatalog {
                 known.join(", ")
             ))
         })
+    }
+
+    /// The service `name`: running, or pending (an annotated function
+    /// whose implicit service has not started yet, with its options); an
+    /// error that lists the services there are otherwise.
+    pub fn lookup(&self, name: &str) -> Result<Service, DataFusionError> {
+        match self.get(name) {
+            Ok(entry) => Ok(Service::Running(entry)),
+            Err(error) => self.annotation(name).map(Service::Pending).ok_or(error),
+        }
     }
 
     /// Is there a service called `name`?
@@ -137,7 +157,7 @@ impl ServiceDirectory for ServiceCatalog {
     fn service_of(&self, function: &str) -> Option<ServiceRef> {
         self.read()
             .iter()
-            .find(|(_, entry)| entry.region.functions().iter().any(|f| f == function))
+            .find(|(_, entry)| entry.region.hosts(function))
             .map(|(name, entry)| {
                 ServiceRef::new(name, entry.client.options().load_balance.to_string())
             })

@@ -607,21 +607,16 @@ impl ServiceClient {
         let _outstanding = Outstanding(Arc::clone(&conn));
         let timeout = self.inner.options.timeout;
         let answer = match &conn.local {
-            Some(local) => {
-                let call = local.call(function, arguments.clone());
-                tokio::time::timeout(timeout, async {
-                    let array = call
-                        .await
-                        .map_err(|status| failure_of(&status, &conn.address))?;
-                    RecordBatch::try_from_iter([("result", array)])
-                        .map_err(|e| Failure::Retry(format!("{}: {e}", conn.address)))
-                })
+            // handed over in-process: the array itself comes back
+            Some(local) => tokio::time::timeout(timeout, local.call(function, arguments.clone()))
                 .await
-            }
+                .map(|answer| answer.map_err(|status| failure_of(&status, &conn.address))),
             None => {
                 let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
                 let session = conn.session(function);
-                tokio::time::timeout(timeout, session.request(seq, arguments)).await
+                tokio::time::timeout(timeout, session.request(seq, arguments))
+                    .await
+                    .map(|answer| answer.and_then(|batch| only_column(&batch, &conn.address)))
             }
         };
         let answer = match answer {
@@ -634,16 +629,15 @@ impl ServiceClient {
                 )));
             }
         };
-        if answer.num_columns() != 1 || answer.num_rows() != arguments.num_rows() {
+        if answer.len() != arguments.num_rows() {
             return Err(Failure::Retry(format!(
-                "{}: answered {} rows in {} columns for a request of {} rows; expected one column of as many rows",
+                "{}: answered {} rows for a request of {} rows; expected as many",
                 conn.address,
-                answer.num_rows(),
-                answer.num_columns(),
+                answer.len(),
                 arguments.num_rows()
             )));
         }
-        Ok(Arc::clone(answer.column(0)))
+        Ok(answer)
     }
 
     /// Picks a ready instance by policy, preferring ones not tried yet;
@@ -759,6 +753,17 @@ impl ServiceClient {
         if !ready && conn.outstanding.load(Ordering::Relaxed) == 0 {
             lock(&self.inner.conns).remove(&conn.id);
         }
+    }
+}
+
+/// The one result column of an answer batch.
+fn only_column(answer: &RecordBatch, address: &str) -> Result<ArrayRef, Failure> {
+    match answer.columns() {
+        [column] => Ok(Arc::clone(column)),
+        columns => Err(Failure::Retry(format!(
+            "{address}: answered {} columns; expected one",
+            columns.len()
+        ))),
     }
 }
 

@@ -314,6 +314,11 @@ impl ServiceRegion {
         self.shared.names.clone()
     }
 
+    /// Does the service host the function `name`?
+    pub fn hosts(&self, name: &str) -> bool {
+        self.shared.names.iter().any(|f| f == name)
+    }
+
     /// The service's options now.
     pub fn options(&self) -> ServiceOptions {
         self.shared.options()

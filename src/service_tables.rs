@@ -28,7 +28,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use rpcop_sql::ServiceOptions;
 use rpcop_sql::options::OPTION_KEYS;
 
-use crate::catalog::ServiceCatalog;
+use crate::catalog::{Service, ServiceCatalog};
 use crate::instance::InstanceStats;
 use crate::membership::{Member, MemberState};
 
@@ -142,10 +142,9 @@ pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
 /// One row per instance of the service `name`; none for a pending implicit
 /// service.
 pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
-    let mut stats = match catalog.get(name) {
-        Ok(entry) => entry.region.stats().await,
-        Err(_) if catalog.annotation(name).is_some() => Vec::new(),
-        Err(error) => return Err(error),
+    let mut stats = match catalog.lookup(name)? {
+        Service::Running(entry) => entry.region.stats().await,
+        Service::Pending(_) => Vec::new(),
     };
     stats.sort_by_key(|(member, _)| member.id);
     let text = |f: &dyn Fn(&Member) -> String| -> ArrayRef {
@@ -177,9 +176,9 @@ pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBat
 /// Every option of the service `name` (running or pending): its value, its
 /// default and its meaning.
 pub fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
-    let options = match catalog.get(name) {
-        Ok(entry) => entry.region.options(),
-        Err(error) => catalog.annotation(name).ok_or(error)?,
+    let options = match catalog.lookup(name)? {
+        Service::Running(entry) => entry.region.options(),
+        Service::Pending(options) => options,
     };
     let values = options.values();
     let defaults = ServiceOptions::default().values();
@@ -297,9 +296,7 @@ fn service_table(
             );
         }
     };
-    if catalog.annotation(&service).is_none() {
-        catalog.get(&service)?;
-    }
+    catalog.lookup(&service)?;
     Ok(Arc::new(ServiceTable {
         catalog: Arc::clone(catalog),
         listing,

@@ -38,7 +38,7 @@ use rpcop_sql::parser::{Statement, parse_sql};
 use rpcop_sql::statement::{CreateService, OptionValue, RpcStatement};
 use tokio::sync::Mutex;
 
-use crate::catalog::{ServiceCatalog, ServiceEntry};
+use crate::catalog::{Service, ServiceCatalog, ServiceEntry};
 use crate::client::ServiceClient;
 use crate::function::FunctionLibrary;
 use crate::proxy_exec::RpcQueryPlanner;
@@ -212,8 +212,11 @@ impl RpcSession {
     pub async fn execute(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
         match statement {
             Statement::DataFusion(statement) => {
-                let plan = self.ctx.state().statement_to_plan(*statement).await?;
-                self.start_implicit_services(&plan).await?;
+                let state = self.ctx.state();
+                let plan = state.statement_to_plan(*statement).await?;
+                if RpcopConfig::rewrite_enabled(state.config_options()) {
+                    self.start_implicit_services(&plan).await?;
+                }
                 self.ctx.execute_logical_plan(plan).await?.collect().await
             }
             Statement::Rpc(RpcStatement::Create(create)) => self.create(create).await,
@@ -229,11 +232,8 @@ impl RpcSession {
     }
 
     /// Starts the implicit service of every annotated function `plan` calls
-    /// that has none running yet (unless `rpcop.rewrite` is off).
+    /// that has none running yet.
     async fn start_implicit_services(&self, plan: &LogicalPlan) -> Result<()> {
-        if !RpcopConfig::rewrite_enabled(self.ctx.state().config_options()) {
-            return Ok(());
-        }
         let mut called = BTreeSet::new();
         plan.apply_with_subqueries(|node| {
             node.apply_expressions(|expr| {
@@ -271,18 +271,19 @@ impl RpcSession {
         Ok(())
     }
 
-    /// Is `name` taken, by a running service or a pending implicit one?
-    fn exists(&self, name: &str) -> bool {
-        self.catalog.contains(name) || self.catalog.annotation(name).is_some()
-    }
-
     async fn create(&self, create: CreateService) -> Result<Vec<RecordBatch>> {
         let _ddl = self.ddl.lock().await;
         let name = create
             .name
             .clone()
             .unwrap_or_else(|| create.functions[0].clone());
-        if self.catalog.contains(&name) || (create.name.is_some() && self.exists(&name)) {
+        // an unnamed CREATE may re-annotate a pending implicit service; a
+        // named one may not take its name
+        let taken = match create.name {
+            Some(_) => self.catalog.lookup(&name).is_ok(),
+            None => self.catalog.contains(&name),
+        };
+        if taken {
             return if create.if_not_exists {
                 Ok(Vec::new())
             } else {
@@ -424,13 +425,10 @@ impl RpcSession {
 
     async fn alter(&self, name: &str, changes: &[OptionValue]) -> Result<Vec<RecordBatch>> {
         let _ddl = self.ddl.lock().await;
-        let region = match self.catalog.get(name) {
-            Ok(entry) => entry.region,
-            Err(error) => {
-                // a pending implicit service: nothing runs, every option may change
-                let Some(mut options) = self.catalog.annotation(name) else {
-                    return Err(error);
-                };
+        let region = match self.catalog.lookup(name)? {
+            Service::Running(entry) => entry.region,
+            // a pending implicit service: nothing runs, every option may change
+            Service::Pending(mut options) => {
                 apply(&mut options, changes)?;
                 self.catalog.annotate(name, options);
                 return Ok(Vec::new());

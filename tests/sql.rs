@@ -341,3 +341,30 @@ async fn endpoints_attach_to_instances_started_elsewhere() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_implicit_service_that_cannot_start_fails_the_query_saying_what_to_do() {
+    within(async {
+        // `rpcop serve` does not know the user's function, so a process
+        // instance of it cannot start
+        let session = RpcSession::builder()
+            .function(RpcFunction::new(triple()).isolation(rpcop_sql::Isolation::Process))
+            .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+            .build();
+        let sql = "SELECT triple(value) FROM generate_series(1, 3)";
+        let e = session.sql(sql).await.unwrap_err().strip_backtrace();
+        assert!(
+            e.contains("could not start the implicit service of the annotated function 'triple'")
+                && e.contains("SET rpcop.rewrite = false"),
+            "{e}"
+        );
+        assert!(session.service("triple").is_none());
+        // the way out it names works: in-process
+        session.sql("SET rpcop.rewrite = false").await.unwrap();
+        assert_eq!(
+            ints(&session.sql(sql).await.unwrap()),
+            [Some(3), Some(6), Some(9)]
+        );
+    })
+    .await;
+}
