@@ -4,8 +4,9 @@
 //! `DoExchange` as the wire protocol ([`crate::protocol`]) says: argument
 //! batches in, one result batch per request out, in request order, each with
 //! the request's sequence number. Up to `threads` requests are evaluated at
-//! once, on blocking threads of the runtime that serves the instance, so a
-//! slow function never stalls the instance's network I/O.
+//! once, on the instance's own evaluation threads ([`crate::evaluator`]),
+//! apart from the runtime that serves its network I/O, so a slow function
+//! never stalls it.
 //!
 //! The instance checks every call's bearer token, survives any bad request
 //! (unknown function, wrong schema, corrupt IPC, a panicking or misbehaving
@@ -17,7 +18,7 @@
 //! a caller in the same process (a query reaching a `thread`-isolated
 //! service) hands it record batches directly, with no IPC encoding and no
 //! socket, and it evaluates them exactly as it evaluates a Flight request,
-//! on its own runtime, within its `threads`.
+//! on its own evaluation threads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,13 +43,14 @@ use futures::stream;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{FunctionError, RpcError};
+use crate::evaluator::{Evaluator, Unfinished};
 use crate::function::{HostedFunction, LoadedFunction};
 use crate::protocol::{self, AUTHORIZATION_KEY, BatchEncoder, SEQUENCE_STATUS_KEY};
 
@@ -133,8 +135,8 @@ impl InstanceConfig {
 
 struct Shared {
     functions: BTreeMap<String, LoadedFunction>,
-    counters: Counters,
-    permits: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    evaluator: Evaluator,
     threads: usize,
     config: Arc<ConfigOptions>,
 }
@@ -159,7 +161,9 @@ impl std::fmt::Debug for Instance {
 type DecodedRequest = (Option<u64>, RecordBatch);
 
 impl Instance {
-    /// Loads every function (the one-time start-up; blocking, may be slow).
+    /// Loads every function (the one-time start-up; blocking, may be slow)
+    /// and starts the evaluation threads. Called within a tokio runtime,
+    /// the threads enter it, so functions may use it.
     pub fn load(config: &InstanceConfig) -> Result<Self, FunctionError> {
         let counters = Counters::default();
         let start = Instant::now();
@@ -171,11 +175,18 @@ impl Instance {
         }
         let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         counters.startup_ms.store(elapsed, Ordering::Relaxed);
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let evaluator = Evaluator::start("rpcop-eval", config.threads, runtime).map_err(|e| {
+            FunctionError::Load {
+                function: functions.keys().cloned().collect::<Vec<_>>().join(", "),
+                reason: format!("cannot start the evaluation threads: {e}"),
+            }
+        })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 functions,
-                counters,
-                permits: Arc::new(Semaphore::new(config.threads)),
+                counters: Arc::new(counters),
+                evaluator,
                 threads: config.threads,
                 config: Arc::new(ConfigOptions::default()),
             }),
@@ -188,7 +199,8 @@ impl Instance {
         self.shared.stats()
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes. Then (or when this
+    /// future is dropped) the instance stops evaluating: it serves once.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -207,11 +219,10 @@ impl Instance {
             check_token(&request, &expected)?;
             Ok(request)
         });
-        let _local = Registered::new(
+        let _serving = Serving::new(
             format!("http://{address}"),
             LocalInstance {
                 shared: Arc::clone(&self.shared),
-                runtime: tokio::runtime::Handle::current(),
             },
         );
         let incoming = TcpListenerStream::new(listener);
@@ -234,12 +245,11 @@ static LOCAL: LazyLock<Mutex<HashMap<String, LocalInstance>>> =
 
 /// An instance serving in this process, reached without the network: the
 /// caller hands it record batches and gets arrays back, evaluated on the
-/// instance's runtime like a Flight request (same concurrency, counters,
+/// instance's threads like a Flight request (same concurrency, counters,
 /// panics caught). Found by the address it serves on.
 #[derive(Clone)]
 pub struct LocalInstance {
     shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for LocalInstance {
@@ -268,22 +278,24 @@ impl LocalInstance {
             ));
         }
         let function = self.shared.function(function)?.clone();
-        // straight onto the instance's blocking threads: no hop through its
-        // I/O worker
+        // straight onto the instance's evaluation threads: no hop through
+        // its I/O worker
         self.shared
-            .evaluate_on(&self.runtime, function, None, arguments)
+            .evaluate(function, None, arguments)
             .await
             .map(|(_, array)| array)
     }
 }
 
-/// Keeps an instance in [`LOCAL`] while it serves.
-struct Registered {
+/// While an instance serves: keeps it in [`LOCAL`]. When it stops: takes
+/// it out and stops its evaluation threads (queued requests answer
+/// `UNAVAILABLE`).
+struct Serving {
     address: String,
     shared: Arc<Shared>,
 }
 
-impl Registered {
+impl Serving {
     fn new(address: String, instance: LocalInstance) -> Self {
         let shared = Arc::clone(&instance.shared);
         LOCAL
@@ -294,8 +306,9 @@ impl Registered {
     }
 }
 
-impl Drop for Registered {
+impl Drop for Serving {
     fn drop(&mut self) {
+        self.shared.evaluator.stop();
         let mut local = LOCAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -367,48 +380,32 @@ impl Shared {
         })
     }
 
-    /// Evaluates one request on a blocking thread, within the instance's
-    /// concurrency.
+    /// Evaluates one request on the instance's evaluation threads.
     async fn evaluate(
-        self: Arc<Self>,
-        function: LoadedFunction,
-        seq: Option<u64>,
-        arguments: RecordBatch,
-    ) -> Result<(Option<u64>, ArrayRef), Status> {
-        let runtime = tokio::runtime::Handle::current();
-        self.evaluate_on(&runtime, function, seq, arguments).await
-    }
-
-    /// Evaluates one request on a blocking thread of `runtime` (the
-    /// instance's), within the instance's concurrency.
-    async fn evaluate_on(
         &self,
-        runtime: &tokio::runtime::Handle,
         function: LoadedFunction,
         seq: Option<u64>,
         arguments: RecordBatch,
     ) -> Result<(Option<u64>, ArrayRef), Status> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| Status::unavailable("instance is shutting down"))?;
-        let _in_flight = InFlight::enter(&self.counters.in_flight);
         let rows = arguments.num_rows() as u64;
-        let config = Arc::clone(&self.config);
-        let name = function.name().to_string();
-        let outcome = runtime
-            .spawn_blocking(move || {
-                let _permit = permit;
+        let (config, counters) = (Arc::clone(&self.config), Arc::clone(&self.counters));
+        let named = function.clone();
+        let outcome = self
+            .evaluator
+            .run(move || {
+                let _in_flight = InFlight::enter(&counters.in_flight);
                 function.invoke(&arguments, &config)
             })
             .await;
         let result = match outcome {
             Ok(Ok(array)) => Ok(array),
             Ok(Err(error)) => Err(function_status(&error)),
-            Err(join) if join.is_cancelled() => Err(Status::unavailable("the instance stopped")),
-            Err(join) => Err(Status::internal(format!(
-                "function '{name}' panicked: {}",
-                panic_message(join)
+            Err(Unfinished::Stopped) => Err(Status::unavailable(
+                "the instance stopped; send to another instance",
+            )),
+            Err(Unfinished::Panicked(message)) => Err(Status::internal(format!(
+                "function '{}' panicked: {message}",
+                named.name()
             ))),
         };
         match result {
@@ -422,17 +419,6 @@ impl Shared {
                 Err(with_sequence(status, seq))
             }
         }
-    }
-}
-
-fn panic_message(join: tokio::task::JoinError) -> String {
-    match join.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-text panic payload".to_string()),
-        Err(join) => join.to_string(),
     }
 }
 
@@ -457,11 +443,11 @@ fn with_sequence(mut status: Status, seq: Option<u64>) -> Status {
 }
 
 /// Counts an open exchange until dropped.
-struct OpenStream(Arc<Shared>);
+struct OpenStream(Arc<Counters>);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.counters.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -611,7 +597,7 @@ impl FlightService for FlightHandler {
         let function = shared.function(name)?.clone();
         let function_name = name.to_string();
         shared.counters.open_streams.fetch_add(1, Ordering::Relaxed);
-        let open = OpenStream(Arc::clone(shared));
+        let open = OpenStream(Arc::clone(&shared.counters));
 
         let evaluator = Arc::clone(shared);
         let results = decode_requests(first, input)

@@ -8,7 +8,8 @@
 //! - [`protocol`]: the wire protocol (a public contract).
 //! - [`function`]: the functions a service can host; [`demo`]: model-like
 //!   demo functions with a documented cost model.
-//! - [`instance`]: one instance, a Flight server.
+//! - [`instance`]: one instance, a Flight server; [`evaluator`]: its
+//!   evaluation threads.
 //! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
 //!   instance set, pushed to callers.
 //! - [`client`]: routing, flow control, timeouts and retries.
@@ -42,6 +43,7 @@ pub mod catalog;
 pub mod client;
 pub mod demo;
 pub mod error;
+pub mod evaluator;
 pub mod function;
 pub mod instance;
 pub mod membership;

@@ -10,7 +10,7 @@
 //! ones finish) before stopping them.
 //!
 //! With `isolation = 'thread'` an instance runs in this process on a tokio
-//! runtime of its own (one I/O thread, `threads` evaluation threads), apart
+//! runtime of its own (one I/O thread) with `threads` evaluation threads, apart
 //! from the runtime that runs queries. With `isolation = 'process'` it is a
 //! child `rpcop serve` process, so an abort or out-of-memory in a handler
 //! cannot take the caller down; `memory` limits the child's heap and `gpus`
@@ -660,7 +660,7 @@ async fn launch_thread(
 ) -> Result<(String, Running), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(threads + 1)
+        .max_blocking_threads(1)
         .thread_name(format!("rpcop-{}-{slot}", shared.name))
         .enable_all()
         .build()

@@ -75,13 +75,16 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     let token = args.token()?;
     let functions = library.select(&args.functions)?;
     let config = InstanceConfig::new(functions, token).with_threads(args.threads);
-    let instance = Instance::load(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(config.threads() + 1)
         .thread_name("rpcop-serve")
         .enable_all()
         .build()?;
+    // loaded within the runtime, so the evaluation threads can use it
+    let instance = {
+        let _entered = runtime.enter();
+        Instance::load(&config)?
+    };
     runtime.block_on(async {
         let listener = bind(args.bind).await?;
         let address = listener.local_addr()?;

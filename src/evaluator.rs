@@ -1,0 +1,237 @@
+//! The evaluation threads of an instance.
+//!
+//! An [`Evaluator`] owns `threads` dedicated threads that take requests from
+//! one queue, one after another. A thread that finishes a request takes the
+//! next queued one at once: no hand-off through an async runtime between two
+//! requests, so a busy instance never waits for a thread to be woken. (With a
+//! permit and a `spawn_blocking` per request, the next request could start
+//! only after the finished one had woken the caller's task and that task had
+//! woken a blocking thread: two cross-thread wake-ups on the critical path of
+//! every request.) Callers await their answer; the queue is only as long as
+//! the requests callers keep outstanding (`max_in_flight`, or an exchange's
+//! window), so it needs no bound of its own.
+//!
+//! A request whose caller gave up (a timeout, a cancelled query) before a
+//! thread reached it is skipped, not evaluated. A panicking function is
+//! caught and answered as [`Unfinished::Panicked`]; the thread lives on.
+//! [`Evaluator::stop`] (or dropping the evaluator) answers every queued
+//! request [`Unfinished::Stopped`] and lets the threads end.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+/// Work for one of the threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Why a request was not answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfinished {
+    /// The evaluator stopped before the request ran.
+    Stopped,
+    /// The work panicked, with this message.
+    Panicked(String),
+}
+
+/// `threads` threads evaluating queued work (see the module documentation).
+#[derive(Debug)]
+pub struct Evaluator {
+    /// `None` once stopped: no new work is taken.
+    queue: Mutex<Option<Sender<Job>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Evaluator {
+    /// Starts `threads` threads named `name-N`. Each enters `runtime` (if
+    /// given) so that work may use the instance's tokio runtime.
+    pub fn start(
+        name: &str,
+        threads: usize,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> std::io::Result<Self> {
+        let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+        let stopped = Arc::new(AtomicBool::new(false));
+        for i in 0..threads.max(1) {
+            let (receiver, stopped, runtime) =
+                (receiver.clone(), Arc::clone(&stopped), runtime.clone());
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    work(&receiver, &stopped);
+                })?;
+        }
+        Ok(Self {
+            queue: Mutex::new(Some(sender)),
+            stopped,
+        })
+    }
+
+    /// Queues `work` and waits for its result.
+    pub async fn run<R, F>(&self, work: F) -> Result<R, Unfinished>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // the caller gave up (timeout, cancelled query): skip the work
+            if answer.is_closed() {
+                return;
+            }
+            let outcome = catch_unwind(AssertUnwindSafe(work))
+                .map_err(|payload| Unfinished::Panicked(panic_message(payload.as_ref())));
+            let _ = answer.send(outcome);
+        });
+        let queued = match &*self.lock() {
+            Some(queue) => queue.send(job).is_ok(),
+            None => false,
+        };
+        if !queued {
+            return Err(Unfinished::Stopped);
+        }
+        // a job dropped unrun (stopped) drops its sender
+        answered.await.unwrap_or(Err(Unfinished::Stopped))
+    }
+
+    /// Takes no new work, drops the queued work (its callers hear
+    /// [`Unfinished::Stopped`]) and lets the threads end once the work they
+    /// are running is done.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Sender<Job>>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One thread's loop: run queued jobs until the queue is closed and empty.
+fn work(receiver: &Receiver<Job>, stopped: &AtomicBool) {
+    while let Ok(job) = receiver.recv() {
+        if stopped.load(Ordering::Relaxed) {
+            // dropped unrun: its caller hears that the evaluator stopped
+            continue;
+        }
+        job();
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_work_on_its_threads_and_survives_a_panic() {
+        let evaluator = Evaluator::start("test-eval", 2, None).unwrap();
+        let name = evaluator
+            .run(|| std::thread::current().name().map(str::to_string))
+            .await
+            .unwrap();
+        assert!(name.unwrap().starts_with("test-eval-"));
+        let panicked = evaluator
+            .run(|| -> u32 { panic!("boom in a handler") })
+            .await;
+        assert_eq!(
+            panicked,
+            Err(Unfinished::Panicked("boom in a handler".to_string()))
+        );
+        // both threads still serve after the panic
+        let answers =
+            futures::future::join_all((0..8u32).map(|i| evaluator.run(move || i * 2))).await;
+        assert_eq!(
+            answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            (0..8).map(|i| i * 2).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn at_most_threads_jobs_run_at_once() {
+        let evaluator = Evaluator::start("test-eval", 2, None).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..8).map(|_| {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            evaluator.run(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                running.fetch_sub(1, Ordering::SeqCst);
+            })
+        });
+        for answer in futures::future::join_all(jobs).await {
+            answer.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stopped_answers_queued_and_new_work_and_skips_abandoned_work() {
+        let evaluator = Arc::new(Evaluator::start("test-eval", 1, None).unwrap());
+        let ran = Arc::new(AtomicUsize::new(0));
+        // the one thread is busy until released
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let busy = {
+            let evaluator = Arc::clone(&evaluator);
+            tokio::spawn(async move {
+                evaluator
+                    .run(move || {
+                        let _ = started.send(());
+                        let _ = released.recv_timeout(Duration::from_secs(10));
+                    })
+                    .await
+            })
+        };
+        running.await.unwrap();
+        // a caller that gives up while queued: its work never runs
+        let abandoned = {
+            let ran = Arc::clone(&ran);
+            tokio::time::timeout(
+                Duration::from_millis(20),
+                evaluator.run(move || ran.fetch_add(1, Ordering::SeqCst)),
+            )
+            .await
+        };
+        assert!(abandoned.is_err());
+        // a queued caller when the evaluator stops hears Stopped
+        let queued = {
+            let (evaluator, ran) = (Arc::clone(&evaluator), Arc::clone(&ran));
+            tokio::spawn(async move {
+                evaluator
+                    .run(move || ran.fetch_add(1, Ordering::SeqCst))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        evaluator.stop();
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
+        assert_eq!(queued.await.unwrap(), Err(Unfinished::Stopped));
+        assert_eq!(evaluator.run(|| 1).await, Err(Unfinished::Stopped));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+}
