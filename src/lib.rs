@@ -18,7 +18,8 @@
 //!   [`rpc_function`]: functions annotated as heavy (implicit services);
 //!   [`rpc_call`]: explicit calls of any service's functions;
 //!   [`service_tables`]: the services as tables (`rpc_services()`).
-//! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell.
+//! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell;
+//!   [`malloc`]: glibc's malloc set for moving batches between threads.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rpcop::RpcError> {
@@ -46,6 +47,7 @@ pub mod error;
 pub mod evaluator;
 pub mod function;
 pub mod instance;
+pub mod malloc;
 pub mod membership;
 pub mod protocol;
 pub mod proxy_exec;

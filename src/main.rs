@@ -26,6 +26,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    rpcop::malloc::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RPCOP_LOG")

@@ -67,8 +67,10 @@ impl ServeArgs {
     }
 }
 
-/// Runs one instance until SIGINT or SIGTERM.
+/// Runs one instance until SIGINT or SIGTERM (with glibc's malloc set by
+/// [`crate::malloc::tune`]).
 pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), RpcError> {
+    crate::malloc::tune();
     if let Some(limit) = args.memory_limit {
         limit_memory(limit)?;
     }
