@@ -99,7 +99,10 @@ pub fn connect(
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(protocol::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(protocol::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(protocol::MAX_FRAME_BYTES);
     Ok(
         FlightServiceClient::with_interceptor(endpoint.connect_lazy(), token.clone())
             .max_decoding_message_size(protocol::MAX_MESSAGE_BYTES)

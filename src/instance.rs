@@ -228,6 +228,9 @@ impl Instance {
         let incoming = TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(protocol::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(protocol::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(protocol::MAX_FRAME_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)

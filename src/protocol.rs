@@ -58,6 +58,19 @@ pub const AUTHORIZATION_KEY: &str = "authorization";
 /// The largest gRPC message an instance or client accepts or sends.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// HTTP/2 flow-control window of one exchange, both ways. HTTP/2's default
+/// (64 KiB) is smaller than one request of 8192 short strings, so each
+/// request waited for a window update mid-message; what is outstanding is
+/// bounded by `max_in_flight` anyway.
+pub const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// HTTP/2 flow-control window of one connection, both ways.
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+/// The largest HTTP/2 frame sent: a request travels in a few frames, not in
+/// HTTP/2's default 16 KiB ones. Together with the windows: Flight
+/// pass-through of 4M strings (`cargo bench --bench compare`) median
+/// 127 ms -> 97 ms over seven runs each.
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
 /// The `authorization` metadata value for `token`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
