@@ -102,7 +102,8 @@ pub struct Row {
     pub rows_per_s: f64,
     pub peak_mb: Option<(f64, f64)>,
     pub target: String,
-    pub met: bool,
+    /// `None` for a row that has no target (it explains another).
+    pub met: Option<bool>,
     /// rpcop's results equal the baseline's.
     pub correct: bool,
 }
@@ -122,7 +123,8 @@ impl Row {
             self.ratio,
             self.rows_per_s,
             self.target,
-            self.met,
+            self.met
+                .map_or_else(|| "null".to_string(), |m| m.to_string()),
             self.correct
         )
     }
@@ -346,7 +348,7 @@ fn row(
         rows_per_s: rows as f64 / (rpcop_ms / 1e3),
         peak_mb: None,
         target: target.to_string(),
-        met,
+        met: Some(met),
         correct,
     }
 }
@@ -447,14 +449,17 @@ async fn pass_through(scale: f64, reps: usize) -> Vec<Row> {
     // what the wire costs beyond the socket it runs on: not a target of
     // the issue, the measure of how far the in-memory floor is reachable
     let r = out[1].rpcop_ms;
-    out.push(row(
-        scenario("over Flight"),
-        "Arrow IPC both ways through loopback TCP (one connection per partition, peer decodes and re-encodes)",
-        (socket, r, rows),
-        "(explains the row above)",
-        true,
-        correct,
-    ));
+    out.push(Row {
+        met: None,
+        ..row(
+            scenario("over Flight"),
+            "Arrow IPC both ways through loopback TCP (one connection per partition, peer decodes and re-encodes)",
+            (socket, r, rows),
+            "none: the socket floor of the row above",
+            true,
+            correct,
+        )
+    });
     out
 }
 
@@ -685,7 +690,7 @@ async fn bounded_memory(scale: f64, reps: usize) -> Row {
         rows_per_s: large as f64 / (large_time / 1e3),
         peak_mb: Some((b, r)),
         target: "peak ratio <= 1.1".to_string(),
-        met: r / b <= 1.1,
+        met: Some(r / b <= 1.1),
         correct,
     }
 }
@@ -787,7 +792,11 @@ fn table(rows: &[Row]) -> String {
             r.ratio,
             r.rows_per_s,
             r.target,
-            if r.met { "yes" } else { "no" }
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
         ));
     }
     out
