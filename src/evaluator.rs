@@ -50,13 +50,13 @@ impl Evaluator {
     pub fn start(
         name: &str,
         threads: usize,
-        runtime: Option<tokio::runtime::Handle>,
+        runtime: Option<&tokio::runtime::Handle>,
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let stopped = Arc::new(AtomicBool::new(false));
         for i in 0..threads.max(1) {
             let (receiver, stopped, runtime) =
-                (receiver.clone(), Arc::clone(&stopped), runtime.clone());
+                (receiver.clone(), Arc::clone(&stopped), runtime.cloned());
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {

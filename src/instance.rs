@@ -176,12 +176,13 @@ impl Instance {
         let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         counters.startup_ms.store(elapsed, Ordering::Relaxed);
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let evaluator = Evaluator::start("rpcop-eval", config.threads, runtime).map_err(|e| {
-            FunctionError::Load {
-                function: functions.keys().cloned().collect::<Vec<_>>().join(", "),
-                reason: format!("cannot start the evaluation threads: {e}"),
-            }
-        })?;
+        let evaluator =
+            Evaluator::start("rpcop-eval", config.threads, runtime.as_ref()).map_err(|e| {
+                FunctionError::Load {
+                    function: functions.keys().cloned().collect::<Vec<_>>().join(", "),
+                    reason: format!("cannot start the evaluation threads: {e}"),
+                }
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 functions,
