@@ -4,7 +4,7 @@
 //! `DoExchange` as the wire protocol ([`crate::protocol`]) says: argument
 //! batches in, one result batch per request out, in request order, each with
 //! the request's sequence number. Up to `threads` requests are evaluated at
-//! once, on the instance's own evaluation threads ([`crate::evaluator`]),
+//! once, on the instance's own evaluation threads (fed by one queue),
 //! apart from the runtime that serves its network I/O, so a slow function
 //! never stalls it.
 //!

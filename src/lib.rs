@@ -8,8 +8,8 @@
 //! - [`protocol`]: the wire protocol (a public contract).
 //! - [`function`]: the functions a service can host; [`demo`]: model-like
 //!   demo functions with a documented cost model.
-//! - [`instance`]: one instance, a Flight server; [`evaluator`]: its
-//!   evaluation threads.
+//! - [`instance`]: one instance, a Flight server, evaluating on threads of
+//!   its own.
 //! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
 //!   instance set, pushed to callers.
 //! - [`client`]: routing, flow control, timeouts and retries.
@@ -44,7 +44,7 @@ pub mod catalog;
 pub mod client;
 pub mod demo;
 pub mod error;
-pub mod evaluator;
+mod evaluator;
 pub mod function;
 pub mod instance;
 pub mod malloc;

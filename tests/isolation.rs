@@ -1,7 +1,7 @@
 //! `isolation = 'process'` with a resource profile: each instance a child
 //! process of the user's own serve binary (`examples/serve_own_function.rs`),
 //! with its own `CUDA_VISIBLE_DEVICES` and a memory limit that ends only the
-//! instance that exceeds it.
+//! instance that exceeds it; and the `rpcop` binary serving under a limit.
 
 #![allow(clippy::unwrap_used)]
 
@@ -124,6 +124,37 @@ async fn exceeding_the_memory_limit_ends_only_that_instance() {
         assert!(reason.contains("memory allocation"), "{reason}");
         // the caller survived, and the new instance serves
         assert_eq!(client.call("allocate", allocate(8)).await.unwrap().len(), 1);
+        region.shutdown().await;
+    })
+    .await;
+}
+
+/// The `rpcop` binary itself under a memory limit: its allocator must not
+/// reserve address space up front (RLIMIT_DATA counts it), or the child
+/// cannot even start its threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpcop_binary_serves_under_a_memory_limit() {
+    within(async {
+        let library = rpcop::FunctionLibrary::default();
+        let region = ServiceRegion::builder("limited", library.select(&["upper".into()]).unwrap())
+            .options(options(&[
+                ("isolation", "process"),
+                ("memory", "256MiB"),
+                ("threads", "2"),
+            ]))
+            .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+            .start()
+            .await
+            .expect("a memory-limited rpcop serve starts");
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let out = region
+            .client()
+            .unwrap()
+            .call("upper", RecordBatch::try_from_iter([("t", text)]).unwrap())
+            .await
+            .unwrap();
+        let out = out.as_string::<i32>();
+        assert_eq!((out.value(0), out.value(1)), ("A", "B"));
         region.shutdown().await;
     })
     .await;
