@@ -7,7 +7,7 @@
 //!
 //! | scenario | rpcop | baseline | target |
 //! | --- | --- | --- | --- |
-//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads | in-process, `target_partitions` = cores | ≤ 1.5 |
+//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads (and, without a target, the same over Flight and from a process instance) | in-process, `target_partitions` = cores | ≤ 1.5 |
 //! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, reached in-process and over Flight | the same batches through Arrow IPC in memory | ≤ 1.3 |
 //! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores | in-process, `target_partitions` = cores | ≤ 1.1 |
 //! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each | in-process and an async UDF, `target_partitions` = cores | within 15% of ideal, ≥ 3× both |
@@ -234,6 +234,7 @@ async fn session(data: Vec<Vec<RecordBatch>>, partitions: usize, batch: usize) -
         .with_demo_functions()
         .udf(identity())
         .udf(model_sim_async())
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
         .build();
     let ctx = session.context();
     ctx.sql(&format!(
@@ -357,31 +358,49 @@ fn scaled(n: f64, scale: f64, least: usize) -> usize {
     ((n * scale) as usize).max(least)
 }
 
-async fn cheap(scale: f64, reps: usize) -> Row {
+/// The cheap function through one instance: in this process (the target),
+/// and, for what the wire costs, the same over Flight on loopback TCP and
+/// from a process instance (`rpcop serve`, loopback TCP).
+async fn cheap(scale: f64, reps: usize) -> Vec<Row> {
     let rows = scaled(4_000_000.0, scale, 8192);
-    let session = session(strings(rows, 8192, cores()), cores(), 8192).await;
-    // one instance, evaluating on as many threads as the baseline has partitions
-    session
-        .sql(&format!(
-            "CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 1, threads = {})",
-            cores()
-        ))
-        .await
-        .unwrap();
+    let n = cores();
+    let session = session(strings(rows, 8192, n), n, 8192).await;
     let sql = "SELECT upper(s) FROM t";
-    let (b, r, n, correct) = compare_sql(&session, sql, sql, reps).await;
-    let ratio = r / b;
-    row(
-        format!(
-            "cheap function: upper(s), {rows} rows, 1 instance of {} threads",
-            cores()
+    let scenario = |how: &str| {
+        format!("cheap function: upper(s), {rows} rows, 1 instance of {n} threads{how}")
+    };
+    let mut out = Vec::new();
+    for (how, with) in [
+        ("", ""),
+        (", over Flight (loopback TCP)", ", transport = 'flight'"),
+        (
+            ", process instance (loopback TCP)",
+            ", isolation = 'process'",
         ),
-        "in-process",
-        (b, r, n),
-        "ratio <= 1.5",
-        ratio <= 1.5,
-        correct && n == rows,
-    )
+    ] {
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 1, threads = {n}{with})"
+            ))
+            .await
+            .unwrap();
+        let (b, r, got, correct) = compare_sql(&session, sql, sql, reps).await;
+        let mut row = row(
+            scenario(how),
+            "in-process",
+            (b, r, got),
+            "ratio <= 1.5",
+            r / b <= 1.5,
+            correct && got == rows,
+        );
+        if !how.is_empty() {
+            row.target = "none: what the wire costs".to_string();
+            row.met = None;
+        }
+        out.push(row);
+        session.sql("DROP RPC SERVICE text").await.unwrap();
+    }
+    out
 }
 
 /// Pass-through: the local transport and the wire (`transport = 'flight'`,
@@ -762,7 +781,7 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.contains(o));
     let mut rows = Vec::new();
     if wanted("cheap") {
-        rows.push(cheap(scale, reps).await);
+        rows.extend(cheap(scale, reps).await);
     }
     if wanted("pass-through") {
         rows.extend(pass_through(scale, reps).await);
