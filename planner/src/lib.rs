@@ -41,9 +41,11 @@
 //! ```
 
 mod config;
+mod directory;
 mod proxy;
 mod rewrite;
 
 pub use config::RpcopConfig;
+pub use directory::{ServiceDirectory, ServiceRef};
 pub use proxy::{ProxyCall, RpcProxy};
-pub use rewrite::{RpcRewrite, ServiceDirectory, ServiceRef};
+pub use rewrite::RpcRewrite;

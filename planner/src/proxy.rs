@@ -13,7 +13,7 @@ use datafusion::logical_expr::{
     Expr, ExprSchemable, LogicalPlan, ScalarUDF, UserDefinedLogicalNodeCore,
 };
 
-use crate::rewrite::ServiceRef;
+use crate::directory::ServiceRef;
 
 /// One call a proxy sends to its service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -13,7 +13,6 @@
 //! a sort, a join) gets a projection on top that drops the added columns.
 
 use std::collections::HashMap;
-use std::fmt::Debug;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -25,36 +24,8 @@ use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::config::RpcopConfig;
+use crate::directory::{ServiceDirectory, ServiceRef};
 use crate::proxy::{ProxyCall, RpcProxy};
-
-/// What the rule knows of a service: its name and load-balancing policy
-/// (shown by `EXPLAIN`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceRef {
-    /// The service's name.
-    pub name: String,
-    /// Its load-balancing policy.
-    pub policy: String,
-}
-
-impl ServiceRef {
-    /// A service called `name` balancing by `policy`.
-    pub fn new(name: impl Into<String>, policy: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            policy: policy.into(),
-        }
-    }
-}
-
-/// Answers the rule's one question: which service serves function `f`?
-///
-/// The runtime's service catalog answers it; this crate cannot see it.
-pub trait ServiceDirectory: Debug + Send + Sync {
-    /// The service that serves calls of the function named `function`, if
-    /// one does.
-    fn service_of(&self, function: &str) -> Option<ServiceRef>;
-}
 
 /// A function some service hosts, and the name it hosts it under.
 #[derive(Debug, Clone)]
@@ -167,29 +138,7 @@ fn hoist(
     calls: Vec<(Expr, Hosted)>,
     config: &dyn OptimizerConfig,
 ) -> Result<(LogicalPlan, HashMap<Expr, Expr>)> {
-    let aliases = config.alias_generator();
-    let mut computed: Vec<(Expr, String)> = Vec::new();
-    for (call, _) in &calls {
-        if let Expr::ScalarFunction(f) = call {
-            for arg in &f.args {
-                if !is_column_or_literal(arg) && !computed.iter().any(|(e, _)| e == arg) {
-                    computed.push((arg.clone(), aliases.next("__rpcop_arg")));
-                }
-            }
-        }
-    }
-    let mut plan = input;
-    if !computed.is_empty() {
-        let mut exprs: Vec<Expr> = plan
-            .schema()
-            .columns()
-            .into_iter()
-            .map(Expr::Column)
-            .collect();
-        exprs.extend(computed.iter().map(|(e, name)| e.clone().alias(name)));
-        plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?);
-    }
-
+    let (mut plan, computed) = compute_arguments(input, &calls, config)?;
     let mut taken: Vec<String> = plan
         .schema()
         .fields()
@@ -212,7 +161,7 @@ fn hoist(
             .collect();
         let mut name = call.schema_name().to_string();
         if taken.contains(&name) {
-            name = aliases.next("__rpcop_call");
+            name = config.alias_generator().next("__rpcop_call");
         }
         taken.push(name.clone());
         replacements.insert(call.clone(), Expr::Column(Column::new_unqualified(&name)));
@@ -234,6 +183,39 @@ fn hoist(
         });
     }
     Ok((plan, replacements))
+}
+
+/// `input` with a projection on top that computes the calls' arguments that
+/// are neither columns nor literals, each once; returns it with each such
+/// argument and the name of its column.
+fn compute_arguments(
+    input: LogicalPlan,
+    calls: &[(Expr, Hosted)],
+    config: &dyn OptimizerConfig,
+) -> Result<(LogicalPlan, Vec<(Expr, String)>)> {
+    let aliases = config.alias_generator();
+    let mut computed: Vec<(Expr, String)> = Vec::new();
+    for (call, _) in calls {
+        if let Expr::ScalarFunction(f) = call {
+            for arg in &f.args {
+                if !is_column_or_literal(arg) && !computed.iter().any(|(e, _)| e == arg) {
+                    computed.push((arg.clone(), aliases.next("__rpcop_arg")));
+                }
+            }
+        }
+    }
+    if computed.is_empty() {
+        return Ok((input, computed));
+    }
+    let mut exprs: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    exprs.extend(computed.iter().map(|(e, name)| e.clone().alias(name)));
+    let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
+    Ok((plan, computed))
 }
 
 /// Levels of hosted calls nested in each other's arguments that get
