@@ -37,7 +37,7 @@ use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use rpcop::session::RpcSession;
+use rpcop::RpcSession;
 
 /// Counts live heap bytes and their peak, so a scenario can read the peak
 /// memory of one run.

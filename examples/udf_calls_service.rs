@@ -18,8 +18,8 @@ use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use rpcop::RpcSession;
 use rpcop::ServiceClient;
-use rpcop::session::RpcSession;
 
 /// `headline(text)`: the topic the `models` service's `classify` gives the
 /// text, then the text, upper-cased by the same service.

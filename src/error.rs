@@ -1,13 +1,17 @@
 //! The typed errors of the rpcop library.
 //!
-//! [`FunctionError`] is what hosting a function can go wrong with; [`RpcError`]
-//! is everything else a caller of a service or a region sees. Both convert to
-//! `DataFusionError` at DataFusion's boundaries.
+//! [`FunctionError`] is what hosting a function can go wrong with;
+//! [`RpcError`] is everything else a caller of a service, a region or an
+//! instance sees: a variant per failure a caller can act on, carrying what
+//! went wrong and why. The messages say what to do in the library's own
+//! terms; the SQL session adds SQL-level advice (which statement to run)
+//! where it turns them into `DataFusionError`s.
 
 use std::time::Duration;
 
 use datafusion::error::DataFusionError;
-use rpcop_sql::OptionError;
+
+use crate::options::OptionError;
 
 /// An error of a hosted function: unknown, failed to load, bad arguments, or
 /// failed to evaluate.
@@ -52,7 +56,7 @@ pub enum FunctionError {
     },
 }
 
-/// An error of a service region or of a call to a service.
+/// An error of a service region, an instance, or a call to a service.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     /// A hosted function's error.
@@ -64,7 +68,7 @@ pub enum RpcError {
     /// The region has no ready instance to send a request to.
     #[error(
         "service '{service}' has no ready instance for function '{function}' after waiting {waited:?}; \
-         check SHOW RPC SERVICES / DESCRIBE RPC SERVICE for instance errors"
+         its instances' last errors say why"
     )]
     NoInstance {
         /// The service.
@@ -92,7 +96,7 @@ pub enum RpcError {
         last: String,
     },
     /// The instance rejected the request for a reason another instance would
-    /// give too (bad arguments, unknown function): not retried.
+    /// give too (bad arguments): not retried.
     #[error("service '{service}' rejected a request for function '{function}': {reason}")]
     Rejected {
         /// The service.
@@ -102,22 +106,106 @@ pub enum RpcError {
         /// The instance's answer.
         reason: String,
     },
-    /// The region could not start, resize or stop as asked.
-    #[error("service '{service}': {reason}")]
-    Region {
+    /// An instance of the service does not host the function.
+    #[error("service '{service}' cannot serve function '{function}': {address} answered: {reason}")]
+    NotHosted {
+        /// The service.
+        service: String,
+        /// The function.
+        function: String,
+        /// The instance asked.
+        address: String,
+        /// The instance's answer.
+        reason: String,
+    },
+    /// The function has no fixed signature for its instances to describe;
+    /// it can be called, but its result type cannot be learned in advance.
+    #[error("function '{function}' of service '{service}' has no fixed signature: {reason}")]
+    NoSignature {
+        /// The service.
+        service: String,
+        /// The function.
+        function: String,
+        /// The instance's answer.
+        reason: String,
+    },
+    /// The region was stopped while a caller waited for an instance.
+    #[error("service '{service}': the service was stopped")]
+    Stopped {
+        /// The service.
+        service: String,
+    },
+    /// An instance failed its first start, so the region did not start or grow.
+    #[error("service '{service}': an instance failed to start: {reason}")]
+    InstanceStart {
         /// The service.
         service: String,
         /// Why.
         reason: String,
     },
-    /// An instance's server failed to start or bind.
-    #[error("instance failed to start on {address}: {reason}")]
-    Start {
-        /// The address it was to bind.
+    /// A region cannot have no instances.
+    #[error("service '{service}': parallelism must be at least 1; shut the region down to stop it")]
+    NoParallelism {
+        /// The service.
+        service: String,
+    },
+    /// The instances of an attached region run elsewhere, one per endpoint.
+    #[error(
+        "service '{service}': its instances run elsewhere, one per endpoint ({endpoints}), \
+         so its parallelism is {endpoints}"
+    )]
+    FixedEndpoints {
+        /// The service.
+        service: String,
+        /// How many endpoints it has.
+        endpoints: usize,
+    },
+    /// Attaching to endpoints without the token their instances require.
+    #[error(
+        "service '{service}': attaching to endpoints needs the token their instances were started with"
+    )]
+    MissingToken {
+        /// The service.
+        service: String,
+    },
+    /// A token that cannot travel as gRPC metadata.
+    #[error("the token must be non-empty printable ASCII without spaces")]
+    InvalidToken,
+    /// An address that is not `http://host:port` or `https://host:port`.
+    #[error("'{address}' is not a valid endpoint: {reason}")]
+    InvalidEndpoint {
+        /// The address given.
         address: String,
         /// Why.
         reason: String,
     },
+    /// An instance could not listen on its address.
+    #[error("instance failed to bind {address}: {source}")]
+    Bind {
+        /// The address it was to bind.
+        address: String,
+        /// The system's answer.
+        source: std::io::Error,
+    },
+    /// An instance's server failed while serving.
+    #[error("instance on {address} failed: {reason}")]
+    Serve {
+        /// The address it served on.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// A token file that could not be read.
+    #[error("cannot read the token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// The system's answer.
+        source: std::io::Error,
+    },
+    /// `rpcop serve` was given no token.
+    #[error("a token is required: pass --token-file PATH (or --token TOKEN)")]
+    NoToken,
     /// An Arrow error while encoding or decoding batches.
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

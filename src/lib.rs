@@ -3,23 +3,28 @@
 //! Heavy user-defined functions (model inference, embeddings, remote
 //! compaction) run in an independent, scalable, fault-isolated **service
 //! region** — a supervised pool of instances — and callers reach them over
-//! Arrow Flight, streaming Arrow record batches.
+//! Arrow Flight, streaming Arrow record batches. `docs/architecture.md`
+//! draws the layers; `docs/protocol.md` is the wire contract; `docs/sql.md`
+//! the SQL reference.
 //!
-//! - [`protocol`]: the wire protocol (a public contract).
-//! - [`function`]: the functions a service can host; [`demo`]: model-like
-//!   demo functions with a documented cost model.
-//! - [`instance`]: one instance, a Flight server, evaluating on threads of
-//!   its own.
-//! - [`region`]: a pool of instances with its supervisor; [`membership`]: the
-//!   instance set, pushed to callers.
-//! - [`client`]: routing, flow control, timeouts and retries.
-//! - [`session`]: SQL with RPC statements over a [`catalog`] of services;
-//!   [`proxy_exec`]: the operator that sends a query's calls to a service;
-//!   [`rpc_function`]: functions annotated as heavy (implicit services);
-//!   [`rpc_call`]: explicit calls of any service's functions;
-//!   [`service_tables`]: the services as tables (`rpc_services()`).
-//! - [`serve`]: the `rpcop serve` entry point; [`shell`]: the SQL shell;
+//! The API, from the top:
+//!
+//! - [`RpcSession`]: SQL with the RPC statements (`CREATE RPC SERVICE`, ...),
+//!   calls of hosted functions rewritten into a proxy operator;
+//!   [`RpcFunction`] annotates a UDF as heavy (its implicit service starts
+//!   with the first query that calls it).
+//! - [`ServiceClient`]: a caller of one service: routing, flow control,
+//!   timeouts and retries.
+//! - [`ServiceRegion`]: a supervised pool of instances, with its
+//!   [`Membership`] pushed to callers.
+//! - [`FunctionLibrary`] and [`HostedFunction`]: what an instance can host;
+//!   [`demo`]: model-like demo functions.
+//! - [`ServiceOptions`]: every option of a service, declared once
+//!   ([`options`]).
+//! - [`wire`]: the protocol's constants and codecs; [`serve`]: `rpcop serve`
+//!   as a library entry for a binary that hosts its own functions;
 //!   [`malloc`]: glibc's malloc set for moving batches between threads.
+//! - [`RpcError`] and [`FunctionError`]: what can go wrong.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), rpcop::RpcError> {
@@ -40,29 +45,23 @@
 //! # Ok(()) }
 //! ```
 
-pub mod catalog;
-pub mod client;
-pub mod demo;
-pub mod error;
-mod evaluator;
-pub mod function;
-pub mod instance;
+mod client;
+mod error;
+mod exec;
+mod function;
+mod instance;
 pub mod malloc;
-pub mod membership;
-pub mod protocol;
-pub mod proxy_exec;
-pub mod region;
-pub mod rpc_call;
-pub mod rpc_function;
+pub mod options;
+mod region;
 pub mod serve;
-pub mod service_tables;
-pub mod session;
-pub mod shell;
+mod session;
+mod transport;
+pub mod wire;
 
-pub use client::{ClientStats, ServiceClient};
+pub use client::{CallReport, ClientStats, ServiceClient};
 pub use error::{FunctionError, RpcError};
-pub use function::{FunctionLibrary, HostedFunction, LoadedFunction};
-pub use instance::{Instance, InstanceConfig, InstanceStats};
-pub use membership::{Member, MemberState, Membership, MembershipWatch};
-pub use region::ServiceRegion;
-pub use rpcop_sql::ServiceOptions;
+pub use function::demo;
+pub use function::{FunctionLibrary, HostedFunction, Loader};
+pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions, Transport};
+pub use region::{Member, MemberState, Membership, MembershipWatch, RegionBuilder, ServiceRegion};
+pub use session::{RpcFunction, RpcSession, RpcSessionBuilder};

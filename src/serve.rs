@@ -1,6 +1,6 @@
 //! `rpcop serve`: one standalone instance, for other hosts and other binaries.
 //!
-//! The flags are a public contract (see `DESIGN.md`, "The wire protocol").
+//! The flags are a public contract (`docs/protocol.md`, "rpcop serve").
 //! A user's own binary can host its own functions by handing its own
 //! [`FunctionLibrary`] to [`serve_main`] (see `examples/serve_own_function.rs`).
 //!
@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::instance::{Instance, InstanceConfig, bind};
+use crate::wire::BearerToken;
 
 /// The flags of `rpcop serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,32 +44,40 @@ pub struct ServeArgs {
 impl ServeArgs {
     fn token(&self) -> Result<String, RpcError> {
         let token = match (&self.token_file, &self.token) {
-            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| RpcError::Start {
-                address: self.bind.to_string(),
-                reason: format!("cannot read the token file {}: {e}", path.display()),
-            })?,
-            (None, Some(token)) => token.clone(),
-            (None, None) => {
-                return Err(RpcError::Start {
-                    address: self.bind.to_string(),
-                    reason: "a token is required: pass --token-file PATH (or --token TOKEN)"
-                        .to_string(),
-                });
+            (Some(path), _) => {
+                std::fs::read_to_string(path).map_err(|source| RpcError::TokenFile {
+                    path: path.display().to_string(),
+                    source,
+                })?
             }
+            (None, Some(token)) => token.clone(),
+            (None, None) => return Err(RpcError::NoToken),
         };
         let token = token.trim().to_string();
-        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(RpcError::Start {
-                address: self.bind.to_string(),
-                reason: "the token must be non-empty printable ASCII without spaces".to_string(),
-            });
-        }
+        BearerToken::new(&token)?;
         Ok(token)
     }
 }
 
 /// Runs one instance until SIGINT or SIGTERM (with glibc's malloc set by
 /// [`crate::malloc::tune`]).
+///
+/// ```no_run
+/// use clap::Parser;
+/// use rpcop::serve::{ServeArgs, serve_main};
+///
+/// #[derive(Parser)]
+/// struct Args {
+///     #[command(flatten)]
+///     serve: ServeArgs,
+/// }
+///
+/// let args = Args::parse();
+/// // the built-ins, plus the user's own functions
+/// let library = rpcop::FunctionLibrary::default();
+/// serve_main(&args.serve, &library)?;
+/// # Ok::<(), rpcop::RpcError>(())
+/// ```
 pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), RpcError> {
     crate::malloc::tune();
     if let Some(limit) = args.memory_limit {

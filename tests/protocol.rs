@@ -63,7 +63,7 @@ impl ScalarUDFImpl for Hostile {
 }
 
 fn library() -> FunctionLibrary {
-    FunctionLibrary::default().with_udf(ScalarUDF::new_from_impl(Hostile {
+    rpcop::demo::library().with_udf(ScalarUDF::new_from_impl(Hostile {
         signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
     }))
 }
@@ -181,7 +181,7 @@ async fn plain_flight_client_follows_the_contract() {
         let schema = info.clone().try_decode_schema().unwrap();
         assert_eq!(schema.fields().len(), 2);
         assert_eq!(schema.field(1).name(), "embed");
-        let signature = rpcop::protocol::signature_of(info).unwrap();
+        let signature = rpcop::wire::signature_of(info).unwrap();
         assert!(matches!(
             signature.result.data_type(),
             DataType::FixedSizeList(_, 16)
@@ -193,7 +193,7 @@ async fn plain_flight_client_follows_the_contract() {
             assert_eq!(body.as_ref(), expect.as_bytes(), "{action}");
         }
         let stats = run_action(&mut client, &token, "stats").await.unwrap();
-        let stats: rpcop::InstanceStats = serde_json::from_slice(&stats).unwrap();
+        let stats: rpcop::wire::InstanceStats = serde_json::from_slice(&stats).unwrap();
         assert_eq!(stats.requests, 2);
         assert!(stats.draining);
         // draining: no new exchange
@@ -382,9 +382,7 @@ async fn rpcop_serve_is_reachable_from_its_flags_alone() {
 
         // app_metadata sequence numbers come back as sent
         let mut encoder =
-            rpcop::protocol::BatchEncoder::new(Some(FlightDescriptor::new_path(vec![
-                "upper".into(),
-            ])));
+            rpcop::wire::BatchEncoder::new(Some(FlightDescriptor::new_path(vec!["upper".into()])));
         let mut messages = Vec::new();
         for seq in [41u64, 7] {
             encoder

@@ -241,16 +241,12 @@ async fn the_start_up_runs_once_per_instance_and_is_counted() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let loads = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&loads);
-        let upper = rpcop::FunctionLibrary::default()
-            .get("upper")
-            .unwrap()
-            .clone();
         let slow_upper = rpcop::HostedFunction::with_loader(
             "upper",
             Arc::new(move || {
                 std::thread::sleep(Duration::from_millis(150));
                 counter.fetch_add(1, Ordering::SeqCst);
-                upper.load().map(|f| f.udf()).map_err(|e| e.to_string())
+                Ok(datafusion::functions::string::upper())
             }),
         );
         let region = ServiceRegion::builder("startup", vec![slow_upper])

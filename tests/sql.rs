@@ -17,8 +17,8 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use rpcop::rpc_function::RpcFunction;
-use rpcop::session::RpcSession;
+use rpcop::RpcFunction;
+use rpcop::RpcSession;
 
 /// `triple(x) = 3x`: a user's own function.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -348,7 +348,7 @@ async fn an_implicit_service_that_cannot_start_fails_the_query_saying_what_to_do
         // `rpcop serve` does not know the user's function, so a process
         // instance of it cannot start
         let session = RpcSession::builder()
-            .function(RpcFunction::new(triple()).isolation(rpcop_sql::Isolation::Process))
+            .function(RpcFunction::new(triple()).isolation(rpcop::Isolation::Process))
             .serve_program(env!("CARGO_BIN_EXE_rpcop"))
             .build();
         let sql = "SELECT triple(value) FROM generate_series(1, 3)";

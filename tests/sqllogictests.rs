@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use rpcop::session::RpcSession;
+use rpcop::RpcSession;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
 
 /// A failed statement, as the suite sees it.

@@ -17,8 +17,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use rpcop::protocol::scalar_argument;
-use rpcop::{FunctionLibrary, ServiceClient};
+use rpcop::ServiceClient;
+use rpcop::wire::scalar_argument;
 
 /// An argument: a column, or a constant written as SQL text too.
 enum Arg {
@@ -321,7 +321,7 @@ async fn through_service_equals_in_process() {
         let mut names: Vec<String> = cases.iter().map(|c| c.function.to_string()).collect();
         names.sort();
         names.dedup();
-        let library = FunctionLibrary::default();
+        let library = rpcop::demo::library();
         let region = rpcop::ServiceRegion::builder("types", library.select(&names).unwrap())
             .start()
             .await

@@ -1,12 +1,13 @@
-//! The SQL face of rpcop: the RPC service statements and their options.
+//! The SQL face of rpcop: the RPC service statements, parsed.
 //!
-//! This crate knows nothing of the network. [`parser`] parses SQL text on top
-//! of DataFusion's parser into [`statement`]s — ours, or DataFusion's own,
-//! unchanged; [`options`] holds the typed, validated options of a service
-//! (`WITH (key = value, ...)`), which the runtime consumes as they are.
+//! This crate knows nothing of the network, nor of what an option means.
+//! [`parser`] parses SQL text on top of DataFusion's parser into
+//! [`statement`]s — ours, or DataFusion's own, unchanged. The options of a
+//! `WITH (key = value, ...)` list arrive as raw [`statement::OptionValue`]s
+//! with the position of each key; the runtime (crate `rpcop`) gives them
+//! types, checks them, and points its errors at those positions.
 
-pub mod options;
 pub mod parser;
 pub mod statement;
 
-pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions, Transport};
+pub use datafusion_sql::sqlparser::tokenizer::Location;

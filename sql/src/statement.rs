@@ -11,15 +11,42 @@
 
 use std::fmt;
 
-/// One `key = value` of a `WITH (...)` or `SET (...)` list; the key in lower
-/// case, the value without quotes. Each was validated by
-/// [`crate::ServiceOptions::set`] when parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use datafusion_sql::sqlparser::tokenizer::Location;
+
+/// One `key = value` of a `WITH (...)` or `SET (...)` list, as written: the
+/// key in lower case, the value without quotes, and where the key stands in
+/// the statement. What the key means and which values it takes is the
+/// runtime's business (`rpcop::ServiceOptions`); this crate only parses.
+///
+/// Two option values are equal when their keys and values are: where they
+/// were written is not part of what they say.
+#[derive(Debug, Clone)]
 pub struct OptionValue {
     /// The option's key, lower case.
     pub key: String,
     /// Its value as written, quotes removed.
     pub value: String,
+    /// Where the key starts in the SQL text (line and column, from 1).
+    pub location: Location,
+}
+
+impl PartialEq for OptionValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.value == other.value
+    }
+}
+
+impl Eq for OptionValue {}
+
+impl OptionValue {
+    /// `key = value` at `location`.
+    pub fn new(key: impl Into<String>, value: impl Into<String>, location: Location) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            location,
+        }
+    }
 }
 
 /// `CREATE RPC SERVICE`.

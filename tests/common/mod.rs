@@ -29,9 +29,9 @@ pub fn options(pairs: &[(&str, &str)]) -> ServiceOptions {
     options
 }
 
-/// Starts a region hosting `functions` from the default library.
+/// Starts a region hosting `functions` from the library of the `rpcop` binary.
 pub async fn region(name: &str, functions: &[&str], pairs: &[(&str, &str)]) -> ServiceRegion {
-    region_from(&FunctionLibrary::default(), name, functions, pairs).await
+    region_from(&rpcop::demo::library(), name, functions, pairs).await
 }
 
 /// Starts a region hosting `functions` from `library`.

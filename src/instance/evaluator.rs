@@ -29,7 +29,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a request was not answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unfinished {
+pub(crate) enum Unfinished {
     /// The evaluator stopped before the request ran.
     Stopped,
     /// The work panicked, with this message.
@@ -38,7 +38,7 @@ pub enum Unfinished {
 
 /// `threads` threads evaluating queued work (see the module documentation).
 #[derive(Debug)]
-pub struct Evaluator {
+pub(crate) struct Evaluator {
     /// `None` once stopped: no new work is taken.
     queue: Mutex<Option<Sender<Job>>>,
     stopped: Arc<AtomicBool>,
@@ -47,7 +47,7 @@ pub struct Evaluator {
 impl Evaluator {
     /// Starts `threads` threads named `name-N`. Each enters `runtime` (if
     /// given) so that work may use the instance's tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         name: &str,
         threads: usize,
         runtime: Option<&tokio::runtime::Handle>,
@@ -71,7 +71,7 @@ impl Evaluator {
     }
 
     /// Queues `work` and waits for its result.
-    pub async fn run<R, F>(&self, work: F) -> Result<R, Unfinished>
+    pub(crate) async fn run<R, F>(&self, work: F) -> Result<R, Unfinished>
     where
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
@@ -100,7 +100,7 @@ impl Evaluator {
     /// Takes no new work, drops the queued work (its callers hear
     /// [`Unfinished::Stopped`]) and lets the threads end once the work they
     /// are running is done.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         self.lock().take();
     }
@@ -130,7 +130,7 @@ fn work(receiver: &Receiver<Job>, stopped: &AtomicBool) {
 }
 
 /// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_string())

@@ -18,12 +18,12 @@ use datafusion::error::{DataFusionError, Result};
 use rpcop_sql::parser::parse_sql;
 use rustyline::DefaultEditor;
 
-use crate::session::RpcSession;
+use rpcop::RpcSession;
 use rustyline::error::ReadlineError;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// An ASCII table.
     Table,
     /// Comma-separated values with a header.
@@ -36,24 +36,24 @@ pub enum Format {
 
 /// The shell's flags.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ShellArgs {
+pub(crate) struct ShellArgs {
     /// Run this SQL (repeatable), then exit.
     #[arg(short = 'c', long = "command")]
-    pub commands: Vec<String>,
+    pub(crate) commands: Vec<String>,
     /// Run the SQL in these files, in order (repeatable: `-f a.sql b.sql`,
     /// `-f examples/*.sql`), then exit.
     #[arg(short = 'f', long = "file", num_args = 1..)]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// How to print results.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    pub(crate) format: Format,
     /// Print no rows-and-time line.
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// A shell session.
-pub struct Shell {
+pub(crate) struct Shell {
     session: RpcSession,
     format: Format,
     quiet: bool,
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Shell {
 
 impl Shell {
     /// A session with the demo functions registered.
-    pub fn new(format: Format, quiet: bool) -> Self {
+    pub(crate) fn new(format: Format, quiet: bool) -> Self {
         Self {
             session: RpcSession::new(),
             format,
@@ -80,7 +80,7 @@ impl Shell {
 
     /// Runs every statement of `sql`, printing each result to `out`; stops at
     /// the first error.
-    pub async fn run(&self, sql: &str, out: &mut impl Write) -> Result<()> {
+    pub(crate) async fn run(&self, sql: &str, out: &mut impl Write) -> Result<()> {
         let statements = parse_sql(sql).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         for statement in statements {
             let start = Instant::now();
@@ -130,7 +130,7 @@ impl Shell {
     }
 
     /// The interactive prompt; returns when the user quits.
-    pub async fn interactive(&self) -> Result<()> {
+    pub(crate) async fn interactive(&self) -> Result<()> {
         let mut editor = DefaultEditor::new().map_err(external)?;
         let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rpcop_history"));
         if let Some(history) = &history {
@@ -185,7 +185,7 @@ fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusion
 
 /// Runs the shell as the flags say; `Err` carries the message of the first
 /// failing statement.
-pub async fn shell_main(args: &ShellArgs) -> Result<()> {
+pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
     let shell = Shell::new(args.format, args.quiet);
     if args.commands.is_empty() && args.files.is_empty() {
         return shell.interactive().await;

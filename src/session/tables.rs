@@ -4,7 +4,7 @@
 //! `DESCRIBE RPC SERVICE name` with those of `rpc_instances('name')`; the
 //! table functions let a query filter, join or aggregate them like any
 //! table. `rpc_options('name')` lists every option of a service with its
-//! value, its default and what it means:
+//! value, its default, what it means and what values it takes:
 //!
 //! ```sql
 //! SELECT name, instances FROM rpc_services() WHERE kind = 'implicit';
@@ -25,12 +25,10 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use rpcop_sql::ServiceOptions;
-use rpcop_sql::options::OPTION_KEYS;
-
-use crate::catalog::{Service, ServiceCatalog};
-use crate::instance::InstanceStats;
-use crate::membership::{Member, MemberState};
+use super::catalog::{Service, ServiceCatalog, ServiceEntry};
+use crate::options::OptionInfo;
+use crate::region::{Member, MemberState};
+use crate::wire::InstanceStats;
 
 fn schema(text: &[&str], counts: &[&str]) -> SchemaRef {
     let fields = text
@@ -59,7 +57,7 @@ fn services_schema() -> SchemaRef {
 }
 
 fn options_schema() -> SchemaRef {
-    schema(&["option", "value", "default", "description"], &[])
+    schema(&["option", "value", "default", "description", "takes"], &[])
 }
 
 fn instances_schema() -> SchemaRef {
@@ -71,7 +69,7 @@ fn instances_schema() -> SchemaRef {
 
 /// One row per service, running or pending (an annotated function whose
 /// implicit service has not started yet), by name.
-pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
+pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     let mut rows: BTreeMap<String, ([String; 5], [u64; 2])> = BTreeMap::new();
     for (function, options) in catalog.annotations() {
         if !catalog.contains(&function) {
@@ -86,34 +84,7 @@ pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
         }
     }
     for entry in catalog.entries() {
-        let region = &entry.region;
-        let options = region.options();
-        let stats = region.stats().await;
-        let ready = stats
-            .iter()
-            .filter(|(m, _)| m.state == MemberState::Ready)
-            .count();
-        let counts = stats
-            .iter()
-            .filter_map(|(_, s)| s.as_ref())
-            .fold([0, 0], |[r, e], s| [r + s.requests, e + s.errors]);
-        let kind = if entry.implicit {
-            "implicit"
-        } else {
-            "explicit"
-        };
-        let text = [
-            kind.to_string(),
-            region.functions().join(", "),
-            format!("{ready}/{}", options.parallelism),
-            if region.is_remote() {
-                "remote".to_string()
-            } else {
-                options.isolation.to_string()
-            },
-            options.load_balance.to_string(),
-        ];
-        rows.insert(region.name().to_string(), (text, counts));
+        rows.insert(entry.region.name().to_string(), running_row(&entry).await);
     }
     let text = |i: usize| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(
@@ -139,9 +110,42 @@ pub async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(services_schema(), columns)?)
 }
 
+/// The `rpc_services()` row of a running service (after its name): text
+/// columns, then counts.
+async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
+    let region = &entry.region;
+    let options = region.options();
+    let stats = region.stats().await;
+    let ready = stats
+        .iter()
+        .filter(|(m, _)| m.state == MemberState::Ready)
+        .count();
+    let counts = stats
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .fold([0, 0], |[r, e], s| [r + s.requests, e + s.errors]);
+    let kind = if entry.implicit {
+        "implicit"
+    } else {
+        "explicit"
+    };
+    let text = [
+        kind.to_string(),
+        region.functions().join(", "),
+        format!("{ready}/{}", options.parallelism),
+        if region.is_remote() {
+            "remote".to_string()
+        } else {
+            options.isolation.to_string()
+        },
+        options.load_balance.to_string(),
+    ];
+    (text, counts)
+}
+
 /// One row per instance of the service `name`; none for a pending implicit
 /// service.
-pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
+pub(crate) async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
     let mut stats = match catalog.lookup(name)? {
         Service::Running(entry) => entry.region.stats().await,
         Service::Pending(_) => Vec::new(),
@@ -175,19 +179,21 @@ pub async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBat
 
 /// Every option of the service `name` (running or pending): its value, its
 /// default and its meaning.
-pub fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
+pub(crate) fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
     let options = match catalog.lookup(name)? {
         Service::Running(entry) => entry.region.options(),
         Service::Pending(options) => options,
     };
-    let values = options.values();
-    let defaults = ServiceOptions::default().values();
-    let column = |texts: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(texts)) };
+    let described = options.describe();
+    let column = |text: &dyn Fn(&OptionInfo) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(described.iter().map(text)))
+    };
     let columns = vec![
-        column(values.iter().map(|(key, _)| *key).collect()),
-        column(values.iter().map(|(_, value)| value.as_str()).collect()),
-        column(defaults.iter().map(|(_, value)| value.as_str()).collect()),
-        column(OPTION_KEYS.iter().map(|(_, about)| *about).collect()),
+        column(&|o| o.key),
+        column(&|o| &o.value),
+        column(&|o| &o.default),
+        column(&|o| o.doc),
+        column(&|o| &o.expected),
     ];
     Ok(RecordBatch::try_new(options_schema(), columns)?)
 }
@@ -245,7 +251,7 @@ impl TableProvider for ServiceTable {
 
 /// `rpc_services()`: the services of the session.
 #[derive(Debug)]
-pub struct RpcServices(pub Arc<ServiceCatalog>);
+pub(crate) struct RpcServices(pub(crate) Arc<ServiceCatalog>);
 
 impl TableFunctionImpl for RpcServices {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
@@ -262,7 +268,7 @@ impl TableFunctionImpl for RpcServices {
 
 /// `rpc_instances('name')`: the instances of one service.
 #[derive(Debug)]
-pub struct RpcInstances(pub Arc<ServiceCatalog>);
+pub(crate) struct RpcInstances(pub(crate) Arc<ServiceCatalog>);
 
 impl TableFunctionImpl for RpcInstances {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
@@ -272,7 +278,7 @@ impl TableFunctionImpl for RpcInstances {
 
 /// `rpc_options('name')`: the options of one service.
 #[derive(Debug)]
-pub struct RpcOptions(pub Arc<ServiceCatalog>);
+pub(crate) struct RpcOptions(pub(crate) Arc<ServiceCatalog>);
 
 impl TableFunctionImpl for RpcOptions {
     fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {

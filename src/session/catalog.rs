@@ -6,8 +6,8 @@
 //! service (named after the function) starts with the first query that
 //! calls them. The session's DDL writes the catalog; the rewrite rule,
 //! `rpc_call` and users' own UDFs read it while queries plan and run, so it
-//! is behind (briefly held) `RwLock`s. It is the planner's
-//! [`ServiceDirectory`].
+//! is behind (briefly held) `RwLock`s. It is the rewrite rule's
+//! [`ServiceDirectory`] and the physical planner's [`ClientSource`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,28 +15,29 @@ use std::sync::{Arc, PoisonError, RwLock};
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::error::DataFusionError;
 use rpcop_planner::{ServiceDirectory, ServiceRef};
-use rpcop_sql::ServiceOptions;
 
 use crate::client::ServiceClient;
+use crate::exec::ClientSource;
+use crate::options::ServiceOptions;
 use crate::region::ServiceRegion;
 
 /// A running service.
 #[derive(Debug, Clone)]
-pub struct ServiceEntry {
+pub(crate) struct ServiceEntry {
     /// Its instances.
-    pub region: Arc<ServiceRegion>,
+    pub(crate) region: Arc<ServiceRegion>,
     /// A client with the service's options.
-    pub client: ServiceClient,
+    pub(crate) client: ServiceClient,
     /// Result field by function name, as the service describes it
     /// (`GetFlightInfo`); a function without a fixed signature is absent.
-    pub results: BTreeMap<String, FieldRef>,
+    pub(crate) results: BTreeMap<String, FieldRef>,
     /// Started for an annotated function, rather than by a named `CREATE`.
-    pub implicit: bool,
+    pub(crate) implicit: bool,
 }
 
 /// A service of the catalog, as [`ServiceCatalog::lookup`] finds it.
 #[derive(Debug, Clone)]
-pub enum Service {
+pub(crate) enum Service {
     /// Started: its entry.
     Running(ServiceEntry),
     /// The implicit service of an annotated function, not started yet: the
@@ -46,7 +47,7 @@ pub enum Service {
 
 /// The running services of a session, by name.
 #[derive(Debug, Default)]
-pub struct ServiceCatalog {
+pub(crate) struct ServiceCatalog {
     services: RwLock<BTreeMap<String, ServiceEntry>>,
     /// The service options of each annotated function's implicit service.
     annotations: RwLock<BTreeMap<String, ServiceOptions>>,
@@ -64,7 +65,7 @@ impl ServiceCatalog {
     }
 
     /// The service `name`, or an error that lists the services there are.
-    pub fn get(&self, name: &str) -> Result<ServiceEntry, DataFusionError> {
+    pub(crate) fn get(&self, name: &str) -> Result<ServiceEntry, DataFusionError> {
         let services = self.read();
         services.get(name).cloned().ok_or_else(|| {
             let mut known: Vec<String> = services.keys().cloned().collect();
@@ -82,7 +83,7 @@ impl ServiceCatalog {
     /// The service `name`: running, or pending (an annotated function
     /// whose implicit service has not started yet, with its options); an
     /// error that lists the services there are otherwise.
-    pub fn lookup(&self, name: &str) -> Result<Service, DataFusionError> {
+    pub(crate) fn lookup(&self, name: &str) -> Result<Service, DataFusionError> {
         match self.get(name) {
             Ok(entry) => Ok(Service::Running(entry)),
             Err(error) => self.annotation(name).map(Service::Pending).ok_or(error),
@@ -90,35 +91,35 @@ impl ServiceCatalog {
     }
 
     /// Is there a service called `name`?
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
     }
 
     /// Every service, by name.
-    pub fn entries(&self) -> Vec<ServiceEntry> {
+    pub(crate) fn entries(&self) -> Vec<ServiceEntry> {
         self.read().values().cloned().collect()
     }
 
     /// Adds or replaces a service.
-    pub fn insert(&self, name: String, entry: ServiceEntry) {
+    pub(crate) fn insert(&self, name: String, entry: ServiceEntry) {
         self.write().insert(name, entry);
     }
 
     /// Gives a service a new client (after its options changed).
-    pub fn set_client(&self, name: &str, client: ServiceClient) {
+    pub(crate) fn set_client(&self, name: &str, client: ServiceClient) {
         if let Some(entry) = self.write().get_mut(name) {
             entry.client = client;
         }
     }
 
     /// Removes a service; new queries no longer reach it.
-    pub fn remove(&self, name: &str) -> Option<ServiceEntry> {
+    pub(crate) fn remove(&self, name: &str) -> Option<ServiceEntry> {
         self.write().remove(name)
     }
 
     /// Marks `function` as heavy: its first call starts an implicit service
     /// with `options`.
-    pub fn annotate(&self, function: impl Into<String>, options: ServiceOptions) {
+    pub(crate) fn annotate(&self, function: impl Into<String>, options: ServiceOptions) {
         self.annotations
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -126,7 +127,7 @@ impl ServiceCatalog {
     }
 
     /// The implicit service options of `function`, if it is annotated.
-    pub fn annotation(&self, function: &str) -> Option<ServiceOptions> {
+    pub(crate) fn annotation(&self, function: &str) -> Option<ServiceOptions> {
         self.annotations
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -135,7 +136,7 @@ impl ServiceCatalog {
     }
 
     /// Every annotation, by function name.
-    pub fn annotations(&self) -> Vec<(String, ServiceOptions)> {
+    pub(crate) fn annotations(&self) -> Vec<(String, ServiceOptions)> {
         self.annotations
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -145,7 +146,7 @@ impl ServiceCatalog {
     }
 
     /// Removes the annotation of `function`: it runs in-process again.
-    pub fn remove_annotation(&self, function: &str) -> Option<ServiceOptions> {
+    pub(crate) fn remove_annotation(&self, function: &str) -> Option<ServiceOptions> {
         self.annotations
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -161,5 +162,15 @@ impl ServiceDirectory for ServiceCatalog {
             .map(|(name, entry)| {
                 ServiceRef::new(name, entry.client.options().load_balance.to_string())
             })
+    }
+}
+
+impl ClientSource for ServiceCatalog {
+    fn client(&self, name: &str) -> Result<ServiceClient, DataFusionError> {
+        self.get(name).map(|entry| entry.client).map_err(|_| {
+            DataFusionError::Plan(format!(
+                "RPC service '{name}' was dropped while this query was planned; run the query again"
+            ))
+        })
     }
 }

@@ -10,8 +10,7 @@
 //!
 //! ```no_run
 //! # async fn example(my_model: datafusion::logical_expr::ScalarUDF) -> datafusion::error::Result<()> {
-//! use rpcop::rpc_function::RpcFunction;
-//! use rpcop::session::RpcSession;
+//! use rpcop::{RpcFunction, RpcSession};
 //!
 //! let session = RpcSession::builder()
 //!     .function(RpcFunction::new(my_model).parallelism(2).batch_size(1024))
@@ -21,10 +20,14 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use datafusion::logical_expr::ScalarUDF;
-use rpcop_sql::{Isolation, ServiceOptions};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF};
+
+use crate::options::{Isolation, ServiceOptions};
 
 /// A UDF whose calls run on an implicit service with these options.
 #[derive(Debug, Clone)]
@@ -84,7 +87,24 @@ impl RpcFunction {
     }
 
     /// The UDF and its service options.
-    pub fn into_parts(self) -> (ScalarUDF, ServiceOptions) {
+    pub(crate) fn into_parts(self) -> (ScalarUDF, ServiceOptions) {
         (self.udf, self.options)
     }
+}
+
+/// The names of the scalar functions `plan` calls, subqueries included:
+/// those that are annotated get their implicit service before it runs.
+pub(crate) fn called_functions(plan: &LogicalPlan) -> Result<BTreeSet<String>> {
+    let mut called = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    called.insert(f.func.name().to_string());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(called)
 }

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::function::HostedFunction;
+use super::library::{FunctionLibrary, HostedFunction};
 
 /// Dimension of `embed`'s vectors.
 pub const EMBED_DIM: i32 = 16;
@@ -58,6 +58,12 @@ fn env_micros(name: &str) -> Duration {
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_micros)
+}
+
+/// DataFusion's built-ins and the demo models: the library the `rpcop`
+/// binary hosts.
+pub fn library() -> FunctionLibrary {
+    FunctionLibrary::default().with_functions(demo_functions())
 }
 
 /// The demo functions, each loaded with its start-up cost.
@@ -387,6 +393,14 @@ mod tests {
         assert_eq!(classify_text("a late goal"), "sports");
         assert_eq!(classify_text("a GPU kernel"), "tech");
         assert_eq!(classify_text("lunch"), "other");
+    }
+
+    #[test]
+    fn the_library_holds_builtins_and_demos() {
+        let library = library();
+        for name in ["upper", "embed", "classify", "model_sim"] {
+            assert!(library.get(name).is_some(), "{name}");
+        }
     }
 
     #[test]

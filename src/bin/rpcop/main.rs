@@ -1,10 +1,11 @@
-//! The `rpcop` binary: the SQL shell, and `rpcop serve`, one standalone
-//! service instance.
+//! The `rpcop` binary: the SQL shell (with an embedded service region per
+//! service), and `rpcop serve`, one standalone service instance.
+
+mod shell;
 
 use clap::{Parser, Subcommand};
-use rpcop::FunctionLibrary;
 use rpcop::serve::{ServeArgs, serve_main};
-use rpcop::shell::{ShellArgs, shell_main};
+use shell::{ShellArgs, shell_main};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +38,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => {
-            serve_main(&args, &FunctionLibrary::default()).map_err(|e| e.to_string())
+            serve_main(&args, &rpcop::demo::library()).map_err(|e| e.to_string())
         }
         None => run_shell(&cli.shell),
     };

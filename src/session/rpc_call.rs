@@ -3,8 +3,9 @@
 //!
 //! The function need not be registered locally. Its return type is the one
 //! the service itself describes (`GetFlightInfo`), learned when the service
-//! was created and kept in the session's [`ServiceCatalog`]. The call is an async UDF: DataFusion evaluates it batch by
-//! batch through the service's client, with its balancing and retries.
+//! was created and kept in the session's service catalog. The call is an
+//! async UDF: DataFusion evaluates it batch by batch through the service's
+//! client, with its balancing and retries.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,11 +21,11 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::catalog::ServiceCatalog;
-use crate::protocol::scalar_argument;
+use super::catalog::ServiceCatalog;
+use crate::wire::scalar_argument;
 
 /// The `rpc_call` UDF over a session's `catalog`.
-pub fn rpc_call_udf(catalog: Arc<ServiceCatalog>) -> ScalarUDF {
+pub(crate) fn rpc_call_udf(catalog: Arc<ServiceCatalog>) -> ScalarUDF {
     AsyncScalarUDF::new(Arc::new(RpcCall {
         catalog,
         signature: Signature::variadic_any(Volatility::Volatile),

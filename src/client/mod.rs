@@ -1,0 +1,309 @@
+//! The caller's side of a service: routing, flow control, timeouts, retries.
+//!
+//! A [`ServiceClient`] follows a service's membership watch and sends each
+//! request to a ready instance chosen by the service's load-balancing policy
+//! (`routing`), through the cheapest transport the instance allows
+//! ([`crate::transport`]). A request that fails on an instance (the instance
+//! died, closed the stream, answered wrongly) or times out is re-sent to
+//! another instance, up to `retries` times; services are stateless, so a
+//! retry cannot duplicate a result. [`ServiceClient::call_stream`]
+//! (`batching`) keeps up to `max_in_flight` requests outstanding and yields
+//! results in request order.
+
+mod batching;
+mod routing;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use tonic::Code;
+
+pub(crate) use batching::slices;
+use routing::Router;
+use stats::Counters;
+pub use stats::{CallReport, ClientStats};
+
+use crate::error::RpcError;
+use crate::options::{OnError, ServiceOptions};
+use crate::region::{MembershipWatch, ServiceRegion};
+use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
+use crate::wire::{self, BearerToken, FunctionSignature};
+
+struct Inner {
+    service: String,
+    options: ServiceOptions,
+    router: Arc<Router>,
+    sequence: AtomicU64,
+    counters: Counters,
+}
+
+/// A caller of one service. Cheap to clone; clones share connections.
+///
+/// ```no_run
+/// # async fn example(region: &rpcop::ServiceRegion) -> Result<(), rpcop::RpcError> {
+/// use std::sync::Arc;
+/// use datafusion::arrow::array::{ArrayRef, StringArray};
+/// use datafusion::arrow::record_batch::RecordBatch;
+///
+/// let client = region.client()?;
+/// let text: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+/// let args = RecordBatch::try_from_iter([("text", text)])?;
+/// let upper = client.call("upper", args).await?;
+/// assert_eq!(upper.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ServiceClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("service", &self.inner.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceRegion {
+    /// A client of this service with its options.
+    pub fn client(&self) -> Result<ServiceClient, RpcError> {
+        self.client_with(self.options())
+    }
+
+    /// A client of this service with other routing options (policy,
+    /// in-flight limit, timeout, retries).
+    pub fn client_with(&self, options: ServiceOptions) -> Result<ServiceClient, RpcError> {
+        ServiceClient::new(self.name(), options, self.token(), self.membership())
+    }
+}
+
+impl ServiceClient {
+    /// A client of the service `service` whose instances `membership`
+    /// publishes, sending `token`. Must be called within a tokio runtime.
+    pub fn new(
+        service: impl Into<String>,
+        options: ServiceOptions,
+        token: &str,
+        membership: MembershipWatch,
+    ) -> Result<Self, RpcError> {
+        let service = service.into();
+        let router = Router::new(
+            service.clone(),
+            options.load_balance,
+            options.transport,
+            options.timeout,
+            BearerToken::new(token)?,
+            membership,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                service,
+                options,
+                router,
+                sequence: AtomicU64::new(0),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The options the client routes by.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.inner.options
+    }
+
+    /// What the client has done so far.
+    pub fn stats(&self) -> ClientStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Evaluates `function` on one argument batch (one column per argument)
+    /// and returns one value per row, retrying on another instance after a
+    /// failure or timeout.
+    pub async fn call(&self, function: &str, arguments: RecordBatch) -> Result<ArrayRef, RpcError> {
+        self.send(function, &arguments, &mut CallReport::default())
+            .await
+    }
+
+    /// Evaluates `function` like [`Self::call`], with the result cast to
+    /// `result_type` (the type the caller planned with). With `on_error =
+    /// 'null'`, a request that failed after its retries answers NULL for
+    /// each of its rows, and the report says so.
+    pub async fn call_as(
+        &self,
+        function: &str,
+        arguments: &RecordBatch,
+        result_type: &DataType,
+    ) -> Result<(ArrayRef, CallReport), RpcError> {
+        let mut report = CallReport::default();
+        let result = self
+            .send(function, arguments, &mut report)
+            .await
+            .and_then(|result| {
+                if result.data_type() == result_type {
+                    Ok(result)
+                } else {
+                    Ok(cast(&result, result_type)?)
+                }
+            });
+        match result {
+            Ok(result) => Ok((result, report)),
+            Err(_) if self.inner.options.on_error == OnError::Null => {
+                report.nulled = true;
+                Ok((new_null_array(result_type, arguments.num_rows()), report))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sends one request until it succeeds, is rejected, or has used its
+    /// retries.
+    async fn send(
+        &self,
+        function: &str,
+        arguments: &RecordBatch,
+        report: &mut CallReport,
+    ) -> Result<ArrayRef, RpcError> {
+        let inner = &self.inner;
+        let attempts = inner.options.retries + 1;
+        let mut tried_ids = Vec::with_capacity(attempts);
+        let mut tried = Vec::with_capacity(attempts);
+        let mut last = String::new();
+        let (mut failed, mut collateral) = (0, 0);
+        while failed < attempts {
+            let connection = inner.router.pick(function, &tried_ids).await?;
+            if failed + collateral > 0 {
+                Counters::add(&inner.counters.retries, 1);
+                report.retries += 1;
+            }
+            let outcome = self.attempt(&connection, function, arguments).await;
+            inner.router.prune_if_idle(&connection);
+            match outcome {
+                Ok(result) => {
+                    Counters::add(&inner.counters.requests, 1);
+                    Counters::add(&inner.counters.rows, arguments.num_rows() as u64);
+                    return Ok(result);
+                }
+                Err(Failure::Reject(reason)) => {
+                    Counters::add(&inner.counters.failures, 1);
+                    return Err(RpcError::Rejected {
+                        service: inner.service.clone(),
+                        function: function.to_string(),
+                        reason,
+                    });
+                }
+                // not this request's fault: re-sent without using a retry
+                Err(Failure::Collateral(reason)) if collateral < MAX_COLLATERAL_RESENDS => {
+                    collateral += 1;
+                    last = reason;
+                }
+                Err(Failure::Retry(reason) | Failure::Collateral(reason)) => {
+                    failed += 1;
+                    tried_ids.push(connection.id);
+                    tried.push(connection.address.clone());
+                    last = reason;
+                }
+            }
+        }
+        Counters::add(&inner.counters.failures, 1);
+        Err(RpcError::Exhausted {
+            service: inner.service.clone(),
+            function: function.to_string(),
+            attempts,
+            tried,
+            last,
+        })
+    }
+
+    /// One attempt on one instance, within the timeout, checked to answer
+    /// one value per row.
+    async fn attempt(
+        &self,
+        connection: &Connection,
+        function: &str,
+        arguments: &RecordBatch,
+    ) -> Result<ArrayRef, Failure> {
+        connection.outstanding.fetch_add(1, Ordering::Relaxed);
+        let _outstanding = Outstanding(connection);
+        let timeout = self.inner.options.timeout;
+        let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+        let answer = tokio::time::timeout(timeout, connection.evaluate(function, arguments, seq))
+            .await
+            .map_err(|_| {
+                Counters::add(&self.inner.counters.timeouts, 1);
+                Failure::Retry(format!(
+                    "{}: no answer within the timeout of {timeout:?}",
+                    connection.address
+                ))
+            })??;
+        if answer.len() != arguments.num_rows() {
+            return Err(Failure::Retry(format!(
+                "{}: answered {} rows for a request of {} rows; expected as many",
+                connection.address,
+                answer.len(),
+                arguments.num_rows()
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// The signature a ready instance gives for `function` (`GetFlightInfo`).
+    pub async fn describe(&self, function: &str) -> Result<FunctionSignature, RpcError> {
+        let connection = self.inner.router.pick(function, &[]).await?;
+        let mut client = connection.client.clone();
+        let request = client.get_flight_info(wire::function_descriptor(function));
+        let (service, name) = (self.inner.service.clone(), function.to_string());
+        let address = connection.address.clone();
+        let info = match tokio::time::timeout(self.inner.options.timeout, request).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                let reason = status.message().to_string();
+                return Err(match status.code() {
+                    Code::NotFound => RpcError::NotHosted {
+                        service,
+                        function: name,
+                        address,
+                        reason,
+                    },
+                    Code::FailedPrecondition => RpcError::NoSignature {
+                        service,
+                        function: name,
+                        reason,
+                    },
+                    _ => RpcError::Rejected {
+                        service,
+                        function: name,
+                        reason: format!("{address}: {reason}"),
+                    },
+                });
+            }
+            Err(_) => {
+                return Err(RpcError::Rejected {
+                    service,
+                    function: name,
+                    reason: format!("{address}: no description within the timeout"),
+                });
+            }
+        };
+        Ok(wire::signature_of(info)?)
+    }
+}
+
+/// Counts a request outstanding on an instance until dropped.
+struct Outstanding<'a>(&'a Connection);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,194 @@
+//! Which instance serves a client's next request.
+//!
+//! A [`Router`] follows a service's membership watch, keeps one
+//! [`Connection`] per ready instance, and picks among them by the service's
+//! policy ([`LoadBalance`]), preferring instances a request has not tried
+//! yet. It waits (up to the timeout) while no instance is ready, and closes
+//! connections to instances that left the ready set once nothing is
+//! outstanding on them, which ends their exchanges and lets a draining
+//! instance stop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::RpcError;
+use crate::options::{LoadBalance, Transport};
+use crate::region::{Member, MembershipWatch};
+use crate::transport::Connection;
+use crate::wire::{BearerToken, connect};
+
+/// Picks instances for one client (see the module documentation).
+pub(crate) struct Router {
+    service: String,
+    policy: LoadBalance,
+    transport: Transport,
+    timeout: Duration,
+    token: BearerToken,
+    membership: MembershipWatch,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    cursor: AtomicUsize,
+    random: AtomicU64,
+}
+
+impl Router {
+    pub(crate) fn new(
+        service: String,
+        policy: LoadBalance,
+        transport: Transport,
+        timeout: Duration,
+        token: BearerToken,
+        membership: MembershipWatch,
+    ) -> Arc<Self> {
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::time::SystemTime::now(),
+        );
+        let router = Arc::new(Self {
+            service,
+            policy,
+            transport,
+            timeout,
+            token,
+            membership,
+            connections: Mutex::new(HashMap::new()),
+            cursor: AtomicUsize::new(0),
+            random: AtomicU64::new(seed | 1),
+        });
+        tokio::spawn(prune_on_change(
+            Arc::downgrade(&router),
+            router.membership.clone(),
+        ));
+        router
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Picks a ready instance by policy, preferring ones not tried yet;
+    /// waits up to the timeout for one to be ready.
+    pub(crate) async fn pick(
+        &self,
+        function: &str,
+        tried: &[u64],
+    ) -> Result<Arc<Connection>, RpcError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut watch = self.membership.clone();
+        loop {
+            let snapshot = Arc::clone(&watch.borrow_and_update());
+            let ready: Vec<&Member> = snapshot.ready().collect();
+            if !ready.is_empty() {
+                let fresh: Vec<&Member> = ready
+                    .iter()
+                    .copied()
+                    .filter(|m| !tried.contains(&m.id))
+                    .collect();
+                let candidates = if fresh.is_empty() { ready } else { fresh };
+                let connections = self.connections_for(&candidates)?;
+                return Ok(self.choose(connections));
+            }
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(RpcError::Stopped {
+                        service: self.service.clone(),
+                    });
+                }
+                Err(_) => {
+                    return Err(RpcError::NoInstance {
+                        service: self.service.clone(),
+                        function: function.to_string(),
+                        waited: self.timeout,
+                    });
+                }
+            }
+        }
+    }
+
+    fn connections_for(&self, members: &[&Member]) -> Result<Vec<Arc<Connection>>, RpcError> {
+        let mut connections = self.connections();
+        members
+            .iter()
+            .map(|m| {
+                if let Some(connection) = connections.get(&m.id) {
+                    return Ok(Arc::clone(connection));
+                }
+                let client = connect(&m.address, &self.token, self.timeout)?;
+                let direct = self.transport == Transport::Auto;
+                let connection = Arc::new(Connection::new(m.id, &m.address, client, direct));
+                connections.insert(m.id, Arc::clone(&connection));
+                Ok(connection)
+            })
+            .collect()
+    }
+
+    fn choose(&self, mut connections: Vec<Arc<Connection>>) -> Arc<Connection> {
+        let n = connections.len();
+        let load = |c: &Arc<Connection>| c.outstanding.load(Ordering::Relaxed);
+        let index = match self.policy {
+            LoadBalance::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
+            LoadBalance::LeastOutstanding => {
+                // start the scan at a rotating offset so ties spread evenly
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|i| load(&connections[*i]))
+                    .unwrap_or(0)
+            }
+            LoadBalance::PowerOfTwo => {
+                let a = self.random_below(n);
+                let b = if n > 1 {
+                    (a + 1 + self.random_below(n - 1)) % n
+                } else {
+                    a
+                };
+                if load(&connections[b]) < load(&connections[a]) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        connections.swap_remove(index)
+    }
+
+    fn random_below(&self, n: usize) -> usize {
+        // xorshift64*: good enough to spread load, no dependency needed
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random.store(x, Ordering::Relaxed);
+        let r = x.wrapping_mul(0x2545F4914F6CDD1D);
+        usize::try_from(r % n as u64).unwrap_or(0)
+    }
+
+    /// Closes the connection to an instance that is no longer ready once no
+    /// request is outstanding on it.
+    pub(crate) fn prune_if_idle(&self, connection: &Connection) {
+        let ready = self.membership.borrow().is_ready(connection.id);
+        if !ready && connection.outstanding.load(Ordering::Relaxed) == 0 {
+            self.connections().remove(&connection.id);
+        }
+    }
+}
+
+/// Closes idle connections to members that left the ready set, whenever the
+/// membership changes; ends with the router or the region.
+async fn prune_on_change(router: Weak<Router>, mut watch: MembershipWatch) {
+    while watch.changed().await.is_ok() {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let snapshot = Arc::clone(&watch.borrow_and_update());
+        router.connections().retain(|id, connection| {
+            snapshot.is_ready(*id) || connection.outstanding.load(Ordering::Relaxed) > 0
+        });
+    }
+}

@@ -1,0 +1,267 @@
+//! `RpcProxyExec`: the operator that sends a plan's calls to their service.
+//!
+//! The physical form of the planner's `RpcProxy` node. Per input partition
+//! it coalesces small batches and slices big ones into requests of
+//! `batch_size` rows (and at most `max_batch_bytes`), sends only the
+//! arguments of each call, keeps up to `max_in_flight` requests outstanding,
+//! and emits each request's rows with the results appended, in input order.
+//! It pulls input only when a request slot is free, so a slow service slows
+//! the query instead of filling memory.
+//!
+//! `EXPLAIN ANALYZE` shows its metrics: `requests`, `retries`, `errors` (rows
+//! answered NULL under `on_error = 'null'`), `in_flight_time` (summed time
+//! of requests on the wire) and `wait_time` (time the output waited for an
+//! answer while requests were out).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::equivalence::ProjectionMapping;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use futures::{StreamExt, TryFutureExt};
+
+use super::call::Call;
+use super::requests::{Waiting, requests};
+use crate::client::ServiceClient;
+
+/// Sends calls of one service for each row of its input (see the module
+/// documentation).
+#[derive(Debug)]
+pub(crate) struct RpcProxyExec {
+    input: Arc<dyn ExecutionPlan>,
+    client: ServiceClient,
+    calls: Arc<[Call]>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl RpcProxyExec {
+    pub(crate) fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        client: ServiceClient,
+        calls: Arc<[Call]>,
+    ) -> Result<Self> {
+        let input_schema = input.schema();
+        let fields: Vec<FieldRef> = input_schema
+            .fields()
+            .iter()
+            .cloned()
+            .chain(calls.iter().map(|c| Arc::clone(&c.result)))
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            input_schema.metadata().clone(),
+        ));
+        // the input's columns pass through unchanged, so do its orderings
+        let passthrough = input_schema.fields().iter().enumerate().map(|(i, f)| {
+            (
+                Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                f.name().clone(),
+            )
+        });
+        let mapping = ProjectionMapping::try_new(passthrough, &input_schema)?;
+        let properties = PlanProperties::new(
+            input.equivalence_properties().project(&mapping, schema),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        Ok(Self {
+            input,
+            client,
+            calls,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The service the operator calls.
+    pub(crate) fn service(&self) -> &str {
+        self.client.service()
+    }
+}
+
+impl DisplayAs for RpcProxyExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let calls: Vec<String> = self.calls.iter().map(Call::to_string).collect();
+        let options = self.client.options();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "RpcProxyExec: service={}, policy={}, calls=[{}], batch_size={}, max_in_flight={}",
+                self.service(),
+                options.load_balance,
+                calls.join(", "),
+                options.batch_size,
+                options.max_in_flight
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "service={}", self.service())?;
+                writeln!(f, "calls={}", calls.join(", "))
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for RpcProxyExec {
+    fn name(&self) -> &str {
+        "RpcProxyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        // the calls are sent, not evaluated here: no physical expressions
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("RpcProxyExec takes one child, got {}", children.len());
+        }
+        Ok(Arc::new(Self::try_new(
+            children.swap_remove(0),
+            self.client.clone(),
+            Arc::clone(&self.calls),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let metrics = ProxyMetrics::new(&self.metrics, partition);
+        let options = self.client.options();
+        let requests = requests(input, options.batch_size, options.max_batch_bytes);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let schema = self.schema();
+        let (client, calls) = (self.client.clone(), Arc::clone(&self.calls));
+        let answered = {
+            let (in_flight, metrics, schema) =
+                (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
+            requests
+                .map(move |request| {
+                    let (client, calls) = (client.clone(), Arc::clone(&calls));
+                    let (in_flight, metrics, schema) = (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
+                    async move { answer(request?, &client, &calls, &in_flight, &metrics, schema).await }
+                })
+                .buffered(options.max_in_flight)
+        };
+        let output = Waiting {
+            inner: Box::pin(answered),
+            in_flight,
+            wait_time: metrics.wait_time.clone(),
+            since: None,
+        }
+        .map(move |batch| Ok(batch?.record_output(&metrics.baseline)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+}
+
+/// Sends every call of one request and appends the results to its rows.
+async fn answer(
+    request: RecordBatch,
+    client: &ServiceClient,
+    calls: &[Call],
+    in_flight: &AtomicUsize,
+    metrics: &ProxyMetrics,
+    schema: SchemaRef,
+) -> Result<RecordBatch> {
+    let rows = request.num_rows();
+    in_flight.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let answers = futures::future::try_join_all(calls.iter().map(|call| {
+        let arguments = call.arguments(&request);
+        async move {
+            let arguments = arguments?;
+            client
+                .call_as(&call.function, &arguments, call.result.data_type())
+                .map_err(datafusion::error::DataFusionError::from)
+                .await
+        }
+    }))
+    .await;
+    in_flight.fetch_sub(1, Ordering::Relaxed);
+    metrics.in_flight_time.add_elapsed(started);
+    let mut columns = request.columns().to_vec();
+    for (result, report) in answers? {
+        metrics.requests.add(1);
+        metrics
+            .retries
+            .add(usize::try_from(report.retries).unwrap_or(usize::MAX));
+        if report.nulled {
+            metrics.errors.add(rows);
+        }
+        columns.push(result);
+    }
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
+
+/// The operator's metrics for one partition.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyMetrics {
+    baseline: BaselineMetrics,
+    requests: Count,
+    retries: Count,
+    errors: Count,
+    in_flight_time: Time,
+    wait_time: Time,
+}
+
+impl ProxyMetrics {
+    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            baseline: BaselineMetrics::new(metrics, partition),
+            requests: MetricBuilder::new(metrics).counter("requests", partition),
+            retries: MetricBuilder::new(metrics).counter("retries", partition),
+            errors: MetricBuilder::new(metrics).counter("errors", partition),
+            in_flight_time: MetricBuilder::new(metrics).subset_time("in_flight_time", partition),
+            wait_time: MetricBuilder::new(metrics).subset_time("wait_time", partition),
+        }
+    }
+}

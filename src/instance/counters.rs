@@ -1,0 +1,72 @@
+//! An instance's counters, read by the `stats` action.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::wire::InstanceStats;
+
+/// The live counters of one instance.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) open_streams: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) startup_ms: AtomicU64,
+    pub(crate) draining: AtomicBool,
+}
+
+impl Counters {
+    /// The counters now.
+    pub(crate) fn snapshot(&self) -> InstanceStats {
+        InstanceStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            rows: self.rows.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            open_streams: self.open_streams.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            startup_ms: self.startup_ms.load(Ordering::Relaxed),
+            draining: self.draining.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Is the instance draining (taking no new work)?
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A request being evaluated; counted in `in_flight` until dropped.
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An open exchange; counted in `open_streams` until dropped.
+pub(crate) struct OpenStream(Arc<Counters>);
+
+impl OpenStream {
+    pub(crate) fn enter(counters: &Arc<Counters>) -> Self {
+        counters.open_streams.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}

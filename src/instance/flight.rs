@@ -1,0 +1,300 @@
+//! The Flight server of an instance: `DoExchange` as the wire protocol
+//! ([`crate::wire`]) says — argument batches in, one result batch per
+//! request out, in request order, each with the request's sequence number —
+//! plus discovery (`ListFlights`, `GetFlightInfo`) and the control actions.
+//!
+//! Any bad request (unknown function, wrong schema, corrupt IPC, a
+//! panicking or misbehaving handler) gets a Flight status that names the
+//! function and the reason; the instance lives on.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use bytes::Bytes;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{Stream, StreamExt, stream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::counters::OpenStream;
+use super::host::Host;
+use crate::function::LoadedFunction;
+use crate::wire::{self, BatchEncoder};
+
+/// A request the instance decoded: its sequence number, if any, and arguments.
+type DecodedRequest = (Option<u64>, RecordBatch);
+
+/// The Flight service of one instance.
+pub(crate) struct FlightHandler {
+    pub(crate) host: Arc<Host>,
+}
+
+type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn decode_requests(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
+    // a message without an IPC header carries only the descriptor or
+    // app_metadata (pyarrow opens an exchange with one): nothing to decode
+    let input = stream::once(async { Ok(first) })
+        .chain(rest)
+        .filter(|m| std::future::ready(!matches!(m, Ok(m) if m.data_header.is_empty())))
+        .map(|m| m.map_err(FlightError::from));
+    FlightDataDecoder::new(input).filter_map(|decoded| async move {
+        match decoded {
+            Ok(decoded) => match decoded.payload {
+                DecodedPayload::RecordBatch(batch) => {
+                    Some(match wire::decode_sequence(&decoded.inner.app_metadata) {
+                        Ok(seq) => Ok((seq, batch)),
+                        Err(reason) => Err(Status::invalid_argument(reason)),
+                    })
+                }
+                DecodedPayload::Schema(_) | DecodedPayload::None => None,
+            },
+            Err(FlightError::Tonic(status)) => Some(Err(*status)),
+            Err(error) => Some(Err(Status::invalid_argument(format!(
+                "corrupt request: {error}"
+            )))),
+        }
+    })
+}
+
+#[tonic::async_trait]
+impl FlightService for FlightHandler {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoExchangeStream = FlightStream<FlightData>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "rpcop instances take a bearer token in the 'authorization' metadata of every call; no handshake is needed",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let infos: Vec<Result<FlightInfo, Status>> = self
+            .host
+            .functions
+            .values()
+            .filter_map(LoadedFunction::describe)
+            .map(|s| wire::function_info(&s).map_err(|e| Status::internal(e.to_string())))
+            .collect();
+        Ok(Response::new(Box::pin(stream::iter(infos))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let descriptor = request.into_inner();
+        let name = wire::function_of(&descriptor).map_err(Status::invalid_argument)?;
+        let function = self.host.function(name)?;
+        let signature = function.describe().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "function '{name}' has no fixed signature to describe; call it with DoExchange"
+            ))
+        })?;
+        wire::function_info(&signature)
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let info = self.get_flight_info(request).await?.into_inner();
+        Ok(Response::new(PollInfo::new().with_info(info)))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let info = self.get_flight_info(request).await?.into_inner();
+        Ok(Response::new(SchemaResult {
+            schema: info.schema,
+        }))
+    }
+
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented(
+            "rpcop instances evaluate functions with DoExchange, not DoGet",
+        ))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "rpcop instances evaluate functions with DoExchange, not DoPut",
+        ))
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let host = &self.host;
+        if host.counters.is_draining() {
+            return Err(Status::unavailable(
+                "instance is draining: it takes no new exchange; send to another instance",
+            ));
+        }
+        let mut input = request.into_inner();
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument(
+                "empty exchange: the first message must carry a PATH descriptor naming the function",
+            )
+        })?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument(
+                "the first message of an exchange must carry a PATH descriptor naming the function",
+            )
+        })?;
+        let name = wire::function_of(descriptor).map_err(Status::invalid_argument)?;
+        let function = host.function(name)?.clone();
+        let function_name = name.to_string();
+        let open = OpenStream::enter(&host.counters);
+
+        let evaluator = Arc::clone(host);
+        let results = decode_requests(first, input)
+            .map(move |request| {
+                let host = Arc::clone(&evaluator);
+                let function = function.clone();
+                async move {
+                    let (seq, batch) = request?;
+                    host.evaluate(function, seq, batch).await
+                }
+            })
+            .buffered(host.threads);
+        let (sender, receiver) = mpsc::channel(2);
+        tokio::spawn(answer(results, sender, open, function_name));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let body: Bytes = match action.r#type.as_str() {
+            wire::ACTION_HEALTH => Bytes::from_static(b"ok"),
+            wire::ACTION_DRAIN => {
+                self.host.counters.draining.store(true, Ordering::Relaxed);
+                Bytes::from_static(b"draining")
+            }
+            wire::ACTION_STATS => serde_json::to_vec(&self.host.counters.snapshot())
+                .map(Bytes::from)
+                .map_err(|e| Status::internal(e.to_string()))?,
+            wire::ACTION_PROTOCOL_VERSION => Bytes::from(wire::PROTOCOL_VERSION.to_string()),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action '{other}'; actions are: {}, {}, {}, {}",
+                    wire::ACTION_HEALTH,
+                    wire::ACTION_DRAIN,
+                    wire::ACTION_STATS,
+                    wire::ACTION_PROTOCOL_VERSION
+                )));
+            }
+        };
+        let result = arrow_flight::Result { body };
+        Ok(Response::new(Box::pin(stream::iter([Ok(result)]))))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = [
+            (wire::ACTION_HEALTH, "is the instance serving? answers 'ok'"),
+            (
+                wire::ACTION_DRAIN,
+                "take no new exchange; finish the open ones",
+            ),
+            (wire::ACTION_STATS, "the instance's counters as JSON"),
+            (wire::ACTION_PROTOCOL_VERSION, "the rpcop protocol version"),
+        ]
+        .map(|(name, description)| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream::iter(actions))))
+    }
+}
+
+/// Encodes results in request order and sends them, ending at the first error.
+async fn answer(
+    results: impl Stream<Item = Result<(Option<u64>, ArrayRef), Status>> + Send,
+    sender: mpsc::Sender<Result<FlightData, Status>>,
+    open: OpenStream,
+    function: String,
+) {
+    let _open = open;
+    let mut results = std::pin::pin!(results);
+    let mut encoder = BatchEncoder::new(None);
+    let mut messages = Vec::new();
+    while let Some(result) = results.next().await {
+        let sent = match result.and_then(|(seq, array)| {
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                function.as_str(),
+                array.data_type().clone(),
+                true,
+            )]));
+            let batch = RecordBatch::try_new(schema, vec![array])
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let metadata = seq.map(wire::encode_sequence).unwrap_or_default();
+            messages.clear();
+            encoder
+                .encode(&batch, metadata, &mut messages)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(())
+        }) {
+            Ok(()) => {
+                let mut ok = true;
+                for message in messages.drain(..) {
+                    if sender.send(Ok(message)).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                ok
+            }
+            Err(status) => {
+                let _ = sender.send(Err(status)).await;
+                false
+            }
+        };
+        if !sent {
+            return;
+        }
+    }
+}

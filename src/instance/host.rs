@@ -1,0 +1,94 @@
+//! What an instance hosts and how it evaluates one request: its loaded
+//! functions, its counters, and its evaluation threads. The Flight server
+//! and the in-process hand-off both evaluate through a [`Host`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::config::ConfigOptions;
+use tonic::Status;
+
+use super::counters::{Counters, InFlight};
+use super::evaluator::{Evaluator, Unfinished};
+use crate::error::FunctionError;
+use crate::function::LoadedFunction;
+use crate::wire::with_sequence;
+
+/// The functions of one instance and the threads that evaluate them.
+pub(crate) struct Host {
+    pub(crate) functions: BTreeMap<String, LoadedFunction>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) evaluator: Evaluator,
+    /// Requests evaluated at once.
+    pub(crate) threads: usize,
+    pub(crate) config: Arc<ConfigOptions>,
+}
+
+impl Host {
+    /// The function `name`, or `NOT_FOUND` naming the ones hosted.
+    pub(crate) fn function(&self, name: &str) -> Result<&LoadedFunction, Status> {
+        self.functions.get(name).ok_or_else(|| {
+            let hosted: Vec<&str> = self.functions.keys().map(String::as_str).collect();
+            Status::not_found(format!(
+                "unknown function '{name}': this instance hosts [{}]",
+                hosted.join(", ")
+            ))
+        })
+    }
+
+    /// Evaluates one request on the instance's evaluation threads; an error
+    /// names the request's sequence number, if it has one.
+    pub(crate) async fn evaluate(
+        &self,
+        function: LoadedFunction,
+        seq: Option<u64>,
+        arguments: RecordBatch,
+    ) -> Result<(Option<u64>, ArrayRef), Status> {
+        let rows = arguments.num_rows() as u64;
+        let (config, counters) = (Arc::clone(&self.config), Arc::clone(&self.counters));
+        let named = function.clone();
+        let outcome = self
+            .evaluator
+            .run(move || {
+                let _in_flight = InFlight::enter(&counters.in_flight);
+                function.invoke(&arguments, &config)
+            })
+            .await;
+        let result = match outcome {
+            Ok(Ok(array)) => Ok(array),
+            Ok(Err(error)) => Err(function_status(&error)),
+            Err(Unfinished::Stopped) => Err(Status::unavailable(
+                "the instance stopped; send to another instance",
+            )),
+            Err(Unfinished::Panicked(message)) => Err(Status::internal(format!(
+                "function '{}' panicked: {message}",
+                named.name()
+            ))),
+        };
+        match result {
+            Ok(array) => {
+                self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                self.counters.rows.fetch_add(rows, Ordering::Relaxed);
+                Ok((seq, array))
+            }
+            Err(status) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(with_sequence(status, seq))
+            }
+        }
+    }
+}
+
+/// The Flight status of a function's error.
+fn function_status(error: &FunctionError) -> Status {
+    match error {
+        FunctionError::Arguments { .. } => Status::invalid_argument(error.to_string()),
+        FunctionError::Unknown { .. } => Status::not_found(error.to_string()),
+        FunctionError::Load { .. } | FunctionError::Invoke { .. } => {
+            Status::internal(error.to_string())
+        }
+    }
+}

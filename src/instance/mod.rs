@@ -1,0 +1,163 @@
+//! One service instance: an Arrow Flight server hosting a service's functions.
+//!
+//! An [`Instance`] loads its functions once (the "model load"), then serves
+//! the wire protocol (`flight`). Up to `threads` requests are evaluated at
+//! once, on the instance's own evaluation threads fed by one queue
+//! (`evaluator`), apart from the runtime that serves its network I/O, so a
+//! slow function never stalls it. The instance checks every call's bearer
+//! token and can be drained: it then refuses new exchanges and serves the
+//! open ones to their end. While it serves, a caller in the same process can
+//! also reach it without the network (`local`).
+
+mod counters;
+mod evaluator;
+mod flight;
+mod host;
+mod local;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::config::ConfigOptions;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Request;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::error::{FunctionError, RpcError};
+use crate::function::HostedFunction;
+use crate::wire::{self, check_token};
+use counters::Counters;
+use evaluator::Evaluator;
+use flight::FlightHandler;
+use host::Host;
+pub(crate) use local::LocalInstance;
+use local::Serving;
+
+/// The functions an instance hosts and its resource profile.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceConfig {
+    functions: Vec<HostedFunction>,
+    token: Arc<str>,
+    threads: usize,
+}
+
+impl InstanceConfig {
+    /// An instance hosting `functions`, answering calls that carry `token`.
+    pub(crate) fn new(functions: Vec<HostedFunction>, token: impl Into<Arc<str>>) -> Self {
+        Self {
+            functions,
+            token: token.into(),
+            threads: 1,
+        }
+    }
+
+    /// Requests evaluated at once (the instance's worker threads).
+    pub(crate) fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+}
+
+/// A loaded instance, ready to serve (see [`Instance::serve`]).
+#[derive(Clone)]
+pub(crate) struct Instance {
+    host: Arc<Host>,
+    token: Arc<str>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("functions", &self.host.functions.keys())
+            .field("threads", &self.host.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Loads every function (the one-time start-up; blocking, may be slow)
+    /// and starts the evaluation threads. Called within a tokio runtime,
+    /// the threads enter it, so functions may use it.
+    pub(crate) fn load(config: &InstanceConfig) -> Result<Self, FunctionError> {
+        let counters = Counters::default();
+        let start = Instant::now();
+        let mut functions = BTreeMap::new();
+        for hosted in &config.functions {
+            let loaded = hosted.load()?;
+            counters.loads.fetch_add(1, Ordering::Relaxed);
+            functions.insert(hosted.name().to_string(), loaded);
+        }
+        let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        counters.startup_ms.store(elapsed, Ordering::Relaxed);
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let evaluator =
+            Evaluator::start("rpcop-eval", config.threads, runtime.as_ref()).map_err(|e| {
+                FunctionError::Load {
+                    function: functions.keys().cloned().collect::<Vec<_>>().join(", "),
+                    reason: format!("cannot start the evaluation threads: {e}"),
+                }
+            })?;
+        Ok(Self {
+            host: Arc::new(Host {
+                functions,
+                counters: Arc::new(counters),
+                evaluator,
+                threads: config.threads,
+                config: Arc::new(ConfigOptions::default()),
+            }),
+            token: Arc::clone(&config.token),
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes. Then (or when this
+    /// future is dropped) the instance stops evaluating: it serves once.
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RpcError> {
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let expected = wire::bearer(&self.token);
+        let service = FlightServiceServer::new(FlightHandler {
+            host: Arc::clone(&self.host),
+        })
+        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+        let service = InterceptedService::new(service, move |request: Request<()>| {
+            check_token(&request, &expected)?;
+            Ok(request)
+        });
+        let _serving = Serving::new(format!("http://{address}"), &self.host);
+        let incoming = TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(wire::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(wire::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(wire::MAX_FRAME_BYTES)
+            .http2_keepalive_interval(Some(wire::KEEPALIVE_INTERVAL))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| RpcError::Serve {
+                address,
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Binds `address` (port 0 picks a free port) for an instance to serve on.
+pub(crate) async fn bind(address: SocketAddr) -> Result<TcpListener, RpcError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| RpcError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}

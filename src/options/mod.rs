@@ -1,0 +1,435 @@
+//! The typed, validated options of an RPC service, each declared once.
+//!
+//! Every option a user can write in `WITH (key = value, ...)` is one line of
+//! the `declare_options!` table below: its key, Rust type, default, kind of
+//! value (which parses, prints and explains it), [`OptionScope`] and a
+//! one-line doc. That one declaration drives [`ServiceOptions::set`], the
+//! values `rpc_options()` lists ([`ServiceOptions::describe`]), the error
+//! that names the valid keys, the checks of where an option applies, and the
+//! option table of `docs/sql.md` ([`ServiceOptions::markdown_table`], kept
+//! equal to the docs by a test).
+//!
+//! ```
+//! use rpcop::{LoadBalance, ServiceOptions};
+//!
+//! let mut options = ServiceOptions::default();
+//! options.set("parallelism", "4")?;
+//! options.set("load_balance", "round_robin")?;
+//! options.set("timeout", "250ms")?;
+//! assert_eq!(options.parallelism, 4);
+//! assert_eq!(options.load_balance, LoadBalance::RoundRobin);
+//! assert!(options.set("paralelism", "4").is_err());
+//! # Ok::<(), rpcop::OptionError>(())
+//! ```
+
+mod values;
+
+use std::time::Duration;
+
+use values::{Choice, Count, Devices, FilePath, Limit, Positive, Size, ValueKind};
+pub use values::{
+    DeviceSet, Isolation, LoadBalance, OnError, Transport, format_duration, parse_bytes,
+    parse_duration,
+};
+
+/// Where an option applies, and whether it may change while its service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionScope {
+    /// How callers send requests: any service, changeable at any time.
+    Routing,
+    /// The number of instances of a pool started here; changing it resizes.
+    Scale,
+    /// A resource of each instance of a pool started here; fixed while the
+    /// service runs.
+    Resource,
+    /// The token of instances attached with `ENDPOINTS`; fixed while the
+    /// service runs.
+    Attach,
+}
+
+impl OptionScope {
+    /// Does the option apply to a pool of instances started here?
+    pub fn applies_to_pool(self) -> bool {
+        self != Self::Attach
+    }
+
+    /// Does the option apply to instances attached with `ENDPOINTS`?
+    pub fn applies_to_endpoints(self) -> bool {
+        matches!(self, Self::Routing | Self::Attach)
+    }
+
+    /// May the option change while its service runs?
+    pub fn changes_while_running(self) -> bool {
+        matches!(self, Self::Routing | Self::Scale)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Routing => "any service; changes at any time",
+            Self::Scale => "pools started here; ALTER resizes",
+            Self::Resource => "pools started here; fixed while running",
+            Self::Attach => "ENDPOINTS only; fixed while running",
+        }
+    }
+}
+
+/// One option as `rpc_options()` and the docs describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionInfo {
+    /// The key.
+    pub key: &'static str,
+    /// Its value now.
+    pub value: String,
+    /// Its default.
+    pub default: String,
+    /// What values it takes.
+    pub expected: String,
+    /// Where it applies.
+    pub scope: OptionScope,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// A bad option key or value, or options that do not go together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// The key is not an option.
+    #[error("unknown option '{key}'; valid options are: {}", ServiceOptions::keys().join(", "))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+    },
+    /// The value does not fit the key.
+    #[error("invalid value '{value}' for option '{key}': expected {expected}")]
+    InvalidValue {
+        /// The option.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+        /// What the option takes.
+        expected: String,
+    },
+    /// `memory` limits an instance process, and the instances are threads.
+    #[error("option 'memory' limits an instance process: set isolation = 'process' with it")]
+    MemoryNeedsProcess,
+    /// A local-resource option given for instances that run elsewhere.
+    #[error(
+        "option '{key}' does not apply to a service with ENDPOINTS: its instances run \
+         elsewhere, one per endpoint, with the resources they were started with"
+    )]
+    NotForEndpoints {
+        /// The option.
+        key: &'static str,
+    },
+    /// An option of attached instances given for a pool started here.
+    #[error(
+        "option '{key}' is the token of instances attached with ENDPOINTS; \
+         a pool started here makes its own"
+    )]
+    OnlyForEndpoints {
+        /// The option.
+        key: &'static str,
+    },
+    /// An option that takes effect when instances start, changed while they run.
+    #[error("option '{key}' of a running service cannot change")]
+    FixedWhileRunning {
+        /// The option.
+        key: &'static str,
+    },
+}
+
+/// Declares the options: the struct, its defaults, and the one table that
+/// parsing, printing, checking and the docs read.
+macro_rules! declare_options {
+    ( $( #[doc = $doc:literal] $key:ident : $ty:ty = $default:expr, $kind:expr, $scope:ident; )+ ) => {
+        /// The typed options of one RPC service; see the module documentation
+        /// and [`ServiceOptions::describe`] for every key.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct ServiceOptions {
+            $( #[doc = $doc] pub $key: $ty, )+
+        }
+
+        impl Default for ServiceOptions {
+            fn default() -> Self {
+                Self { $( $key: $default, )+ }
+            }
+        }
+
+        /// Every option's key, scope and doc, in the order they are listed.
+        const DECLARED: &[(&str, OptionScope, &str)] =
+            &[ $( (stringify!($key), OptionScope::$scope, $doc), )+ ];
+
+        impl ServiceOptions {
+            /// Parses `value` into the option `key` (a declared key).
+            fn set_declared(&mut self, key: &'static str, value: &str) -> Result<(), OptionError> {
+                match key {
+                    $( stringify!($key) => self.$key = parse_value(&$kind, key, value)?, )+
+                    _ => return Err(OptionError::UnknownKey { key: key.to_string() }),
+                }
+                Ok(())
+            }
+
+            /// The option `key` (a declared key) as text.
+            fn value_of(&self, key: &str) -> String {
+                match key {
+                    $( stringify!($key) => $kind.format(&self.$key), )+
+                    _ => String::new(),
+                }
+            }
+
+            /// What the option `key` (a declared key) takes.
+            fn expected_of(key: &str) -> String {
+                match key {
+                    $( stringify!($key) => $kind.expected(), )+
+                    _ => String::new(),
+                }
+            }
+        }
+    };
+}
+
+declare_options! {
+    /// Number of service instances.
+    parallelism: usize = 1, Count { min: 1, max: 1024 }, Scale;
+    /// Rows per request.
+    batch_size: usize = 8192, Count { min: 1, max: 1 << 24 }, Routing;
+    /// Upper bound of the argument bytes of one request.
+    max_batch_bytes: usize = 64 << 20, Size { min: 1024 }, Routing;
+    /// Requests outstanding per caller stream (a query partition).
+    max_in_flight: usize = 8, Count { min: 1, max: 4096 }, Routing;
+    /// Per-request timeout; a request not answered in time is re-sent.
+    timeout: Duration = Duration::from_secs(30), Positive, Routing;
+    /// Re-sends to another instance after a failure or timeout.
+    retries: usize = 3, Count { min: 0, max: 100 }, Routing;
+    /// A request failed after its retries: 'fail' fails the query, 'null' gives its rows NULL.
+    on_error: OnError = OnError::Fail, Choice::<OnError>::new(), Routing;
+    /// How a caller picks an instance.
+    load_balance: LoadBalance = LoadBalance::LeastOutstanding, Choice::<LoadBalance>::new(), Routing;
+    /// Where instances run: 'thread' in this process, 'process' one child process each.
+    isolation: Isolation = Isolation::Thread, Choice::<Isolation>::new(), Resource;
+    /// Worker threads of each instance (its concurrent requests).
+    threads: usize = 1, Count { min: 1, max: 256 }, Resource;
+    /// Memory limit of each instance process, in bytes; needs isolation = 'process'.
+    memory: Option<u64> = None, Limit { min: 16 << 20 }, Resource;
+    /// Device sets handed to instances as CUDA_VISIBLE_DEVICES; instance i gets set i mod n.
+    gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
+    /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
+    transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
+    /// File holding the token the ENDPOINTS instances were started with.
+    token_file: Option<String> = None, FilePath, Attach;
+}
+
+/// Parses `value` with `kind`, or says what the option `key` expects.
+fn parse_value<K: ValueKind>(
+    kind: &K,
+    key: &'static str,
+    value: &str,
+) -> Result<K::Value, OptionError> {
+    kind.parse(value).ok_or_else(|| OptionError::InvalidValue {
+        key,
+        value: value.to_string(),
+        expected: kind.expected(),
+    })
+}
+
+impl ServiceOptions {
+    /// Every option's key, in the order they are listed.
+    pub fn keys() -> Vec<&'static str> {
+        DECLARED.iter().map(|(key, _, _)| *key).collect()
+    }
+
+    /// The declared key that `key` names (case-insensitive), with its scope.
+    pub fn scope_of(key: &str) -> Result<(&'static str, OptionScope), OptionError> {
+        let lower = key.trim().to_ascii_lowercase();
+        DECLARED
+            .iter()
+            .find(|(declared, _, _)| *declared == lower)
+            .map(|(declared, scope, _)| (*declared, *scope))
+            .ok_or_else(|| OptionError::UnknownKey {
+                key: key.to_string(),
+            })
+    }
+
+    /// Sets one option from its textual value (quotes already removed).
+    ///
+    /// Keys are case-insensitive. Returns an error naming the key, the value
+    /// and what is allowed, and leaves the options unchanged on error.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), OptionError> {
+        let (key, _) = Self::scope_of(key)?;
+        self.set_declared(key, value.trim())
+    }
+
+    /// Checks the options together (each was validated alone by [`Self::set`]).
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if self.memory.is_some() && self.isolation != Isolation::Process {
+            return Err(OptionError::MemoryNeedsProcess);
+        }
+        Ok(())
+    }
+
+    /// Every option with its value now, its default, what it takes and what
+    /// it means, in the order they are listed.
+    pub fn describe(&self) -> Vec<OptionInfo> {
+        let defaults = Self::default();
+        DECLARED
+            .iter()
+            .map(|&(key, scope, doc)| OptionInfo {
+                key,
+                value: self.value_of(key),
+                default: defaults.value_of(key),
+                expected: Self::expected_of(key),
+                scope,
+                doc: doc.trim(),
+            })
+            .collect()
+    }
+
+    /// The option table of the SQL reference (`docs/sql.md`), in markdown.
+    pub fn markdown_table() -> String {
+        let mut table = String::from(
+            "| option | default | takes | applies to | meaning |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for info in Self::default().describe() {
+            table.push_str(&format!(
+                "| `{}` | `{}` | {} | {} | {} |\n",
+                info.key,
+                info.default,
+                info.expected.replace('|', "\\|"),
+                info.scope.describe(),
+                info.doc
+            ));
+        }
+        table
+    }
+
+    /// The device set of instance slot `slot`, if any GPUs are configured.
+    pub fn devices_for(&self, slot: usize) -> Option<&DeviceSet> {
+        (!self.gpus.is_empty()).then(|| &self.gpus[slot % self.gpus.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_listed_for_every_key() {
+        let described = ServiceOptions::default().describe();
+        assert_eq!(described.len(), ServiceOptions::keys().len());
+        let value = |key: &str| {
+            described
+                .iter()
+                .find(|i| i.key == key)
+                .unwrap()
+                .value
+                .clone()
+        };
+        assert_eq!(value("timeout"), "30s");
+        assert_eq!(value("load_balance"), "least_outstanding");
+        assert_eq!(value("memory"), "none");
+        assert!(
+            described
+                .iter()
+                .all(|i| i.value == i.default && !i.doc.is_empty())
+        );
+    }
+
+    #[test]
+    fn every_default_reads_back() {
+        let defaults = ServiceOptions::default();
+        let mut read = ServiceOptions::default();
+        for info in defaults.describe() {
+            read.set(info.key, &info.value).unwrap();
+        }
+        assert_eq!(read, defaults);
+    }
+
+    #[test]
+    fn typed_values_parse() {
+        let mut o = ServiceOptions::default();
+        o.set("PARALLELISM", "8").unwrap();
+        o.set("timeout", "250ms").unwrap();
+        o.set("memory", "512MiB").unwrap();
+        o.set("isolation", "process").unwrap();
+        o.set("gpus", "0,1;2,3").unwrap();
+        o.set("on_error", "NULL").unwrap();
+        assert_eq!(o.parallelism, 8);
+        assert_eq!(o.timeout, Duration::from_millis(250));
+        assert_eq!(o.memory, Some(512 << 20));
+        assert_eq!(o.on_error, OnError::Null);
+        assert_eq!(
+            o.devices_for(3),
+            Some(&vec!["2".to_string(), "3".to_string()])
+        );
+        o.validate().unwrap();
+        assert_eq!(format_duration(o.timeout), "250ms");
+    }
+
+    #[test]
+    fn unknown_key_names_the_valid_ones() {
+        let err = ServiceOptions::default()
+            .set("paralelism", "2")
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown option 'paralelism'"), "{msg}");
+        assert!(msg.contains("parallelism, batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key_value_and_allowed() {
+        let mut o = ServiceOptions::default();
+        let msg = o.set("parallelism", "zero").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "invalid value 'zero' for option 'parallelism': expected an integer from 1 to 1024"
+        );
+        assert!(o.set("parallelism", "0").is_err());
+        assert!(o.set("timeout", "soon").is_err());
+        assert!(o.set("timeout", "0s").is_err());
+        assert!(o.set("load_balance", "random").is_err());
+        assert!(o.set("memory", "1KiB").is_err());
+        assert!(o.set("gpus", "0,;1").is_err());
+        assert_eq!(o, ServiceOptions::default());
+    }
+
+    #[test]
+    fn memory_needs_process_isolation() {
+        let mut o = ServiceOptions::default();
+        o.set("memory", "1GiB").unwrap();
+        assert_eq!(o.validate(), Err(OptionError::MemoryNeedsProcess));
+    }
+
+    #[test]
+    fn scopes_say_where_options_apply() {
+        let scope = |key| ServiceOptions::scope_of(key).unwrap().1;
+        assert!(
+            scope("timeout").applies_to_endpoints() && scope("timeout").changes_while_running()
+        );
+        assert!(scope("parallelism").changes_while_running());
+        assert!(!scope("parallelism").applies_to_endpoints());
+        assert!(!scope("threads").changes_while_running());
+        assert!(!scope("token_file").applies_to_pool());
+        assert!(ServiceOptions::scope_of("size").is_err());
+    }
+
+    /// The option table of docs/sql.md is the one the declarations print.
+    #[test]
+    fn the_docs_list_the_declared_options() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sql.md"))
+            .expect("docs/sql.md exists");
+        let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
+        let start = docs
+            .find(begin)
+            .expect("docs/sql.md has the options:begin marker")
+            + begin.len();
+        let stop = docs
+            .find(end)
+            .expect("docs/sql.md has the options:end marker");
+        let expected = ServiceOptions::markdown_table();
+        assert!(
+            docs[start..stop] == expected,
+            "docs/sql.md's option table differs from the declarations; replace the lines \
+             between the markers with:\n{expected}"
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! The kinds of value a service option takes.
+//!
+//! Each kind ([`ValueKind`]) says how a value is read from SQL text, how it
+//! is printed back (so that printing and reading again gives the same
+//! value), and what a user is told it expects when a value does not fit.
+//! The named values of an option ([`LoadBalance`], [`Isolation`],
+//! [`OnError`], [`Transport`]) are declared once with the names SQL spells
+//! them with.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How one kind of option value is read, printed and explained.
+pub(crate) trait ValueKind {
+    /// The typed value.
+    type Value;
+    /// The value written as `text` (quotes removed, trimmed), if it fits.
+    fn parse(&self, text: &str) -> Option<Self::Value>;
+    /// The value as text that [`Self::parse`] reads back.
+    fn format(&self, value: &Self::Value) -> String;
+    /// What the option takes, for errors and docs.
+    fn expected(&self) -> String;
+}
+
+/// Values with SQL names: the enums of the options.
+pub(crate) trait Named: Copy + 'static {
+    /// Every value with its name, in order.
+    const NAMES: &'static [(&'static str, Self)];
+    /// The name of this value.
+    fn name(self) -> &'static str;
+}
+
+/// Declares an enum of named option values, with `Display` and [`Named`].
+macro_rules! named_values {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl Named for $name {
+            const NAMES: &'static [(&'static str, Self)] = &[$(($text, $name::$variant)),+];
+            fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+named_values! {
+    /// How a caller picks the instance that serves its next request.
+    pub enum LoadBalance {
+        /// The ready instance with the fewest requests outstanding from this client.
+        #[default]
+        LeastOutstanding = "least_outstanding",
+        /// Each ready instance in turn.
+        RoundRobin = "round_robin",
+        /// Two ready instances drawn at random; the one with fewer outstanding wins.
+        PowerOfTwo = "power_of_two",
+    }
+}
+
+named_values! {
+    /// Where the instances of a service run.
+    pub enum Isolation {
+        /// In this process, each instance on a runtime of its own.
+        #[default]
+        Thread = "thread",
+        /// Each instance a child `rpcop serve` process.
+        Process = "process",
+    }
+}
+
+named_values! {
+    /// What happens to the rows of a request that failed after all retries.
+    pub enum OnError {
+        /// The query fails with the cause.
+        #[default]
+        Fail = "fail",
+        /// The rows get NULL and are counted as errors.
+        Null = "null",
+    }
+}
+
+named_values! {
+    /// How a caller reaches an instance.
+    pub enum Transport {
+        /// Directly when the instance serves in the caller's process (no
+        /// encoding, no socket), otherwise Arrow Flight.
+        #[default]
+        Auto = "auto",
+        /// Always Arrow Flight, even in-process.
+        Flight = "flight",
+    }
+}
+
+/// A set of GPU device ids, handed to one instance.
+pub type DeviceSet = Vec<String>;
+
+/// One of the named values of `T`, case-insensitive.
+pub(crate) struct Choice<T>(std::marker::PhantomData<T>);
+
+impl<T> Choice<T> {
+    pub(crate) const fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T: Named> ValueKind for Choice<T> {
+    type Value = T;
+
+    fn parse(&self, text: &str) -> Option<T> {
+        T::NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, value)| *value)
+    }
+
+    fn format(&self, value: &T) -> String {
+        value.name().to_string()
+    }
+
+    fn expected(&self) -> String {
+        let names: Vec<String> = T::NAMES.iter().map(|(n, _)| format!("'{n}'")).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    }
+}
+
+/// A whole number from `min` to `max`.
+pub(crate) struct Count {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+}
+
+impl ValueKind for Count {
+    type Value = usize;
+
+    fn parse(&self, text: &str) -> Option<usize> {
+        text.parse::<usize>()
+            .ok()
+            .filter(|n| (self.min..=self.max).contains(n))
+    }
+
+    fn format(&self, value: &usize) -> String {
+        value.to_string()
+    }
+
+    fn expected(&self) -> String {
+        format!("an integer from {} to {}", self.min, self.max)
+    }
+}
+
+/// A size in bytes of at least `min`.
+pub(crate) struct Size {
+    pub(crate) min: u64,
+}
+
+impl ValueKind for Size {
+    type Value = usize;
+
+    fn parse(&self, text: &str) -> Option<usize> {
+        parse_bytes(text)
+            .filter(|b| *b >= self.min)
+            .and_then(|b| usize::try_from(b).ok())
+    }
+
+    fn format(&self, value: &usize) -> String {
+        value.to_string()
+    }
+
+    fn expected(&self) -> String {
+        format!(
+            "a size of at least {}, e.g. 1048576 or '64MiB'",
+            binary_size(self.min)
+        )
+    }
+}
+
+/// `'none'`, or a size in bytes of at least `min`.
+pub(crate) struct Limit {
+    pub(crate) min: u64,
+}
+
+impl ValueKind for Limit {
+    type Value = Option<u64>;
+
+    fn parse(&self, text: &str) -> Option<Option<u64>> {
+        if text.eq_ignore_ascii_case("none") {
+            return Some(None);
+        }
+        parse_bytes(text).filter(|b| *b >= self.min).map(Some)
+    }
+
+    fn format(&self, value: &Option<u64>) -> String {
+        value.map_or_else(|| "none".to_string(), |b| b.to_string())
+    }
+
+    fn expected(&self) -> String {
+        format!(
+            "'none' or a size of at least {}, e.g. '512MiB', '2GiB'",
+            binary_size(self.min)
+        )
+    }
+}
+
+/// A positive duration.
+pub(crate) struct Positive;
+
+impl ValueKind for Positive {
+    type Value = Duration;
+
+    fn parse(&self, text: &str) -> Option<Duration> {
+        parse_duration(text).filter(|d| !d.is_zero())
+    }
+
+    fn format(&self, value: &Duration) -> String {
+        format_duration(*value)
+    }
+
+    fn expected(&self) -> String {
+        "a positive duration such as '250ms', '30s', '2m'".to_string()
+    }
+}
+
+/// GPU device ids: one per instance in turn, or a set per instance.
+pub(crate) struct Devices;
+
+impl ValueKind for Devices {
+    type Value = Vec<DeviceSet>;
+
+    fn parse(&self, text: &str) -> Option<Vec<DeviceSet>> {
+        parse_gpus(text)
+    }
+
+    fn format(&self, value: &Vec<DeviceSet>) -> String {
+        if value.is_empty() {
+            return "none".to_string();
+        }
+        value
+            .iter()
+            .map(|set| set.join(","))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    fn expected(&self) -> String {
+        "device ids such as '0,1' (one per instance) or '0,1;2,3' (a set per instance)".to_string()
+    }
+}
+
+/// The path of a file, or `'none'`.
+pub(crate) struct FilePath;
+
+impl ValueKind for FilePath {
+    type Value = Option<String>;
+
+    fn parse(&self, text: &str) -> Option<Option<String>> {
+        if text.is_empty() {
+            return None;
+        }
+        Some((!text.eq_ignore_ascii_case("none")).then(|| text.to_string()))
+    }
+
+    fn format(&self, value: &Option<String>) -> String {
+        value.clone().unwrap_or_else(|| "none".to_string())
+    }
+
+    fn expected(&self) -> String {
+        "the path of a file holding the token".to_string()
+    }
+}
+
+/// Parses a duration: a number with one of the units `ms`, `s`, `m`, `h`
+/// (a bare number is seconds).
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim().to_ascii_lowercase();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && (0.0..1e9).contains(&seconds)).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses a size: a number of bytes, or a number with `KiB`, `MiB`, `GiB`
+/// (also `KB`, `MB`, `GB`, `K`, `M`, `G`, all powers of 1024).
+pub fn parse_bytes(value: &str) -> Option<u64> {
+    let value = value.trim().to_ascii_lowercase();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// `bytes` in the largest binary unit that divides it (`16MiB`).
+fn binary_size(bytes: u64) -> String {
+    [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, name)| format!("{}{name}", bytes / unit),
+        )
+}
+
+fn parse_gpus(value: &str) -> Option<Vec<DeviceSet>> {
+    if value.is_empty() || value.eq_ignore_ascii_case("none") {
+        return Some(Vec::new());
+    }
+    let valid =
+        |id: &str| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let sets: Vec<DeviceSet> = if value.contains(';') {
+        value
+            .split(';')
+            .map(|set| set.split(',').map(|id| id.trim().to_string()).collect())
+            .collect()
+    } else {
+        value
+            .split(',')
+            .map(|id| vec![id.trim().to_string()])
+            .collect()
+    };
+    sets.iter().flatten().all(|id| valid(id)).then_some(sets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_reads_back_what_it_prints() {
+        let count = Count { min: 1, max: 8 };
+        assert_eq!(count.parse(&count.format(&3)), Some(3));
+        assert_eq!(count.parse("9"), None);
+        let size = Size { min: 1024 };
+        assert_eq!(size.parse("64MiB"), Some(64 << 20));
+        assert_eq!(size.parse(&size.format(&(64 << 20))), Some(64 << 20));
+        assert_eq!(size.parse("1000"), None);
+        let limit = Limit { min: 16 << 20 };
+        assert_eq!(limit.parse(&limit.format(&None)), Some(None));
+        assert_eq!(limit.parse("1KiB"), None);
+        assert_eq!(
+            Positive.parse(&Positive.format(&Duration::from_millis(250))),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(Positive.parse("0s"), None);
+        let gpus = Devices.parse("0,1;2,3").unwrap();
+        assert_eq!(Devices.parse(&Devices.format(&gpus)), Some(gpus));
+        assert_eq!(Devices.parse("0,;1"), None);
+        assert_eq!(FilePath.parse(""), None);
+        let choice = Choice::<LoadBalance>::new();
+        assert_eq!(choice.parse("ROUND_ROBIN"), Some(LoadBalance::RoundRobin));
+        assert_eq!(
+            choice.expected(),
+            "'least_outstanding', 'round_robin' or 'power_of_two'"
+        );
+        assert_eq!(Choice::<OnError>::new().expected(), "'fail' or 'null'");
+    }
+
+    #[test]
+    fn expectations_name_sizes_in_binary_units() {
+        assert_eq!(binary_size(1024), "1KiB");
+        assert_eq!(binary_size(16 << 20), "16MiB");
+        assert_eq!(binary_size(1000), "1000");
+        assert_eq!(
+            Limit { min: 16 << 20 }.expected(),
+            "'none' or a size of at least 16MiB, e.g. '512MiB', '2GiB'"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Launching one instance of a region, however its instances run: a thread
+//! instance on a runtime of its own in this process, a child process, or an
+//! instance that runs elsewhere (`ENDPOINTS`), which is only health-checked.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::process::{ProcessSpec, TokenFile, launch_process};
+use super::running::Running;
+use crate::function::HostedFunction;
+use crate::instance::{Instance, InstanceConfig, bind};
+use crate::options::ServiceOptions;
+use crate::wire::{self, BearerToken, action, connect};
+
+/// Instances of a region listen on loopback only.
+pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// How a region's instances come to be.
+#[derive(Debug)]
+pub(crate) enum Launcher {
+    /// In this process, each on a runtime of its own.
+    Thread,
+    /// Child `PROGRAM serve` processes, reading the token from `token_file`.
+    Process {
+        program: PathBuf,
+        token_file: TokenFile,
+    },
+    /// Instances that run elsewhere, one per slot.
+    Remote { endpoints: Vec<String> },
+}
+
+/// What every instance of a region hosts, and its token.
+#[derive(Debug)]
+pub(crate) struct InstanceSpec {
+    /// The service's name.
+    pub(crate) service: String,
+    /// The functions, loadable here (empty for a remote region).
+    pub(crate) functions: Vec<HostedFunction>,
+    /// The bearer token the instances require.
+    pub(crate) token: String,
+}
+
+impl Launcher {
+    /// Launches the instance of `slot`: returns its address once it is ready.
+    pub(crate) async fn launch(
+        &self,
+        spec: &InstanceSpec,
+        slot: usize,
+        options: &ServiceOptions,
+    ) -> Result<(String, Running), String> {
+        match self {
+            Launcher::Thread => launch_thread(spec, slot, options.threads).await,
+            Launcher::Process {
+                program,
+                token_file,
+            } => {
+                let process = ProcessSpec {
+                    service: &spec.service,
+                    functions: spec.functions.iter().map(HostedFunction::name).collect(),
+                    bind: SocketAddr::from((BIND_HOST, 0)),
+                    token_file,
+                };
+                launch_process(program, &process, slot, options).await
+            }
+            Launcher::Remote { endpoints } => {
+                let endpoint = endpoints.get(slot % endpoints.len().max(1));
+                let address = endpoint.cloned().unwrap_or_default();
+                check_remote(address, &spec.token, options.timeout).await
+            }
+        }
+    }
+
+    /// Do the instances run elsewhere?
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self, Launcher::Remote { .. })
+    }
+}
+
+/// An instance that runs elsewhere is ready when it answers a health check.
+async fn check_remote(
+    address: String,
+    token: &str,
+    timeout: Duration,
+) -> Result<(String, Running), String> {
+    let token = BearerToken::new(token).map_err(|e| e.to_string())?;
+    let timeout = timeout.min(Duration::from_secs(5));
+    let client = connect(&address, &token, timeout).map_err(|e| e.to_string())?;
+    match action(&client, wire::ACTION_HEALTH, timeout).await {
+        Some(_) => Ok((address, Running::Remote)),
+        None => Err(format!(
+            "{address} did not answer a health check within {timeout:?}; \
+             is `rpcop serve` running there, and started with this token?"
+        )),
+    }
+}
+
+/// An instance in this process: its own runtime (one I/O thread) and
+/// `threads` evaluation threads, apart from the runtime that runs queries.
+async fn launch_thread(
+    spec: &InstanceSpec,
+    slot: usize,
+    threads: usize,
+) -> Result<(String, Running), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .thread_name(format!("rpcop-{}-{slot}", spec.service))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot build the instance's runtime: {e}"))?;
+    let config =
+        InstanceConfig::new(spec.functions.clone(), spec.token.as_str()).with_threads(threads);
+    let instance = runtime
+        .spawn_blocking(move || Instance::load(&config))
+        .await
+        .map_err(|e| format!("loading panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let (address_tx, address_rx) = oneshot::channel();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel();
+    let bind_to = SocketAddr::from((BIND_HOST, 0));
+    runtime.spawn(async move {
+        let listener = match bind(bind_to).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = address_tx.send(Err(error.to_string()));
+                return;
+            }
+        };
+        let address = listener
+            .local_addr()
+            .map(|a| format!("http://{a}"))
+            .map_err(|e| e.to_string());
+        let _ = address_tx.send(address);
+        let result = instance
+            .serve(listener, async {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+        let _ = done_tx.send(result);
+    });
+    let running = Running::Thread {
+        runtime: Some(runtime),
+        shutdown: Some(shutdown_tx),
+        done: done_rx,
+    };
+    let address = address_rx
+        .await
+        .map_err(|_| "the instance stopped before listening".to_string())??;
+    Ok((address, running))
+}

@@ -1,0 +1,379 @@
+//! A service region: a supervised pool of instances hosting one service.
+//!
+//! [`ServiceRegion::builder`] starts `parallelism` instances and returns once
+//! all are ready. Each instance fills a *slot* kept by the supervisor
+//! (`supervisor`), which restarts it when it dies and publishes every change
+//! on the region's membership watch ([`MembershipWatch`]).
+//! [`ServiceRegion::resize`] adds slots (callers use them as soon as they
+//! are ready) or drains slots (no new requests; in-flight ones finish)
+//! before stopping them.
+//!
+//! With `isolation = 'thread'` an instance runs in this process on a tokio
+//! runtime of its own with `threads` evaluation threads, apart from the
+//! runtime that runs queries (`launch`). With `isolation = 'process'` it is a
+//! child `rpcop serve` process (`process`), so an abort or out-of-memory in a
+//! handler cannot take the caller down; `memory` limits the child's heap and
+//! `gpus` sets its `CUDA_VISIBLE_DEVICES`. [`ServiceRegion::attach`] makes a
+//! region of instances that run elsewhere (`rpcop serve` on another host):
+//! one slot per endpoint, health-checked and published the same way, but
+//! never started, drained or stopped by this process.
+
+mod launch;
+mod membership;
+mod process;
+mod running;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use crate::error::RpcError;
+use crate::function::HostedFunction;
+use crate::options::{Isolation, ServiceOptions};
+use crate::wire::{BearerToken, InstanceStats, instance_stats};
+use launch::{InstanceSpec, Launcher};
+use membership::MembershipPublisher;
+pub use membership::{Member, MemberState, Membership, MembershipWatch};
+use process::{TokenFile, random_token};
+use supervisor::{RegionShared, Slot, SlotCommand};
+
+/// Builds and starts a [`ServiceRegion`].
+#[derive(Debug)]
+pub struct RegionBuilder {
+    name: String,
+    functions: Vec<HostedFunction>,
+    options: ServiceOptions,
+    token: Option<String>,
+    serve_program: Option<PathBuf>,
+    /// Attach to these instances instead of starting any.
+    endpoints: Vec<String>,
+    names: Vec<String>,
+}
+
+impl RegionBuilder {
+    /// The service's options (parallelism, isolation, profile, ...).
+    pub fn options(mut self, options: ServiceOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The bearer token instances require (default: a fresh random one).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The `rpcop` binary that `isolation = 'process'` starts as
+    /// `PROGRAM serve ...` (default: `$RPCOP_SERVE_BIN`, else this executable).
+    pub fn serve_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.serve_program = Some(program.into());
+        self
+    }
+
+    /// Starts the instances and returns when all are ready, or with the
+    /// first instance's start-up error.
+    pub async fn start(self) -> Result<ServiceRegion, RpcError> {
+        self.options.validate()?;
+        if !self.endpoints.is_empty() && self.token.is_none() {
+            return Err(RpcError::MissingToken { service: self.name });
+        }
+        let token = match self.token {
+            Some(token) => token,
+            None => random_token()?,
+        };
+        BearerToken::new(&token)?;
+        let mut options = self.options;
+        let launcher = if !self.endpoints.is_empty() {
+            options.parallelism = self.endpoints.len();
+            Launcher::Remote {
+                endpoints: self.endpoints,
+            }
+        } else if options.isolation == Isolation::Process {
+            let program = match self.serve_program {
+                Some(p) => p,
+                None => match std::env::var_os("RPCOP_SERVE_BIN") {
+                    Some(p) => PathBuf::from(p),
+                    None => std::env::current_exe()?,
+                },
+            };
+            let token_file = TokenFile::write(&self.name, &token)?;
+            Launcher::Process {
+                program,
+                token_file,
+            }
+        } else {
+            Launcher::Thread
+        };
+        let parallelism = options.parallelism;
+        let shared = Arc::new(RegionShared {
+            names: self.names,
+            spec: InstanceSpec {
+                service: self.name,
+                functions: self.functions,
+                token,
+            },
+            launcher,
+            publisher: MembershipPublisher::new(),
+            next_id: AtomicU64::new(1),
+            options: Mutex::new(options),
+        });
+        let region = ServiceRegion {
+            shared,
+            slots: tokio::sync::Mutex::new(Vec::new()),
+        };
+        if let Err(error) = region.grow_or_shrink(parallelism).await {
+            region.shutdown().await;
+            return Err(error);
+        }
+        Ok(region)
+    }
+}
+
+/// A running service region. Dropping it stops every instance abruptly;
+/// [`ServiceRegion::shutdown`] drains them first.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), rpcop::RpcError> {
+/// use rpcop::{ServiceOptions, ServiceRegion};
+///
+/// let library = rpcop::demo::library();
+/// let mut options = ServiceOptions::default();
+/// options.set("parallelism", "4")?;
+/// let region = ServiceRegion::builder("embedder", library.select(&["embed".into()])?)
+///     .options(options)
+///     .start()
+///     .await?;
+/// let client = region.client()?; // see ServiceClient
+/// region.resize(8).await?;
+/// region.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct ServiceRegion {
+    shared: Arc<RegionShared>,
+    slots: tokio::sync::Mutex<Vec<Slot>>,
+}
+
+impl std::fmt::Debug for ServiceRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceRegion")
+            .field("name", &self.shared.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceRegion {
+    /// A region named `name` hosting `functions`.
+    pub fn builder(name: impl Into<String>, functions: Vec<HostedFunction>) -> RegionBuilder {
+        RegionBuilder {
+            name: name.into(),
+            names: functions.iter().map(|f| f.name().to_string()).collect(),
+            functions,
+            options: ServiceOptions::default(),
+            token: None,
+            serve_program: None,
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// A region of the instances at `endpoints` (`http://host:port`), which
+    /// run elsewhere and host `functions`; give it their token with
+    /// [`RegionBuilder::token`]. Its parallelism is the number of endpoints.
+    pub fn attach(
+        name: impl Into<String>,
+        functions: Vec<String>,
+        endpoints: Vec<String>,
+    ) -> RegionBuilder {
+        RegionBuilder {
+            name: name.into(),
+            names: functions,
+            functions: Vec::new(),
+            options: ServiceOptions::default(),
+            token: None,
+            serve_program: None,
+            endpoints,
+        }
+    }
+
+    /// Do the instances run elsewhere ([`Self::attach`])?
+    pub fn is_remote(&self) -> bool {
+        self.shared.launcher.is_remote()
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// The names of the functions the service hosts.
+    pub fn functions(&self) -> &[String] {
+        &self.shared.names
+    }
+
+    /// Does the service host the function `name`?
+    pub fn hosts(&self, name: &str) -> bool {
+        self.shared.names.iter().any(|f| f == name)
+    }
+
+    /// The service's options now.
+    pub fn options(&self) -> ServiceOptions {
+        self.shared.options()
+    }
+
+    /// Replaces the service's options (validated together). Routing options
+    /// apply to clients made after; `parallelism` changes with
+    /// [`Self::resize`].
+    pub fn set_options(&self, options: ServiceOptions) -> Result<(), RpcError> {
+        options.validate()?;
+        let mut current = self
+            .shared
+            .options
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let parallelism = current.parallelism;
+        *current = ServiceOptions {
+            parallelism,
+            ..options
+        };
+        Ok(())
+    }
+
+    /// The bearer token the instances require.
+    pub fn token(&self) -> &str {
+        &self.shared.spec.token
+    }
+
+    /// Follows the instance set; every change is pushed.
+    pub fn membership(&self) -> MembershipWatch {
+        self.shared.publisher.subscribe()
+    }
+
+    /// The instances now.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.publisher.current().members.clone()
+    }
+
+    /// Sets the number of instances. Growing returns when the new instances
+    /// are ready; shrinking returns when the removed ones have drained and
+    /// stopped. Running callers follow without a restart.
+    pub async fn resize(&self, parallelism: usize) -> Result<(), RpcError> {
+        if let Launcher::Remote { endpoints } = &self.shared.launcher
+            && parallelism != endpoints.len()
+        {
+            return Err(RpcError::FixedEndpoints {
+                service: self.name().to_string(),
+                endpoints: endpoints.len(),
+            });
+        }
+        self.grow_or_shrink(parallelism).await
+    }
+
+    async fn grow_or_shrink(&self, parallelism: usize) -> Result<(), RpcError> {
+        if parallelism == 0 {
+            return Err(RpcError::NoParallelism {
+                service: self.name().to_string(),
+            });
+        }
+        let mut slots = self.slots.lock().await;
+        let mut started = Vec::new();
+        while slots.len() < parallelism {
+            let (ready, ready_rx) = oneshot::channel();
+            let index = slots.len();
+            slots.push(Slot::start(&self.shared, index, ready));
+            started.push(ready_rx);
+        }
+        let mut stopping = Vec::new();
+        while slots.len() > parallelism {
+            if let Some(slot) = slots.pop() {
+                let _ = slot.commands.send(SlotCommand::Stop).await;
+                stopping.push(slot.task);
+            }
+        }
+        self.shared
+            .options
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .parallelism = parallelism;
+        drop(slots);
+        let mut first_error = None;
+        for ready in started {
+            let outcome = ready
+                .await
+                .unwrap_or_else(|_| Err("the slot ended before it was ready".into()));
+            if let Err(reason) = outcome {
+                first_error.get_or_insert(reason);
+            }
+        }
+        for task in stopping {
+            let _ = task.await;
+        }
+        match first_error {
+            None => Ok(()),
+            Some(reason) => Err(RpcError::InstanceStart {
+                service: self.name().to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Kills the instance with this member id at once, as a crash would; its
+    /// slot restarts it. Returns whether such an instance was running. For
+    /// tests and failure drills.
+    pub async fn kill(&self, member_id: u64) -> bool {
+        let Some(slot) = self
+            .members()
+            .into_iter()
+            .find(|m| m.id == member_id)
+            .map(|m| m.slot)
+        else {
+            return false;
+        };
+        let slots = self.slots.lock().await;
+        let Some(slot) = slots.get(slot) else {
+            return false;
+        };
+        let (tx, rx) = oneshot::channel();
+        if slot.commands.send(SlotCommand::Kill(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Each instance's counters (`None` for one that did not answer).
+    pub async fn stats(&self) -> Vec<(Member, Option<InstanceStats>)> {
+        let Ok(token) = BearerToken::new(self.token()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for member in self.members() {
+            let stats = if member.address.is_empty() {
+                None
+            } else {
+                instance_stats(&member.address, &token).await
+            };
+            out.push((member, stats));
+        }
+        out
+    }
+
+    /// Drains and stops every instance.
+    pub async fn shutdown(&self) {
+        let slots = std::mem::take(&mut *self.slots.lock().await);
+        for slot in &slots {
+            let _ = slot.commands.send(SlotCommand::Stop).await;
+        }
+        for slot in slots {
+            let _ = slot.task.await;
+        }
+    }
+}
+
+impl Drop for ServiceRegion {
+    fn drop(&mut self) {
+        for slot in self.slots.get_mut().drain(..) {
+            slot.task.abort();
+        }
+    }
+}

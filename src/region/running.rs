@@ -1,0 +1,111 @@
+//! A launched instance, however it runs: how to learn that it ended (and
+//! why), and how to stop it, gently or at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::error::RpcError;
+
+/// A launched instance.
+pub(crate) enum Running {
+    Thread {
+        runtime: Option<tokio::runtime::Runtime>,
+        shutdown: Option<oneshot::Sender<()>>,
+        done: oneshot::Receiver<Result<(), RpcError>>,
+    },
+    Process {
+        child: tokio::process::Child,
+        /// The last line the child wrote to stderr (its last words).
+        last_words: Arc<Mutex<String>>,
+    },
+    /// An instance that runs elsewhere: its health checks tell when it ends.
+    Remote,
+}
+
+impl Running {
+    /// Resolves when the instance ends, with why.
+    pub(crate) async fn ended(&mut self) -> String {
+        match self {
+            Running::Thread { done, .. } => match done.await {
+                Ok(Ok(())) => "the instance's server stopped".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "the instance's runtime stopped".to_string(),
+            },
+            Running::Process { child, last_words } => match child.wait().await {
+                Ok(status) => with_last_words(describe_exit(status), last_words),
+                Err(error) => format!("cannot wait for the instance process: {error}"),
+            },
+            Running::Remote => std::future::pending().await,
+        }
+    }
+
+    /// Stops the instance at once.
+    pub(crate) fn kill(&mut self) {
+        match self {
+            Running::Thread { runtime, .. } => {
+                if let Some(runtime) = runtime.take() {
+                    runtime.shutdown_background();
+                }
+            }
+            Running::Process { child, .. } => {
+                let _ = child.start_kill();
+            }
+            Running::Remote => {}
+        }
+    }
+
+    /// Stops the instance gracefully, then for sure.
+    pub(crate) async fn stop(mut self) {
+        match &mut self {
+            Running::Thread { shutdown, done, .. } => {
+                if let Some(shutdown) = shutdown.take() {
+                    let _ = shutdown.send(());
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+            }
+            Running::Process { child, .. } => {
+                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: sending SIGTERM to our own child process.
+                    unsafe {
+                        libc::kill(pid, libc::SIGTERM);
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+            Running::Remote => {}
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("the instance process exited with code {code}"),
+        (None, Some(libc::SIGKILL)) => {
+            "the instance process was killed (SIGKILL: out of memory, or killed)".to_string()
+        }
+        (None, Some(libc::SIGABRT)) => {
+            "the instance process aborted (SIGABRT: a failed allocation under its memory limit, or an abort in user code)".to_string()
+        }
+        (None, Some(signal)) => format!("the instance process was ended by signal {signal}"),
+        (None, None) => "the instance process ended".to_string(),
+    }
+}
+
+/// `reason`, followed by the last line the instance process wrote to
+/// stderr, if it wrote one.
+pub(crate) fn with_last_words(reason: String, last_words: &Mutex<String>) -> String {
+    match last_words.lock() {
+        Ok(last) if !last.is_empty() => format!("{reason}; its last words: {last}"),
+        _ => reason,
+    }
+}

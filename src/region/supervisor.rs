@@ -1,0 +1,295 @@
+//! The supervisor of a region: one task per slot keeps the slot filled with
+//! a live instance.
+//!
+//! A slot's keeper launches its instance, publishes every change of its
+//! state on the region's membership watch, watches it (its exit, and a
+//! `health` call every second), restarts it with exponential backoff when it
+//! dies or stops answering, and on `Stop` drains it (no new requests;
+//! in-flight ones finish) before stopping it. An instance whose *first*
+//! start fails ends its slot: that is the caller's error, not a restart loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::launch::{InstanceSpec, Launcher};
+use super::membership::{MemberState, MembershipPublisher};
+use super::running::Running;
+use crate::options::ServiceOptions;
+use crate::wire::{self, BearerToken, FlightClient, action, connect, stats_of};
+
+/// How often the supervisor checks an instance's health.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Health checks failed in a row before an instance is restarted.
+const HEALTH_FAILURES: u32 = 3;
+/// First and largest wait before a restart.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the slots of one region share.
+pub(crate) struct RegionShared {
+    /// The names of the hosted functions.
+    pub(crate) names: Vec<String>,
+    pub(crate) spec: InstanceSpec,
+    pub(crate) launcher: Launcher,
+    pub(crate) publisher: MembershipPublisher,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) options: Mutex<ServiceOptions>,
+}
+
+impl RegionShared {
+    /// The service's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.service
+    }
+
+    /// The service's options now.
+    pub(crate) fn options(&self) -> ServiceOptions {
+        self.options
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What a slot's keeper is told.
+#[derive(Debug)]
+pub(crate) enum SlotCommand {
+    /// Kill the instance now (it is restarted, as after a crash).
+    Kill(oneshot::Sender<bool>),
+    /// Drain the instance, stop it, and end the slot.
+    Stop,
+}
+
+/// A slot: its keeper's task and how to tell it something.
+pub(crate) struct Slot {
+    pub(crate) commands: mpsc::Sender<SlotCommand>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl Slot {
+    /// Starts the keeper of slot `index`; `ready` hears once the first
+    /// instance is ready, or why it failed.
+    pub(crate) fn start(
+        shared: &Arc<RegionShared>,
+        index: usize,
+        ready: oneshot::Sender<Result<(), String>>,
+    ) -> Self {
+        let (commands, receiver) = mpsc::channel(4);
+        let keeper = Keeper {
+            shared: Arc::clone(shared),
+            slot: index,
+            ready: Some(ready),
+            backoff: BACKOFF_START,
+            restarts: 0,
+            last_error: None,
+        };
+        let task = tokio::spawn(keeper.keep(receiver));
+        Self { commands, task }
+    }
+}
+
+/// What ended the watch of a ready instance.
+enum Outcome {
+    Died(String),
+    Killed(oneshot::Sender<bool>),
+    Stop,
+}
+
+/// What a keeper does after an instance ended.
+enum Next {
+    Restart,
+    End,
+}
+
+/// Keeps one slot filled with a live instance until told to stop.
+struct Keeper {
+    shared: Arc<RegionShared>,
+    slot: usize,
+    /// Told when the first instance is ready (or failed); then `None`.
+    ready: Option<oneshot::Sender<Result<(), String>>>,
+    backoff: Duration,
+    restarts: u32,
+    last_error: Option<String>,
+}
+
+impl Keeper {
+    async fn keep(mut self, mut commands: mpsc::Receiver<SlotCommand>) {
+        loop {
+            let id = self.starting();
+            let options = self.shared.options();
+            let launched = tokio::select! {
+                launched = self.shared.launcher.launch(&self.shared.spec, self.slot, &options) => launched,
+                command = commands.recv() => {
+                    self.publish_gone(id);
+                    if let Some(SlotCommand::Kill(reply)) = command {
+                        let _ = reply.send(false);
+                        continue;
+                    }
+                    return;
+                }
+            };
+            let next = match launched {
+                Ok((address, running)) => self.watch(id, address, running, &mut commands).await,
+                Err(reason) => self.failed_start(id, reason),
+            };
+            if matches!(next, Next::End) || wait_or_stop(&mut commands, self.backoff).await {
+                return;
+            }
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Publishes a new member of this slot, starting; returns its id.
+    fn starting(&self) -> u64 {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (restarts, error) = (self.restarts, self.last_error.clone());
+        self.shared.publisher.update(id, self.slot, |m| {
+            m.state = MemberState::Starting;
+            m.restarts = restarts;
+            m.last_error = error;
+        });
+        id
+    }
+
+    fn publish_gone(&self, id: u64) {
+        let error = self.last_error.clone();
+        self.shared.publisher.update(id, self.slot, |m| {
+            m.state = MemberState::Gone;
+            if error.is_some() {
+                m.last_error = error;
+            }
+        });
+    }
+
+    /// An instance failed to start: the first start's failure ends the
+    /// slot (the caller hears it); a restart's is retried.
+    fn failed_start(&mut self, id: u64, reason: String) -> Next {
+        tracing::warn!(service = %self.shared.name(), slot = self.slot, %reason, "instance failed to start");
+        self.last_error = Some(reason.clone());
+        self.publish_gone(id);
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(reason));
+            return Next::End;
+        }
+        self.restarts += 1;
+        Next::Restart
+    }
+
+    /// Serves callers with a ready instance until it dies, is killed, or
+    /// the slot is told to stop.
+    async fn watch(
+        &mut self,
+        id: u64,
+        address: String,
+        mut running: Running,
+        commands: &mut mpsc::Receiver<SlotCommand>,
+    ) -> Next {
+        self.shared.publisher.update(id, self.slot, |m| {
+            m.address = address.clone();
+            m.state = MemberState::Ready;
+        });
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        // one connection per instance for its health checks and drain
+        let control = BearerToken::new(&self.shared.spec.token)
+            .ok()
+            .and_then(|token| connect(&address, &token, HEALTH_INTERVAL * 2).ok());
+        let outcome = tokio::select! {
+            reason = running.ended() => Outcome::Died(reason),
+            reason = unhealthy(control.as_ref()) => Outcome::Died(reason),
+            command = commands.recv() => match command {
+                Some(SlotCommand::Kill(reply)) => Outcome::Killed(reply),
+                Some(SlotCommand::Stop) | None => Outcome::Stop,
+            },
+        };
+        match outcome {
+            Outcome::Stop => {
+                self.shared
+                    .publisher
+                    .update(id, self.slot, |m| m.state = MemberState::Draining);
+                // an instance that runs elsewhere may serve others: left running
+                if let Some(control) = control
+                    .as_ref()
+                    .filter(|_| !self.shared.launcher.is_remote())
+                {
+                    drain(control, self.shared.options().timeout).await;
+                }
+                running.stop().await;
+                self.publish_gone(id);
+                return Next::End;
+            }
+            Outcome::Killed(reply) => {
+                running.kill();
+                let _ = running.ended().await;
+                let _ = reply.send(true);
+                self.last_error = Some("killed on request".to_string());
+            }
+            Outcome::Died(reason) => {
+                tracing::warn!(service = %self.shared.name(), slot = self.slot, %address, %reason, "instance died; restarting");
+                running.kill();
+                self.last_error = Some(reason);
+            }
+        }
+        self.publish_gone(id);
+        self.restarts += 1;
+        Next::Restart
+    }
+}
+
+/// Waits `delay`; returns true if told to stop meanwhile.
+async fn wait_or_stop(commands: &mut mpsc::Receiver<SlotCommand>, delay: Duration) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return false,
+            command = commands.recv() => match command {
+                Some(SlotCommand::Kill(reply)) => { let _ = reply.send(false); }
+                Some(SlotCommand::Stop) | None => return true,
+            },
+        }
+    }
+}
+
+/// Resolves when the instance has failed [`HEALTH_FAILURES`] health checks in
+/// a row.
+async fn unhealthy(control: Option<&FlightClient>) -> String {
+    let Some(control) = control else {
+        return std::future::pending().await;
+    };
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        match action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
+            Some(_) => failures = 0,
+            None => failures += 1,
+        }
+        if failures >= HEALTH_FAILURES {
+            return format!("failed {failures} health checks in a row");
+        }
+    }
+}
+
+/// Tells an instance to drain and waits (up to `timeout` plus a grace) until
+/// its open exchanges are closed by their callers.
+async fn drain(control: &FlightClient, timeout: Duration) {
+    if action(control, wire::ACTION_DRAIN, Duration::from_secs(2))
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        match stats_of(control).await {
+            Some(stats) if stats.open_streams == 0 && stats.in_flight == 0 => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! A SQL session that ties the RPC statements to service regions.
+//!
+//! [`RpcSession`] runs SQL text: RPC statements (parsed by `rpcop-sql`)
+//! change the session's services (`services`: the catalog, regions started,
+//! resized and stopped); every other statement goes to DataFusion, whose
+//! optimizer has rpcop's rewrite rule (calls of service-hosted functions
+//! become `RpcProxy` nodes) and whose physical planner turns those into
+//! `RpcProxyExec`. Before a statement is optimized, the implicit services of
+//! the annotated functions it calls (`annotated`) are started, so the first
+//! query pays their start-up and later ones find them warm. `SHOW RPC
+//! SERVICES` and `DESCRIBE RPC SERVICE` answer with the rows of the service
+//! tables (`tables`); `rpc_call` reaches any function of any service.
+//! Errors reach the user with SQL-level advice (`advice`).
+
+mod advice;
+mod annotated;
+mod catalog;
+mod rpc_call;
+mod services;
+mod tables;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::optimizer::Optimizer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rpcop_planner::{RpcRewrite, RpcopConfig, ServiceDirectory};
+use rpcop_sql::parser::{Statement, parse_sql};
+use rpcop_sql::statement::RpcStatement;
+
+pub use annotated::RpcFunction;
+use annotated::called_functions;
+use catalog::ServiceCatalog;
+use services::Services;
+use tables::{RpcInstances, RpcOptions, RpcServices};
+
+use crate::client::ServiceClient;
+use crate::exec::{ClientSource, RpcQueryPlanner};
+use crate::function::{FunctionLibrary, demo};
+use crate::options::ServiceOptions;
+use crate::region::ServiceRegion;
+
+/// The demo functions that ship annotated, and their instances.
+const DEMO_ANNOTATED: [(&str, usize); 2] = [("embed", 2), ("classify", 2)];
+
+/// A DataFusion session with a catalog of RPC services.
+///
+/// ```no_run
+/// # async fn example() -> datafusion::error::Result<()> {
+/// let session = rpcop::RpcSession::new();
+/// session.sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 2)").await?;
+/// // upper() now runs on the service's two instances
+/// session.sql("SELECT upper(column1) FROM (VALUES ('a'), ('b'))").await?;
+/// let services = session.sql("SHOW RPC SERVICES").await?;
+/// session.sql("DROP RPC SERVICE text").await?;
+/// # Ok(()) }
+/// ```
+pub struct RpcSession {
+    ctx: SessionContext,
+    services: Services,
+}
+
+impl std::fmt::Debug for RpcSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcSession")
+            .field("session", &self.ctx.session_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RpcSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds an [`RpcSession`]: its functions, annotated or not.
+#[derive(Debug)]
+pub struct RpcSessionBuilder {
+    library: FunctionLibrary,
+    udfs: Vec<ScalarUDF>,
+    annotations: Vec<(String, ServiceOptions)>,
+    serve_program: Option<PathBuf>,
+}
+
+impl RpcSessionBuilder {
+    /// Registers an annotated function: in-process when rewriting is off,
+    /// otherwise on its implicit service, started by the first query that
+    /// calls it.
+    pub fn function(mut self, function: RpcFunction) -> Self {
+        let (udf, options) = function.into_parts();
+        self.annotations.push((udf.name().to_string(), options));
+        self.udf(udf)
+    }
+
+    /// Registers a plain UDF: in-process, and hostable by `CREATE RPC
+    /// SERVICE ... FOR FUNCTION`.
+    pub fn udf(mut self, udf: ScalarUDF) -> Self {
+        self.library = self.library.with_udf(udf.clone());
+        self.udfs.push(udf);
+        self
+    }
+
+    /// Registers the demo functions; `embed` and `classify` annotated.
+    pub fn with_demo_functions(mut self) -> Self {
+        self.library = self.library.with_functions(demo::demo_functions());
+        self.udfs.extend(demo::demo_udfs());
+        for (function, parallelism) in DEMO_ANNOTATED {
+            let options = ServiceOptions {
+                parallelism,
+                ..ServiceOptions::default()
+            };
+            self.annotations.push((function.to_string(), options));
+        }
+        self
+    }
+
+    /// The `rpcop` binary that `isolation = 'process'` services start.
+    pub fn serve_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.serve_program = Some(program.into());
+        self
+    }
+
+    /// The session.
+    pub fn build(self) -> RpcSession {
+        let catalog = Arc::new(ServiceCatalog::default());
+        for (function, options) in self.annotations {
+            catalog.annotate(function, options);
+        }
+        let directory: Arc<dyn ServiceDirectory> = Arc::clone(&catalog) as _;
+        let clients: Arc<dyn ClientSource> = Arc::clone(&catalog) as _;
+        let mut rules = Optimizer::new().rules;
+        // first, before constant folding could evaluate a hosted call in-process
+        rules.insert(0, Arc::new(RpcRewrite::new(directory)));
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_option_extension(RpcopConfig::default());
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rules(rules)
+            .with_query_planner(Arc::new(RpcQueryPlanner::new(clients)))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for udf in self.udfs {
+            ctx.register_udf(udf);
+        }
+        ctx.register_udf(rpc_call::rpc_call_udf(Arc::clone(&catalog)));
+        ctx.register_udtf("rpc_services", Arc::new(RpcServices(Arc::clone(&catalog))));
+        ctx.register_udtf(
+            "rpc_instances",
+            Arc::new(RpcInstances(Arc::clone(&catalog))),
+        );
+        ctx.register_udtf("rpc_options", Arc::new(RpcOptions(Arc::clone(&catalog))));
+        RpcSession {
+            ctx,
+            services: Services::new(catalog, self.library, self.serve_program),
+        }
+    }
+}
+
+impl RpcSession {
+    /// A session with the demo functions (`embed` and `classify` annotated)
+    /// and every built-in hostable by a service.
+    pub fn new() -> Self {
+        Self::builder().with_demo_functions().build()
+    }
+
+    /// A builder of a session with DataFusion's built-ins and the functions
+    /// it is given.
+    pub fn builder() -> RpcSessionBuilder {
+        RpcSessionBuilder {
+            library: FunctionLibrary::default(),
+            udfs: Vec::new(),
+            annotations: Vec::new(),
+            serve_program: None,
+        }
+    }
+
+    /// The DataFusion context.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The running service called `name`.
+    pub fn service(&self, name: &str) -> Option<Arc<ServiceRegion>> {
+        self.services
+            .catalog
+            .get(name)
+            .ok()
+            .map(|entry| entry.region)
+    }
+
+    /// The client of the service `name`, for a user's own UDF to call it with
+    /// the service's batching, balancing and retries (Flink's
+    /// `FunctionContext.getRosClient()`); see `examples/udf_calls_service.rs`.
+    pub fn client(&self, name: &str) -> Result<ServiceClient> {
+        self.services.catalog.get(name).map(|entry| entry.client)
+    }
+
+    /// Runs every statement of `sql`; returns the batches of the last one.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for statement in parse_sql(sql).map_err(|e| advice::plan_error(e.to_string()))? {
+            last = self.execute(statement).await?;
+        }
+        Ok(last)
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
+        let services = &self.services;
+        match statement {
+            Statement::DataFusion(statement) => {
+                let state = self.ctx.state();
+                let plan = state.statement_to_plan(*statement).await?;
+                if RpcopConfig::rewrite_enabled(state.config_options()) {
+                    services.start_implicit(called_functions(&plan)?).await?;
+                }
+                let frame = self.ctx.execute_logical_plan(plan).await?;
+                return frame.collect().await.map_err(advice::advise);
+            }
+            Statement::Rpc(RpcStatement::Create(create)) => services.create(create).await?,
+            Statement::Rpc(RpcStatement::Alter { name, options }) => {
+                services.alter(&name, &options).await?;
+            }
+            Statement::Rpc(RpcStatement::Drop { name, if_exists }) => {
+                services.drop_service(&name, if_exists).await?;
+            }
+            Statement::Rpc(RpcStatement::Show) => {
+                return Ok(vec![tables::services(&services.catalog).await?]);
+            }
+            Statement::Rpc(RpcStatement::Describe { name }) => {
+                return Ok(vec![tables::instances(&services.catalog, &name).await?]);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    async fn text(session: &RpcSession, sql: &str) -> String {
+        pretty_format_batches(&session.sql(sql).await.unwrap())
+            .unwrap()
+            .to_string()
+    }
+
+    async fn error(session: &RpcSession, sql: &str) -> String {
+        session.sql(sql).await.unwrap_err().strip_backtrace()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn create_show_alter_describe_drop() {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE t FOR FUNCTION upper, lower WITH (parallelism = 2, load_balance = 'round_robin')")
+            .await
+            .unwrap();
+        let show = text(&session, "SHOW RPC SERVICES").await;
+        assert!(show.contains("| classify | implicit | classify"), "{show}");
+        let t = text(
+            &session,
+            "SELECT name, kind, functions, instances, isolation, load_balance FROM rpc_services() WHERE name = 't'",
+        )
+        .await;
+        assert!(
+            t.contains("| t    | explicit | upper, lower | 2/2       | thread    | round_robin  |"),
+            "{t}"
+        );
+        session
+            .sql("ALTER RPC SERVICE t SET (parallelism = 3)")
+            .await
+            .unwrap();
+        let describe = text(&session, "DESCRIBE RPC SERVICE t").await;
+        assert_eq!(describe.matches("| ready |").count(), 3, "{describe}");
+        assert!(session.service("t").unwrap().options().parallelism == 3);
+        session.sql("DROP RPC SERVICE t").await.unwrap();
+        assert!(session.service("t").is_none());
+        session.sql("DROP RPC SERVICE IF EXISTS t").await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rpc_call_reaches_any_function_of_any_service() {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE m FOR FUNCTION classify, sha256 WITH (parallelism = 2)")
+            .await
+            .unwrap();
+        session
+            .sql("CREATE TABLE docs AS VALUES ('the election'), (NULL), ('rust gpu')")
+            .await
+            .unwrap();
+        let through = text(
+            &session,
+            "SELECT rpc_call('m', 'classify', column1) AS c FROM docs",
+        )
+        .await;
+        let local = text(&session, "SELECT classify(column1) AS c FROM docs").await;
+        assert_eq!(through, local);
+        assert!(
+            through.contains("| news |") && through.contains("| tech |"),
+            "{through}"
+        );
+        let typed = text(
+            &session,
+            "SELECT arrow_typeof(rpc_call('m', 'sha256', 'x')) AS t",
+        )
+        .await;
+        assert!(typed.contains("Binary"), "{typed}");
+        let e = error(&session, "SELECT rpc_call('nope', 'f', 1)").await;
+        assert!(
+            e.contains("no RPC service named 'nope'; services: [embed, m]"),
+            "{e}"
+        );
+        let e = error(&session, "SELECT rpc_call('m', 'upper', 'x')").await;
+        assert!(e.contains("service 'm' hosts no function 'upper'"), "{e}");
+        let e = error(
+            &session,
+            "SELECT rpc_call(column1, 'classify', column1) FROM docs",
+        )
+        .await;
+        assert!(e.contains("as string literals"), "{e}");
+        session.sql("DROP RPC SERVICE m").await.unwrap();
+        let e = error(&session, "SELECT rpc_call('m', 'classify', 'x')").await;
+        assert!(e.contains("no RPC service named 'm'"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mistakes_get_clear_errors() {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE FOR FUNCTION embed WITH (parallelism = 1)")
+            .await
+            .unwrap();
+        // an annotation: the first query that calls embed starts its service
+        assert!(session.service("embed").is_none());
+        session.sql("SELECT embed('x')").await.unwrap();
+        assert_eq!(session.service("embed").unwrap().options().parallelism, 1);
+        let e = error(&session, "CREATE RPC SERVICE other FOR FUNCTION embed").await;
+        assert!(
+            e.contains("function 'embed' is already served by RPC service 'embed'"),
+            "{e}"
+        );
+        let e = error(&session, "CREATE RPC SERVICE embed FOR FUNCTION upper").await;
+        assert!(e.contains("RPC service 'embed' already exists"), "{e}");
+        session
+            .sql("CREATE RPC SERVICE IF NOT EXISTS embed FOR FUNCTION upper")
+            .await
+            .unwrap();
+        let e = error(&session, "CREATE RPC SERVICE s FOR FUNCTION no_such_fn").await;
+        assert!(e.contains("unknown function 'no_such_fn'"), "{e}");
+        let e = error(
+            &session,
+            "CREATE RPC SERVICE s FOR FUNCTION upper WITH (memory = '1GiB')",
+        )
+        .await;
+        assert!(e.contains("isolation = 'process'"), "{e}");
+        let e = error(&session, "ALTER RPC SERVICE nope SET (parallelism = 2)").await;
+        assert!(
+            e.contains("no RPC service named 'nope'; services: [classify, embed]"),
+            "{e}"
+        );
+        let e = error(
+            &session,
+            "ALTER RPC SERVICE embed SET (isolation = 'process')",
+        )
+        .await;
+        assert!(e.contains("cannot change"), "{e}");
+        let e = session.client("nope").unwrap_err().strip_backtrace();
+        assert!(e.contains("create it first"), "{e}");
+        assert_eq!(session.client("embed").unwrap().service(), "embed");
+        let e = error(&session, "DROP RPC SERVICE nope").await;
+        assert!(e.contains("no RPC service named 'nope'"), "{e}");
+        let e = error(
+            &session,
+            "CREATE RPC SERVICE s FOR FUNCTION upper ENDPOINTS ('http://h:1')",
+        )
+        .await;
+        assert!(
+            e.contains("needs the token its instances were started with"),
+            "{e}"
+        );
+        session.sql("DROP RPC SERVICE embed").await.unwrap();
+    }
+}

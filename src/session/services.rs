@@ -1,0 +1,305 @@
+//! The statements that change a session's services: `CREATE`, `ALTER` and
+//! `DROP RPC SERVICE`, and the start of an annotated function's implicit
+//! service by the first query that calls it.
+//!
+//! Statements are serialized (one at a time), so two never race on one
+//! name. Every option is checked against the scope its declaration gives it
+//! (a pool started here, `ENDPOINTS`, a running service), and its error
+//! points at the option in the statement.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use rpcop_planner::ServiceDirectory;
+use rpcop_sql::statement::{CreateService, OptionValue};
+use tokio::sync::Mutex;
+
+use super::advice::{option_error, plan_error, rpc_error};
+use super::catalog::{Service, ServiceCatalog, ServiceEntry};
+use crate::error::RpcError;
+use crate::function::FunctionLibrary;
+use crate::options::{OptionError, ServiceOptions};
+use crate::region::ServiceRegion;
+
+/// What a list of options is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A pool of instances to start here (or an annotation of one).
+    Pool,
+    /// Instances that run elsewhere (`ENDPOINTS`).
+    Endpoints,
+    /// A service that runs now.
+    Running,
+}
+
+/// Applies `changes` to `options`, each checked against where it applies;
+/// then checks the options together.
+fn apply(options: &mut ServiceOptions, changes: &[OptionValue], target: Target) -> Result<()> {
+    for change in changes {
+        let at = Some(change.location);
+        let (key, scope) =
+            ServiceOptions::scope_of(&change.key).map_err(|e| option_error(&e, at))?;
+        let refused = match target {
+            Target::Pool if !scope.applies_to_pool() => Some(OptionError::OnlyForEndpoints { key }),
+            Target::Endpoints if !scope.applies_to_endpoints() => {
+                Some(OptionError::NotForEndpoints { key })
+            }
+            Target::Running if !scope.changes_while_running() => {
+                Some(OptionError::FixedWhileRunning { key })
+            }
+            _ => None,
+        };
+        if let Some(error) = refused {
+            return Err(option_error(&error, at));
+        }
+        options
+            .set(key, &change.value)
+            .map_err(|e| option_error(&e, at))?;
+    }
+    options.validate().map_err(|e| option_error(&e, None))
+}
+
+/// The services of a session and the statements that change them.
+#[derive(Debug)]
+pub(crate) struct Services {
+    pub(crate) catalog: Arc<ServiceCatalog>,
+    library: FunctionLibrary,
+    serve_program: Option<PathBuf>,
+    /// Serializes the statements.
+    lock: Mutex<()>,
+}
+
+impl Services {
+    pub(crate) fn new(
+        catalog: Arc<ServiceCatalog>,
+        library: FunctionLibrary,
+        serve_program: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            catalog,
+            library,
+            serve_program,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// `CREATE RPC SERVICE`: starts a pool, attaches to `ENDPOINTS`, or
+    /// (without a name) annotates the function.
+    pub(crate) async fn create(&self, create: CreateService) -> Result<()> {
+        let _one_at_a_time = self.lock.lock().await;
+        let target = if create.endpoints.is_empty() {
+            Target::Pool
+        } else {
+            Target::Endpoints
+        };
+        let mut options = ServiceOptions::default();
+        apply(&mut options, &create.options, target)?;
+        let name = create
+            .name
+            .clone()
+            .unwrap_or_else(|| create.functions[0].clone());
+        // an unnamed CREATE may re-annotate a pending implicit service; a
+        // named one may not take its name
+        let taken = match create.name {
+            Some(_) => self.catalog.lookup(&name).is_ok(),
+            None => self.catalog.contains(&name),
+        };
+        if taken {
+            return if create.if_not_exists {
+                Ok(())
+            } else {
+                Err(plan_error(format!(
+                    "RPC service '{name}' already exists; use IF NOT EXISTS, ALTER RPC SERVICE, or DROP it first"
+                )))
+            };
+        }
+        self.check_unserved(&create.functions)?;
+        if target == Target::Endpoints {
+            return self.attach(name, &create, options).await;
+        }
+        self.library
+            .select(&create.functions)
+            .map_err(|e| plan_error(e.to_string()))?;
+        if create.name.is_none() {
+            // an annotation: the first query that calls it starts the service
+            self.catalog.annotate(name, options);
+            return Ok(());
+        }
+        self.start(name, create.functions.clone(), options, false)
+            .await?;
+        // a service created by name replaces the functions' annotations
+        for function in &create.functions {
+            self.catalog.remove_annotation(function);
+        }
+        Ok(())
+    }
+
+    /// A function is served by one service at most.
+    fn check_unserved(&self, functions: &[String]) -> Result<()> {
+        for function in functions {
+            if let Some(other) = self.catalog.service_of(function) {
+                return Err(plan_error(format!(
+                    "function '{function}' is already served by RPC service '{}'; \
+                     a function is served by one service: DROP RPC SERVICE {} first",
+                    other.name, other.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a region and enters it in the catalog. The caller holds the lock.
+    async fn start(
+        &self,
+        name: String,
+        functions: Vec<String>,
+        options: ServiceOptions,
+        implicit: bool,
+    ) -> Result<()> {
+        let functions = self
+            .library
+            .select(&functions)
+            .map_err(|e| plan_error(e.to_string()))?;
+        let mut builder = ServiceRegion::builder(name.clone(), functions).options(options);
+        if let Some(program) = &self.serve_program {
+            builder = builder.serve_program(program);
+        }
+        let region = builder.start().await.map_err(rpc_error)?;
+        self.enter(name, region, implicit).await
+    }
+
+    /// `CREATE RPC SERVICE ... ENDPOINTS (...)`: a service of instances that
+    /// run elsewhere. The caller holds the lock.
+    async fn attach(
+        &self,
+        name: String,
+        create: &CreateService,
+        options: ServiceOptions,
+    ) -> Result<()> {
+        let Some(path) = &options.token_file else {
+            return Err(plan_error(format!(
+                "a service with ENDPOINTS needs the token its instances were started with \
+                 (rpcop serve --token-file): CREATE RPC SERVICE {name} ... WITH (token_file = '/path/to/token')"
+            )));
+        };
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| plan_error(format!("cannot read token_file '{path}': {e}")))?;
+        let region = ServiceRegion::attach(
+            name.clone(),
+            create.functions.clone(),
+            create.endpoints.clone(),
+        )
+        .options(options)
+        .token(token.trim())
+        .start()
+        .await
+        .map_err(rpc_error)?;
+        self.enter(name, region, false).await
+    }
+
+    /// Enters a started region in the catalog, with the result type of each
+    /// function as its instances describe it; a function they do not host
+    /// stops the region and fails.
+    async fn enter(&self, name: String, region: ServiceRegion, implicit: bool) -> Result<()> {
+        let client = region.client().map_err(rpc_error)?;
+        let mut results = BTreeMap::new();
+        for function in region.functions() {
+            match client.describe(function).await {
+                Ok(signature) => {
+                    results.insert(function.clone(), signature.result);
+                }
+                Err(error @ RpcError::NotHosted { .. }) => {
+                    region.shutdown().await;
+                    return Err(rpc_error(error));
+                }
+                // callable, but not by rpc_call: no fixed signature to learn
+                Err(_) => {}
+            }
+        }
+        let entry = ServiceEntry {
+            region: Arc::new(region),
+            client,
+            results,
+            implicit,
+        };
+        self.catalog.insert(name, entry);
+        Ok(())
+    }
+
+    /// `ALTER RPC SERVICE name SET (...)`.
+    pub(crate) async fn alter(&self, name: &str, changes: &[OptionValue]) -> Result<()> {
+        let _one_at_a_time = self.lock.lock().await;
+        let region = match self.catalog.lookup(name)? {
+            Service::Running(entry) => entry.region,
+            // a pending implicit service: nothing runs, every option may change
+            Service::Pending(mut options) => {
+                apply(&mut options, changes, Target::Pool)?;
+                self.catalog.annotate(name, options);
+                return Ok(());
+            }
+        };
+        let mut options = region.options();
+        apply(&mut options, changes, Target::Running)?;
+        // resized first: a refused resize changes nothing
+        region
+            .resize(options.parallelism)
+            .await
+            .map_err(rpc_error)?;
+        region.set_options(options).map_err(rpc_error)?;
+        let client = region.client().map_err(rpc_error)?;
+        self.catalog.set_client(name, client);
+        Ok(())
+    }
+
+    /// `DROP RPC SERVICE [IF EXISTS] name`.
+    pub(crate) async fn drop_service(&self, name: &str, if_exists: bool) -> Result<()> {
+        let _one_at_a_time = self.lock.lock().await;
+        let missing = self.catalog.get(name).err();
+        // dropping an implicit service also drops its function's annotation:
+        // the function runs in-process again
+        let annotation = self.catalog.remove_annotation(name);
+        // new queries stop reaching it at once; running ones drain
+        if let Some(entry) = self.catalog.remove(name) {
+            entry.region.shutdown().await;
+            return Ok(());
+        }
+        match missing {
+            Some(error) if annotation.is_none() && !if_exists => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the implicit service of each annotated function in `called`
+    /// that has none running yet.
+    pub(crate) async fn start_implicit(
+        &self,
+        called: impl IntoIterator<Item = String>,
+    ) -> Result<()> {
+        for function in called {
+            if self.catalog.annotation(&function).is_none() || self.catalog.contains(&function) {
+                continue;
+            }
+            let _one_at_a_time = self.lock.lock().await;
+            // another statement may have started or dropped it meanwhile
+            let Some(options) = self.catalog.annotation(&function) else {
+                continue;
+            };
+            if self.catalog.contains(&function) {
+                continue;
+            }
+            self.start(function.clone(), vec![function.clone()], options, true)
+                .await
+                .map_err(|e| {
+                    plan_error(format!(
+                        "could not start the implicit service of the annotated function '{function}': {}; \
+                         ALTER RPC SERVICE {function} SET (...) to change its options, or \
+                         SET rpcop.rewrite = false to run it in-process",
+                        e.strip_backtrace()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! One `DoExchange` stream to one instance for one function, shared by
+//! every request of a client to that instance and function: each request is
+//! one argument batch out and one result batch back, matched by sequence
+//! number, so a request costs a message each way, not a call.
+//!
+//! When the stream ends, every request still waiting on it hears why. An
+//! error status that names a request (`x-rpcop-seq`) fails that request; the
+//! others on the stream are told it was another request's error
+//! ([`Failure::Collateral`]), so the client re-sends them without counting a
+//! retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow_flight::FlightData;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::error::FlightError;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, Streaming};
+
+use super::failure::{Failure, failure_of};
+use crate::wire::{self, BatchEncoder, FlightClient};
+
+type Waiter = oneshot::Sender<Result<RecordBatch, Failure>>;
+
+/// The requests of one session awaiting their answers.
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, Waiter>,
+    /// Set when the session's stream ended, with why.
+    closed: Option<String>,
+}
+
+/// One `DoExchange` stream to one instance for one function.
+pub(crate) struct Exchange {
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+struct Writer {
+    encoder: BatchEncoder,
+    sender: mpsc::Sender<FlightData>,
+    messages: Vec<FlightData>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Exchange {
+    pub(crate) fn open(client: &FlightClient, address: &str, function: &str) -> Arc<Self> {
+        let (sender, receiver) = mpsc::channel(16);
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let session = Arc::new(Self {
+            writer: tokio::sync::Mutex::new(Writer {
+                encoder: BatchEncoder::new(Some(wire::function_descriptor(function))),
+                sender,
+                messages: Vec::new(),
+            }),
+            pending: Arc::clone(&pending),
+        });
+        let mut client = client.clone();
+        let address = address.to_string();
+        tokio::spawn(async move {
+            let (reason, failure) = match client.do_exchange(ReceiverStream::new(receiver)).await {
+                Ok(response) => read_answers(response.into_inner(), &pending, &address).await,
+                Err(status) => (status.message().to_string(), Some(status)),
+            };
+            let mut state = lock(&pending);
+            let reason = format!("exchange with {address} ended: {reason}");
+            let guilty = failure.as_ref().and_then(wire::sequence_of);
+            for (seq, waiter) in state.waiters.drain() {
+                let failure = match (&failure, guilty) {
+                    (Some(status), Some(g)) if g == seq => failure_of(status, &address),
+                    (Some(_), Some(g)) => Failure::Collateral(format!(
+                        "{reason} (the error of request {g}, not this one)"
+                    )),
+                    (Some(status), None) if status.code() != Code::Internal => {
+                        failure_of(status, &address)
+                    }
+                    _ => Failure::Retry(reason.clone()),
+                };
+                let _ = waiter.send(Err(failure));
+            }
+            state.closed = Some(reason);
+        });
+        session
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.pending).closed.is_some()
+    }
+
+    /// Sends one request and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        seq: u64,
+        arguments: &RecordBatch,
+    ) -> Result<RecordBatch, Failure> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = lock(&self.pending);
+            if let Some(reason) = &state.closed {
+                return Err(Failure::Retry(reason.clone()));
+            }
+            state.waiters.insert(seq, tx);
+        }
+        let _forget = Forget {
+            pending: &self.pending,
+            seq,
+        };
+        {
+            let mut writer = self.writer.lock().await;
+            let Writer {
+                encoder,
+                sender,
+                messages,
+            } = &mut *writer;
+            messages.clear();
+            encoder
+                .encode(arguments, wire::encode_sequence(seq), messages)
+                .map_err(|e| Failure::Reject(format!("cannot encode the arguments: {e}")))?;
+            for message in messages.drain(..) {
+                sender
+                    .send(message)
+                    .await
+                    .map_err(|_| Failure::Retry("the exchange closed".to_string()))?;
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Failure::Retry("the exchange closed".to_string())))
+    }
+}
+
+/// Removes a request's waiter when its attempt ends early (timeout, cancel).
+struct Forget<'a> {
+    pending: &'a Mutex<Pending>,
+    seq: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).waiters.remove(&self.seq);
+    }
+}
+
+/// Routes answers to their waiters until the stream ends; returns why it
+/// ended and the status it ended with, if any.
+async fn read_answers(
+    answers: Streaming<FlightData>,
+    pending: &Mutex<Pending>,
+    address: &str,
+) -> (String, Option<Status>) {
+    let mut decoder = FlightDataDecoder::new(answers.map(|m| m.map_err(FlightError::from)));
+    while let Some(decoded) = decoder.next().await {
+        let decoded = match decoded {
+            Ok(decoded) => decoded,
+            Err(FlightError::Tonic(status)) => {
+                return (status.message().to_string(), Some(*status));
+            }
+            Err(error) => return (format!("undecodable answer: {error}"), None),
+        };
+        let DecodedPayload::RecordBatch(batch) = decoded.payload else {
+            continue;
+        };
+        match wire::decode_sequence(&decoded.inner.app_metadata) {
+            Ok(Some(seq)) => {
+                let waiter = lock(pending).waiters.remove(&seq);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(Ok(batch));
+                }
+            }
+            Ok(None) => {
+                return (
+                    format!("{address} answered without a sequence number"),
+                    None,
+                );
+            }
+            Err(reason) => return (reason, None),
+        }
+    }
+    ("the instance closed the stream".to_string(), None)
+}

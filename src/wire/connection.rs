@@ -1,0 +1,70 @@
+//! A Flight connection to one instance, with the protocol's HTTP/2 settings
+//! and the region's token, and the control actions sent over it.
+
+use std::time::Duration;
+
+use arrow_flight::Action;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use bytes::Bytes;
+use futures::StreamExt;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::auth::BearerToken;
+use super::stats::InstanceStats;
+use crate::error::RpcError;
+
+/// A Flight client that sends the region's token.
+pub(crate) type FlightClient = FlightServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// A Flight client for the instance at `address` (`http://host:port`). The
+/// connection is made on first use.
+pub(crate) fn connect(
+    address: &str,
+    token: &BearerToken,
+    timeout: Duration,
+) -> Result<FlightClient, RpcError> {
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| RpcError::InvalidEndpoint {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(super::KEEPALIVE_INTERVAL)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(super::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(super::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(super::MAX_FRAME_BYTES);
+    Ok(
+        FlightServiceClient::with_interceptor(endpoint.connect_lazy(), token.clone())
+            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(super::MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Runs one action on an instance; `None` on any failure or timeout.
+pub(crate) async fn action(client: &FlightClient, name: &str, timeout: Duration) -> Option<Bytes> {
+    let mut client = client.clone();
+    let call = async {
+        let mut results = client
+            .do_action(Action::new(name, Bytes::new()))
+            .await
+            .ok()?
+            .into_inner();
+        results.next().await?.ok().map(|r| r.body)
+    };
+    tokio::time::timeout(timeout, call).await.ok().flatten()
+}
+
+/// An instance's counters (the `stats` action).
+pub(crate) async fn stats_of(client: &FlightClient) -> Option<InstanceStats> {
+    let body = action(client, super::ACTION_STATS, Duration::from_secs(2)).await?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Asks the instance at `address` for its counters.
+pub(crate) async fn instance_stats(address: &str, token: &BearerToken) -> Option<InstanceStats> {
+    let client = connect(address, token, Duration::from_secs(2)).ok()?;
+    stats_of(&client).await
+}

@@ -1,0 +1,71 @@
+//! Request sequence numbers: a u64, 8 bytes little-endian, in a batch's
+//! `app_metadata`, and in an error status's metadata when the error
+//! concerns one request.
+
+use bytes::Bytes;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+use super::SEQUENCE_STATUS_KEY;
+
+/// Encodes a request sequence number as `app_metadata`.
+pub fn encode_sequence(seq: u64) -> Bytes {
+    Bytes::copy_from_slice(&seq.to_le_bytes())
+}
+
+/// Decodes a request sequence number from `app_metadata`.
+///
+/// Empty metadata is `Ok(None)` (a plain Flight client); anything that is not
+/// 8 bytes is an error.
+pub fn decode_sequence(app_metadata: &[u8]) -> Result<Option<u64>, String> {
+    match app_metadata.len() {
+        0 => Ok(None),
+        8 => {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(app_metadata);
+            Ok(Some(u64::from_le_bytes(bytes)))
+        }
+        n => Err(format!(
+            "app_metadata must be a sequence number of 8 bytes (u64 little-endian), got {n} bytes"
+        )),
+    }
+}
+
+/// Names the request an error concerns in the status metadata.
+pub(crate) fn with_sequence(mut status: Status, seq: Option<u64>) -> Status {
+    if let Some(seq) = seq
+        && let Ok(value) = MetadataValue::try_from(seq.to_string())
+    {
+        status.metadata_mut().insert(SEQUENCE_STATUS_KEY, value);
+    }
+    status
+}
+
+/// The request an error status names, if it names one.
+pub(crate) fn sequence_of(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(SEQUENCE_STATUS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_round_trip() {
+        assert_eq!(decode_sequence(&encode_sequence(7)).unwrap(), Some(7));
+        assert_eq!(encode_sequence(1).as_ref(), &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_sequence(&[]).unwrap(), None);
+        assert!(decode_sequence(&[1, 2, 3]).unwrap_err().contains("8 bytes"));
+    }
+
+    #[test]
+    fn statuses_name_their_request() {
+        let status = with_sequence(Status::internal("x"), Some(42));
+        assert_eq!(sequence_of(&status), Some(42));
+        assert_eq!(sequence_of(&Status::internal("x")), None);
+    }
+}

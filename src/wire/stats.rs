@@ -1,0 +1,24 @@
+//! The body of the `stats` action: an instance's counters, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// The counters of one instance, as the `stats` action returns them (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStats {
+    /// Requests answered with a result.
+    pub requests: u64,
+    /// Rows in those requests.
+    pub rows: u64,
+    /// Requests that failed (bad arguments, function errors, panics).
+    pub errors: u64,
+    /// Requests being evaluated now.
+    pub in_flight: u64,
+    /// Exchanges open now.
+    pub open_streams: u64,
+    /// Functions loaded at start-up.
+    pub loads: u64,
+    /// Time spent loading them (the one-time start-up), in milliseconds.
+    pub startup_ms: u64,
+    /// Is the instance draining?
+    pub draining: bool,
+}
