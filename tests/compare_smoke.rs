@@ -1,8 +1,8 @@
-//! Every scenario of the comparison bench (`benches/compare.rs`) at a tiny
+//! Every scenario of the comparison bench (`benches/compare/`) at a tiny
 //! scale, in the test profile: it checks only that rpcop's answers equal
 //! each baseline's. Speed lives in `cargo bench --bench compare`.
 
-#[path = "../benches/compare.rs"]
+#[path = "../benches/compare/main.rs"]
 mod compare;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

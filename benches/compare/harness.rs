@@ -1,0 +1,274 @@
+//! What every scenario shares: the counting allocator behind the peak-memory
+//! numbers, the table's [`Row`], the session with the bench's functions and
+//! data, timing a query, comparing two answers and the medians of samples.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use rpcop::RpcSession;
+
+use super::functions::{identity, model_sim_async};
+
+/// Counts live heap bytes and their peak, so a scenario can read the peak
+/// memory of one run.
+pub(super) struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let grown = new_size - layout.size();
+                let live = LIVE.fetch_add(grown, Ordering::Relaxed) + grown;
+                PEAK.fetch_max(live, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+/// Peak heap bytes above the live bytes at the start, while `f` runs.
+pub(super) async fn peak_of<T>(f: impl Future<Output = T>) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f.await;
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub baseline: String,
+    pub baseline_ms: f64,
+    pub rpcop_ms: f64,
+    pub ratio: f64,
+    pub rows_per_s: f64,
+    pub peak_mb: Option<(f64, f64)>,
+    pub target: String,
+    /// `None` for a row that has no target (it explains another).
+    pub met: Option<bool>,
+    /// rpcop's results equal the baseline's.
+    pub correct: bool,
+}
+
+impl Row {
+    pub(super) fn json(&self) -> String {
+        let peak = match self.peak_mb {
+            Some((b, r)) => format!(", \"baseline_peak_mb\": {b:.1}, \"rpcop_peak_mb\": {r:.1}"),
+            None => String::new(),
+        };
+        format!(
+            "{{\"scenario\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
+            self.scenario,
+            self.baseline,
+            self.baseline_ms,
+            self.rpcop_ms,
+            self.ratio,
+            self.rows_per_s,
+            self.target,
+            self.met
+                .map_or_else(|| "null".to_string(), |m| m.to_string()),
+            self.correct
+        )
+    }
+}
+
+pub(super) fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+pub(super) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// `rows` short strings `row-i` in `partitions` partitions of `batch` rows.
+pub(super) fn strings(rows: usize, batch: usize, partitions: usize) -> Vec<Vec<RecordBatch>> {
+    let mut parts = vec![Vec::new(); partitions];
+    for (i, start) in (0..rows).step_by(batch).enumerate() {
+        let end = (start + batch).min(rows);
+        let column: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (start..end).map(|i| format!("row-{i}")),
+        ));
+        parts[i % partitions].push(RecordBatch::try_from_iter([("s", column)]).unwrap());
+    }
+    parts
+}
+
+/// A session with the bench's functions, `partitions` partitions and
+/// `batch` rows per batch, and `t` = `data`.
+pub(super) async fn session(
+    data: Vec<Vec<RecordBatch>>,
+    partitions: usize,
+    batch: usize,
+) -> RpcSession {
+    let session = RpcSession::builder()
+        .with_demo_functions()
+        .udf(identity())
+        .udf(model_sim_async())
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+        .build();
+    let ctx = session.context();
+    ctx.sql(&format!(
+        "SET datafusion.execution.target_partitions = {partitions}"
+    ))
+    .await
+    .unwrap();
+    ctx.sql(&format!("SET datafusion.execution.batch_size = {batch}"))
+        .await
+        .unwrap();
+    if let Some(first) = data.iter().flatten().next() {
+        let table = MemTable::try_new(first.schema(), data).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+    }
+    session
+}
+
+pub(super) async fn set_rewrite(session: &RpcSession, on: bool) {
+    session
+        .sql(&format!("SET rpcop.rewrite = {on}"))
+        .await
+        .unwrap();
+}
+
+/// Runs `sql` and returns its partitions' results (each in order) and time.
+pub(super) async fn timed(session: &RpcSession, sql: &str) -> (Vec<Vec<RecordBatch>>, Duration) {
+    let start = Instant::now();
+    let out = session
+        .context()
+        .sql(sql)
+        .await
+        .unwrap()
+        .collect_partitioned()
+        .await
+        .unwrap();
+    (out, start.elapsed())
+}
+
+/// The first column of every partition, concatenated per partition.
+pub(super) fn columns(partitions: &[Vec<RecordBatch>]) -> Vec<Vec<ArrayRef>> {
+    partitions
+        .iter()
+        .map(|p| p.iter().map(|b| Arc::clone(b.column(0))).collect())
+        .collect()
+}
+
+pub(super) fn same(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
+    let flat = |p: &[Vec<ArrayRef>]| -> Vec<Vec<String>> {
+        p.iter()
+            .map(|arrays| {
+                arrays
+                    .iter()
+                    .flat_map(|a| {
+                        let f = datafusion::arrow::util::display::ArrayFormatter::try_new(
+                            a.as_ref(),
+                            &Default::default(),
+                        )
+                        .unwrap();
+                        (0..a.len())
+                            .map(move |i| f.value(i).to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    flat(&columns(a)) == flat(&columns(b))
+}
+
+pub(super) fn rows_of(partitions: &[Vec<RecordBatch>]) -> usize {
+    partitions.iter().flatten().map(RecordBatch::num_rows).sum()
+}
+
+/// Interleaves `baseline` and `rpcop` `reps` times; medians in ms and
+/// whether every rpcop answer equalled the baseline's.
+pub(super) async fn compare_sql(
+    session: &RpcSession,
+    baseline_sql: &str,
+    rpcop_sql: &str,
+    reps: usize,
+) -> (f64, f64, usize, bool) {
+    let (mut b, mut r) = (Vec::new(), Vec::new());
+    let mut correct = true;
+    let mut rows = 0;
+    for _ in 0..reps {
+        set_rewrite(session, false).await;
+        let (expected, elapsed) = timed(session, baseline_sql).await;
+        b.push(elapsed);
+        set_rewrite(session, true).await;
+        let (actual, elapsed) = timed(session, rpcop_sql).await;
+        r.push(elapsed);
+        correct &= same(&expected, &actual);
+        rows = rows_of(&actual);
+    }
+    (median(b), median(r), rows, correct)
+}
+
+pub(super) fn row(
+    scenario: String,
+    baseline: &str,
+    (baseline_ms, rpcop_ms, rows): (f64, f64, usize),
+    target: &str,
+    met: bool,
+    correct: bool,
+) -> Row {
+    Row {
+        scenario,
+        baseline: baseline.to_string(),
+        baseline_ms,
+        rpcop_ms,
+        ratio: rpcop_ms / baseline_ms,
+        rows_per_s: rows as f64 / (rpcop_ms / 1e3),
+        peak_mb: None,
+        target: target.to_string(),
+        met: Some(met),
+        correct,
+    }
+}
+
+/// A row without a target: it explains another row (`met` is `None`).
+pub(super) fn explaining(
+    scenario: String,
+    baseline: &str,
+    numbers: (f64, f64, usize),
+    what: &str,
+    correct: bool,
+) -> Row {
+    Row {
+        met: None,
+        ..row(scenario, baseline, numbers, what, true, correct)
+    }
+}
+
+pub(super) fn scaled(n: f64, scale: f64, least: usize) -> usize {
+    ((n * scale) as usize).max(least)
+}

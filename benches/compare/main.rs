@@ -1,0 +1,141 @@
+//! rpcop against its baselines, side by side in one process run.
+//!
+//! Every scenario runs its baseline and rpcop interleaved, several times, and
+//! reports medians; the table goes to stdout (markdown) and to
+//! `target/rpcop-bench/compare.json`. `RPCOP_BENCH_SCALE` scales the sizes
+//! (1.0 = the sizes below, 0.01 = a smoke run in seconds).
+//!
+//! | scenario | rpcop | baseline | target |
+//! | --- | --- | --- | --- |
+//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads (and, without a target, the same over Flight and from a process instance) | in-process, `target_partitions` = cores | ≤ 1.5 |
+//! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, reached in-process and over Flight | the same batches through Arrow IPC in memory | ≤ 1.3 |
+//! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores | in-process, `target_partitions` = cores | ≤ 1.1 |
+//! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each | in-process and an async UDF, `target_partitions` = cores | within 15% of ideal, ≥ 3× both |
+//! | bounded memory | 20M rows through a service 10× slower than its input | the same at 2M rows | peak within 10% |
+//! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
+//!
+//! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
+//! some scenarios: cheap, pass-through, cpu, latency, memory, shared). `tests/compare_smoke.rs` runs every
+//! scenario at a tiny scale in the test suite and checks only the results.
+//!
+//! One file per scenario beside this one (`cheap.rs`, `pass_through.rs` with
+//! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `memory.rs`, `shared.rs`); the
+//! shared helpers in `harness.rs`, the bench's own functions in
+//! `functions.rs`. Each module names its file: this file is also included as
+//! a module by `tests/compare_smoke.rs`.
+
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+#[path = "cheap.rs"]
+mod cheap;
+#[path = "cpu_heavy.rs"]
+mod cpu_heavy;
+#[path = "functions.rs"]
+mod functions;
+#[path = "harness.rs"]
+mod harness;
+#[path = "latency.rs"]
+mod latency;
+#[path = "memory.rs"]
+mod memory;
+#[path = "pass_through.rs"]
+mod pass_through;
+#[path = "shared.rs"]
+mod shared;
+#[path = "socket.rs"]
+mod socket;
+
+use harness::Row;
+
+#[global_allocator]
+static ALLOCATOR: harness::Counting = harness::Counting;
+
+/// Runs every scenario at `scale` with `reps` repetitions.
+pub async fn run(scale: f64, reps: usize) -> Vec<Row> {
+    run_only(scale, reps, "").await
+}
+
+/// Runs the scenarios whose name contains `only` (all for "").
+pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.contains(o));
+    let mut rows = Vec::new();
+    if wanted("cheap") {
+        rows.extend(cheap::cheap(scale, reps).await);
+    }
+    if wanted("pass-through") {
+        rows.extend(pass_through::pass_through(scale, reps).await);
+    }
+    if wanted("cpu") {
+        rows.push(cpu_heavy::cpu_heavy(scale, reps).await);
+    }
+    if wanted("latency") {
+        rows.extend(latency::latency_bound(scale, reps).await);
+    }
+    if wanted("memory") {
+        rows.push(memory::bounded_memory(scale, reps.min(3)).await);
+    }
+    if wanted("shared") {
+        rows.push(shared::shared(scale, reps).await);
+    }
+    rows
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | baseline | baseline median | rpcop median | ratio | rpcop rows/s | peak memory (baseline / rpcop) | target | met |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let peak = r.peak_mb.map_or_else(
+            || "-".to_string(),
+            |(b, p)| format!("{b:.1} MB / {p:.1} MB"),
+        );
+        out.push_str(&format!(
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} | {peak} | {} | {} |\n",
+            r.scenario,
+            r.baseline,
+            r.baseline_ms,
+            r.rpcop_ms,
+            r.ratio,
+            r.rows_per_s,
+            r.target,
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
+        ));
+    }
+    out
+}
+
+fn main() {
+    // as the rpcop binary does
+    rpcop::malloc::tune();
+    // the per-row CPU cost of embed in the CPU-heavy scenario, for both sides
+    // SAFETY: set before any thread of this process reads the environment.
+    unsafe { std::env::set_var("RPCOP_DEMO_ROW_COST_US", "20") };
+    let scale: f64 = std::env::var("RPCOP_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let reps = if scale < 0.1 { 3 } else { 5 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // RPCOP_BENCH_ONLY=cheap,pass-through runs some scenarios (for profiling)
+    let only = std::env::var("RPCOP_BENCH_ONLY").unwrap_or_default();
+    let rows = runtime.block_on(run_only(scale, reps, &only));
+    print!("{}", table(&rows));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/rpcop-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json: Vec<String> = rows.iter().map(Row::json).collect();
+    let path = dir.join("compare.json");
+    std::fs::write(&path, format!("[\n  {}\n]\n", json.join(",\n  "))).unwrap();
+    println!("\nwritten to {}", path.display());
+    if rows.iter().any(|r| !r.correct) {
+        eprintln!("some scenario's results differ from its baseline's");
+        std::process::exit(1);
+    }
+}
