@@ -1,43 +1,7 @@
-//! Cutting a stream of argument batches into requests, and keeping up to
-//! `max_in_flight` of them outstanding, with results in request order.
+//! Cutting argument batches into requests of at most `batch_size` rows and
+//! about `max_batch_bytes` bytes, without copying (slices share buffers).
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::{Stream, StreamExt, stream};
-
-use super::ServiceClient;
-use crate::error::RpcError;
-
-impl ServiceClient {
-    /// Evaluates `function` over a stream of argument batches, each sliced to
-    /// `batch_size` rows (and `max_batch_bytes`), with up to `max_in_flight`
-    /// requests outstanding. Yields one result array per request, in order;
-    /// pulls input only when a request slot is free, so nothing is buffered
-    /// without bound.
-    pub fn call_stream<S>(
-        &self,
-        function: &str,
-        input: S,
-    ) -> impl Stream<Item = Result<ArrayRef, RpcError>> + Send + use<S>
-    where
-        S: Stream<Item = RecordBatch> + Send,
-    {
-        let client = self.clone();
-        let function: Arc<str> = Arc::from(function);
-        let options = self.options();
-        let (rows, bytes) = (options.batch_size, options.max_batch_bytes);
-        input
-            .flat_map(move |batch| stream::iter(slices(&batch, rows, bytes)))
-            .map(move |request| {
-                let client = client.clone();
-                let function = Arc::clone(&function);
-                async move { client.call(&function, request).await }
-            })
-            .buffered(options.max_in_flight)
-    }
-}
 
 /// Splits a batch into requests of at most `rows` rows and about `bytes` bytes.
 pub(crate) fn slices(batch: &RecordBatch, rows: usize, bytes: usize) -> Vec<RecordBatch> {
@@ -57,7 +21,8 @@ pub(crate) fn slices(batch: &RecordBatch, rows: usize, bytes: usize) -> Vec<Reco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::array::{ArrayRef, Int32Array};
+    use std::sync::Arc;
 
     #[test]
     fn slices_cover_every_row_once() {

@@ -6,9 +6,9 @@
 //! ([`crate::transport`]). A request that fails on an instance (the instance
 //! died, closed the stream, answered wrongly) or times out is re-sent to
 //! another instance, up to `retries` times; services are stateless, so a
-//! retry cannot duplicate a result. [`ServiceClient::call_stream`]
-//! (`batching`) keeps up to `max_in_flight` requests outstanding and yields
-//! results in request order.
+//! retry cannot duplicate a result. [`ServiceClient::call_stream`] cuts
+//! batches into requests (`batching`), keeps up to `max_in_flight` of them
+//! outstanding and yields results in request order.
 
 mod batching;
 mod routing;
@@ -21,9 +21,11 @@ use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
+use futures::{Stream, StreamExt, stream};
 use tonic::Code;
 
 pub(crate) use batching::slices;
+
 use routing::Router;
 use stats::Counters;
 pub use stats::{CallReport, ClientStats};
@@ -133,6 +135,33 @@ impl ServiceClient {
     pub async fn call(&self, function: &str, arguments: RecordBatch) -> Result<ArrayRef, RpcError> {
         self.send(function, &arguments, &mut CallReport::default())
             .await
+    }
+
+    /// Evaluates `function` over a stream of argument batches, each sliced to
+    /// `batch_size` rows (and `max_batch_bytes`), with up to `max_in_flight`
+    /// requests outstanding. Yields one result array per request, in order;
+    /// pulls input only when a request slot is free, so nothing is buffered
+    /// without bound.
+    pub fn call_stream<S>(
+        &self,
+        function: &str,
+        input: S,
+    ) -> impl Stream<Item = Result<ArrayRef, RpcError>> + Send + use<S>
+    where
+        S: Stream<Item = RecordBatch> + Send,
+    {
+        let client = self.clone();
+        let function: Arc<str> = Arc::from(function);
+        let options = self.options();
+        let (rows, bytes) = (options.batch_size, options.max_batch_bytes);
+        input
+            .flat_map(move |batch| stream::iter(slices(&batch, rows, bytes)))
+            .map(move |request| {
+                let client = client.clone();
+                let function = Arc::clone(&function);
+                async move { client.call(&function, request).await }
+            })
+            .buffered(options.max_in_flight)
     }
 
     /// Evaluates `function` like [`Self::call`], with the result cast to

@@ -8,19 +8,6 @@
 //! that names the valid keys, the checks of where an option applies, and the
 //! option table of `docs/sql.md` ([`ServiceOptions::markdown_table`], kept
 //! equal to the docs by a test).
-//!
-//! ```
-//! use rpcop::{LoadBalance, ServiceOptions};
-//!
-//! let mut options = ServiceOptions::default();
-//! options.set("parallelism", "4")?;
-//! options.set("load_balance", "round_robin")?;
-//! options.set("timeout", "250ms")?;
-//! assert_eq!(options.parallelism, 4);
-//! assert_eq!(options.load_balance, LoadBalance::RoundRobin);
-//! assert!(options.set("paralelism", "4").is_err());
-//! # Ok::<(), rpcop::OptionError>(())
-//! ```
 
 mod values;
 
@@ -142,8 +129,22 @@ pub enum OptionError {
 /// parsing, printing, checking and the docs read.
 macro_rules! declare_options {
     ( $( #[doc = $doc:literal] $key:ident : $ty:ty = $default:expr, $kind:expr, $scope:ident; )+ ) => {
-        /// The typed options of one RPC service; see the module documentation
-        /// and [`ServiceOptions::describe`] for every key.
+        /// The typed options of one RPC service: every key, with its value,
+        /// default, what it takes and what it means, is listed by
+        /// [`ServiceOptions::describe`].
+        ///
+        /// ```
+        /// use rpcop::{LoadBalance, ServiceOptions};
+        ///
+        /// let mut options = ServiceOptions::default();
+        /// options.set("parallelism", "4")?;
+        /// options.set("load_balance", "round_robin")?;
+        /// options.set("timeout", "250ms")?;
+        /// assert_eq!(options.parallelism, 4);
+        /// assert_eq!(options.load_balance, LoadBalance::RoundRobin);
+        /// assert!(options.set("paralelism", "4").is_err());
+        /// # Ok::<(), rpcop::OptionError>(())
+        /// ```
         #[derive(Debug, Clone, PartialEq)]
         pub struct ServiceOptions {
             $( #[doc = $doc] pub $key: $ty, )+

@@ -7,18 +7,6 @@
 //! `SHOW RPC SERVICES` as implicit); later queries reuse the warm instances.
 //! `CREATE RPC SERVICE FOR FUNCTION f WITH (...)`, without a name, annotates
 //! an existing function the same way from SQL.
-//!
-//! ```no_run
-//! # async fn example(my_model: datafusion::logical_expr::ScalarUDF) -> datafusion::error::Result<()> {
-//! use rpcop::{RpcFunction, RpcSession};
-//!
-//! let session = RpcSession::builder()
-//!     .function(RpcFunction::new(my_model).parallelism(2).batch_size(1024))
-//!     .build();
-//! // starts the service `my_model` with 2 instances, then runs the query
-//! session.sql("SELECT my_model(body) FROM docs").await?;
-//! # Ok(()) }
-//! ```
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -30,6 +18,18 @@ use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF};
 use crate::options::{Isolation, ServiceOptions};
 
 /// A UDF whose calls run on an implicit service with these options.
+///
+/// ```no_run
+/// # async fn example(my_model: datafusion::logical_expr::ScalarUDF) -> datafusion::error::Result<()> {
+/// use rpcop::{RpcFunction, RpcSession};
+///
+/// let session = RpcSession::builder()
+///     .function(RpcFunction::new(my_model).parallelism(2).batch_size(1024))
+///     .build();
+/// // starts the service `my_model` with 2 instances, then runs the query
+/// session.sql("SELECT my_model(body) FROM docs").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RpcFunction {
     udf: ScalarUDF,

@@ -3,7 +3,7 @@
 
 use datafusion::arrow::datatypes::Field;
 
-use super::SCALAR_ARGUMENT_KEY;
+use super::constants::SCALAR_ARGUMENT_KEY;
 
 /// Marks an argument field as a constant (see [`SCALAR_ARGUMENT_KEY`]).
 pub fn scalar_argument(field: &Field) -> Field {

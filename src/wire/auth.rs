@@ -4,7 +4,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use super::AUTHORIZATION_KEY;
+use super::constants::AUTHORIZATION_KEY;
 use crate::error::RpcError;
 
 /// The `authorization` metadata value for `token`.

@@ -31,15 +31,15 @@ pub(crate) fn connect(
         })?
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(super::KEEPALIVE_INTERVAL)
+        .http2_keep_alive_interval(super::constants::KEEPALIVE_INTERVAL)
         .keep_alive_while_idle(true)
-        .initial_stream_window_size(super::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(super::CONNECTION_WINDOW_BYTES)
-        .max_frame_size(super::MAX_FRAME_BYTES);
+        .initial_stream_window_size(super::constants::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(super::constants::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(super::constants::MAX_FRAME_BYTES);
     Ok(
         FlightServiceClient::with_interceptor(endpoint.connect_lazy(), token.clone())
-            .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(super::MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(super::constants::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(super::constants::MAX_MESSAGE_BYTES),
     )
 }
 
@@ -59,7 +59,12 @@ pub(crate) async fn action(client: &FlightClient, name: &str, timeout: Duration)
 
 /// An instance's counters (the `stats` action).
 pub(crate) async fn stats_of(client: &FlightClient) -> Option<InstanceStats> {
-    let body = action(client, super::ACTION_STATS, Duration::from_secs(2)).await?;
+    let body = action(
+        client,
+        super::constants::ACTION_STATS,
+        Duration::from_secs(2),
+    )
+    .await?;
     serde_json::from_slice(&body).ok()
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
-use super::SEQUENCE_STATUS_KEY;
+use super::constants::SEQUENCE_STATUS_KEY;
 
 /// Encodes a request sequence number as `app_metadata`.
 pub fn encode_sequence(seq: u64) -> Bytes {
