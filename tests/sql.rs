@@ -292,11 +292,14 @@ async fn endpoints_attach_to_instances_started_elsewhere() {
         let typed = text(&session.sql("SELECT arrow_typeof(rpc_call('remote', 'sha256', 'a')) AS t").await.unwrap());
         assert!(typed.contains("Binary"), "{typed}");
         let e = session
-            .sql("ALTER RPC SERVICE remote SET (parallelism = 3)")
+            .sql("ALTER RPC SERVICE remote SET (retries = 7, parallelism = 3)")
             .await
             .unwrap_err()
             .strip_backtrace();
-        assert!(e.contains("one per endpoint"), "{e}");
+        assert!(e.contains("one per endpoint") && e.contains("DROP it and CREATE it with other ENDPOINTS"), "{e}");
+        // a refused ALTER changes nothing, not even the options it listed first
+        let retries = text(&session.sql("SELECT value FROM rpc_options('remote') WHERE option = 'retries'").await.unwrap());
+        assert!(retries.contains("| 3     |"), "{retries}");
         // DROP leaves the instances running: they are not ours
         session.sql("DROP RPC SERVICE remote").await.unwrap();
         let again = format!(
