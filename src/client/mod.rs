@@ -97,9 +97,7 @@ impl ServiceClient {
         let service = service.into();
         let router = Router::new(
             service.clone(),
-            options.load_balance,
-            options.transport,
-            options.timeout,
+            &options,
             BearerToken::new(token)?,
             membership,
         );

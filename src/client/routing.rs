@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::RpcError;
-use crate::options::{LoadBalance, Transport};
+use crate::options::{LoadBalance, ServiceOptions, Transport};
 use crate::region::{Member, MembershipWatch};
 use crate::transport::Connection;
 use crate::wire::{BearerToken, connect};
@@ -35,11 +35,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
+    /// A router of the service `service` by `options`' policy, transport and
+    /// timeout, following `membership`; ends its pruning task when dropped.
     pub(crate) fn new(
         service: String,
-        policy: LoadBalance,
-        transport: Transport,
-        timeout: Duration,
+        options: &ServiceOptions,
         token: BearerToken,
         membership: MembershipWatch,
     ) -> Arc<Self> {
@@ -49,9 +49,9 @@ impl Router {
         );
         let router = Arc::new(Self {
             service,
-            policy,
-            transport,
-            timeout,
+            policy: options.load_balance,
+            transport: options.transport,
+            timeout: options.timeout,
             token,
             membership,
             connections: Mutex::new(HashMap::new()),
