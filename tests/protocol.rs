@@ -1,4 +1,4 @@
-//! The wire protocol as DESIGN.md writes it, exercised with a plain Arrow
+//! The wire protocol as docs/protocol.md writes it, exercised with a plain Arrow
 //! Flight client (arrow-flight's own, none of rpcop's client code), against
 //! in-process instances and a standalone `rpcop serve`.
 

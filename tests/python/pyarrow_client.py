@@ -1,5 +1,5 @@
 """Calls a standalone `rpcop serve` with pyarrow's Flight client, from the
-wire protocol in DESIGN.md alone (none of rpcop's client code).
+wire protocol in docs/protocol.md alone (none of rpcop's client code).
 
 Usage: python3 tests/python/pyarrow_client.py PATH_TO_RPCOP_BINARY
 Prints 'N passed, N failed' and exits non-zero on any failure.
