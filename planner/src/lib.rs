@@ -3,11 +3,14 @@
 //!
 //! This crate knows nothing of the network. [`RpcRewrite`] is a DataFusion
 //! optimizer rule that asks a [`ServiceDirectory`] "which service serves
-//! function f?" and, for every call it can move, evaluates the call's
-//! arguments below the node that used it and inserts an [`RpcProxy`] that adds
-//! one column per call. The runtime (crate `rpcop`) plans the node as
-//! `RpcProxyExec`. [`RpcopConfig`] is the `rpcop.*` namespace of the session's
-//! settings (`SET rpcop.rewrite = false`).
+//! function f?" and moves every call it can below the node that used it,
+//! into an [`RpcProxy`] that adds one column per call. A call DataFusion
+//! evaluates only on some rows (a `CASE` branch, the right side of `AND`)
+//! keeps to those rows: the proxy sends only them. The rule runs first and
+//! again after subqueries become joins ([`RpcRewrite::install`]). The runtime
+//! (crate `rpcop`) plans the node as `RpcProxyExec`. [`RpcopConfig`] is the
+//! `rpcop.*` namespace of the session's settings (`SET rpcop.rewrite =
+//! false`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -26,8 +29,7 @@
 //! }
 //!
 //! # async fn example() -> datafusion::error::Result<()> {
-//! let mut rules = Optimizer::new().rules;
-//! rules.insert(0, Arc::new(RpcRewrite::new(Arc::new(OneService))));
+//! let rules = RpcRewrite::install(Optimizer::new().rules, Arc::new(OneService));
 //! let state = SessionStateBuilder::new()
 //!     .with_config(SessionConfig::new().with_option_extension(RpcopConfig::default()))
 //!     .with_default_features()
@@ -40,12 +42,14 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
 //! ```
 
+mod collect;
 mod config;
 mod directory;
+mod guard;
 mod proxy;
 mod rewrite;
 
 pub use config::RpcopConfig;
 pub use directory::{ServiceDirectory, ServiceRef};
 pub use proxy::{ProxyCall, RpcProxy};
-pub use rewrite::RpcRewrite;
+pub use rewrite::{OptimizerRules, RpcRewrite};

@@ -1,12 +1,16 @@
 //! The `RpcProxy` logical node: its input's columns, plus one column per call
 //! of a function that a service evaluates.
+//!
+//! A call may have a guard: an `Int8` expression over the input that is `1`
+//! on the rows the call is evaluated on (a `CASE` branch, the right side of
+//! `AND`); elsewhere its column is NULL and nothing is sent.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{DFSchema, DFSchemaRef, Result, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
@@ -22,8 +26,11 @@ pub struct ProxyCall {
     pub func: Arc<ScalarUDF>,
     /// The name the service hosts it under (its name or an alias).
     pub function: String,
-    /// Its arguments: columns of the proxy's input, or literals.
+    /// Its arguments: row-wise expressions over the proxy's input.
     pub args: Vec<Expr>,
+    /// The rows it is evaluated on: those where this `Int8` expression over
+    /// the input is `1`. `None`: every row.
+    pub guard: Option<Expr>,
     /// The name of the output column that holds its result.
     pub name: String,
 }
@@ -35,6 +42,17 @@ impl ProxyCall {
             Arc::clone(&self.func),
             self.args.clone(),
         ))
+    }
+}
+
+impl fmt::Display for ProxyCall {
+    /// `upper(t.a) AS name`, with `WHEN guard` before `AS` if it has one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.expr())?;
+        if let Some(guard) = &self.guard {
+            write!(f, " WHEN {guard} = 1")?;
+        }
+        write!(f, " AS {}", self.name)
     }
 }
 
@@ -51,8 +69,8 @@ pub struct RpcProxy {
 impl RpcProxy {
     /// A proxy over `input` for `calls`, all served by `service`.
     ///
-    /// Each argument must be a column of `input` or a literal, and the call
-    /// names must be new to `input`.
+    /// The arguments and guards must be expressions over `input`, and the
+    /// call names new to `input`.
     pub fn try_new(
         input: Arc<LogicalPlan>,
         service: ServiceRef,
@@ -64,21 +82,18 @@ impl RpcProxy {
             .map(|(qualifier, field)| (qualifier.cloned(), Arc::clone(field)))
             .collect();
         for call in &calls {
-            if let Some(arg) = call
-                .args
-                .iter()
-                .find(|a| !matches!(a, Expr::Column(_) | Expr::Literal(..)))
+            if let Some(guard) = &call.guard
+                && guard.get_type(input_schema)? != DataType::Int8
             {
-                return plan_err!(
-                    "RpcProxy: argument {arg} of {} is neither a column nor a literal",
-                    call.name
-                );
+                return plan_err!("RpcProxy: the guard {guard} of {} is not Int8", call.name);
             }
             if input_schema.fields().iter().any(|f| f.name() == &call.name) {
                 return plan_err!("RpcProxy: output column {} already exists", call.name);
             }
             let (_, field) = call.expr().to_field(input_schema)?;
-            let result = Field::new(&call.name, field.data_type().clone(), field.is_nullable())
+            // rows the guard leaves out are NULL
+            let nullable = field.is_nullable() || call.guard.is_some();
+            let result = Field::new(&call.name, field.data_type().clone(), nullable)
                 .with_metadata(field.metadata().clone());
             fields.push((None, Arc::new(result)));
         }
@@ -136,12 +151,13 @@ impl UserDefinedLogicalNodeCore for RpcProxy {
         &self.schema
     }
 
-    /// The arguments only: the calls themselves must stay calls of the
-    /// service (rules such as constant folding would evaluate them here).
+    /// The arguments and guards only: the calls themselves must stay calls
+    /// of the service (rules such as constant folding would evaluate them
+    /// here).
     fn expressions(&self) -> Vec<Expr> {
         self.calls
             .iter()
-            .flat_map(|call| call.args.iter().cloned())
+            .flat_map(|call| call.args.iter().chain(&call.guard).cloned())
             .collect()
     }
 
@@ -152,7 +168,7 @@ impl UserDefinedLogicalNodeCore for RpcProxy {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let calls: Vec<&str> = self.calls.iter().map(|c| c.name.as_str()).collect();
+        let calls: Vec<String> = self.calls.iter().map(ProxyCall::to_string).collect();
         write!(
             f,
             "RpcProxy: service={}, policy={}, calls=[{}]",
@@ -169,7 +185,9 @@ impl UserDefinedLogicalNodeCore for RpcProxy {
                 inputs.len()
             ))
         })?;
-        let mut exprs = exprs.into_iter();
+        // rules that rewrite expressions alias them to keep their names;
+        // arguments and guards have none to keep
+        let mut exprs = exprs.into_iter().map(Expr::unalias);
         let calls = self
             .calls
             .iter()
@@ -177,6 +195,7 @@ impl UserDefinedLogicalNodeCore for RpcProxy {
                 func: Arc::clone(&call.func),
                 function: call.function.clone(),
                 args: exprs.by_ref().take(call.args.len()).collect(),
+                guard: call.guard.as_ref().and_then(|_| exprs.next()),
                 name: call.name.clone(),
             })
             .collect();

@@ -1,306 +1,180 @@
 //! The rule that turns calls of service-hosted functions into [`RpcProxy`]
 //! nodes.
 //!
-//! For a projection, filter, aggregate, sort, window or join, [`RpcRewrite`]
-//! finds the calls it can move: calls of a function some service hosts whose
-//! arguments read only the node's input (no aggregate, window, subquery or
-//! outer reference inside). Arguments that are neither columns nor literals
-//! are computed by a projection below; then one [`RpcProxy`] per service adds
-//! the calls' results as columns, and the node reads those columns instead.
-//! A call repeated in a node is sent once. A hosted call nested in another
-//! one's arguments is sent first, by a proxy of its own below. Names of the
-//! node's output are kept, and a node whose output is its input's (a filter,
-//! a sort, a join) gets a projection on top that drops the added columns.
+//! For a projection, filter, aggregate, sort, window or the keys of a join,
+//! [`RpcRewrite`] moves each call of a function some service hosts below the
+//! node: one [`RpcProxy`] per service adds the calls' results as columns,
+//! and the node reads those columns instead. A call moves when its arguments
+//! read only the node's input (no aggregate, window, subquery or outer
+//! reference inside); a call that DataFusion evaluates only on some rows (a
+//! `CASE` branch, a later argument of `coalesce`, the right side of
+//! `AND`/`OR`) moves with a guard, and the proxy sends only those rows
+//! (`collect` and `guard`). A call repeated in a node is sent once (unless
+//! it is volatile). A hosted call nested in another one's arguments is sent
+//! first, by a proxy of its own below. The names of the node's output are
+//! kept, and a node whose output is its input's (a filter, a sort, a join)
+//! gets a projection on top that drops the added columns.
+//!
+//! The rule runs twice in the optimizer ([`RpcRewrite::install`]): first,
+//! before constant folding could evaluate a hosted call in-process; again
+//! after DataFusion turned subqueries into joins. Neither pass touches a
+//! correlated subquery, which the decorrelation rules must see unchanged;
+//! the second pass finds its calls in the joins it became. Every column the
+//! rule adds has a new name (`__rpcop_call_N`), so none collides with a
+//! column of the same name on the other side of such a join.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema, Result};
-use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan, Projection, ScalarUDF};
+use datafusion::logical_expr::{Extension, LogicalPlan, Projection, Subquery};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
+use crate::collect::{Collector, Moved, contains_hosted_call};
 use crate::config::RpcopConfig;
 use crate::directory::{ServiceDirectory, ServiceRef};
+use crate::guard::Context;
 use crate::proxy::{ProxyCall, RpcProxy};
 
-/// A function some service hosts, and the name it hosts it under.
-#[derive(Debug, Clone)]
-struct Hosted {
-    service: ServiceRef,
-    function: String,
-}
+/// The DataFusion rule after which the second pass runs: the last one that
+/// turns subqueries into joins.
+const AFTER_DECORRELATION: &str = "decorrelate_lateral_join";
 
 /// The optimizer rule that moves calls of service-hosted functions into
 /// [`RpcProxy`] nodes (see the module documentation).
 #[derive(Debug)]
 pub struct RpcRewrite {
     directory: Arc<dyn ServiceDirectory>,
+    name: &'static str,
 }
+
+/// A list of optimizer rules, as DataFusion's [`Optimizer`] holds them.
+///
+/// [`Optimizer`]: datafusion::optimizer::Optimizer
+pub type OptimizerRules = Vec<Arc<dyn OptimizerRule + Send + Sync>>;
 
 impl RpcRewrite {
     /// A rule asking `directory` which service serves a function.
     pub fn new(directory: Arc<dyn ServiceDirectory>) -> Self {
-        Self { directory }
-    }
-
-    /// The service of `func` and the name it hosts it under: the
-    /// function's own name or one of its aliases.
-    fn service_of(&self, func: &ScalarUDF) -> Option<Hosted> {
-        std::iter::once(func.name())
-            .chain(func.aliases().iter().map(String::as_str))
-            .find_map(|name| {
-                let service = self.directory.service_of(name)?;
-                Some(Hosted {
-                    service,
-                    function: name.to_string(),
-                })
-            })
-    }
-
-    fn contains_hosted_call(&self, expr: &Expr) -> bool {
-        expr.exists(|e| {
-            Ok(matches!(e, Expr::ScalarFunction(f) if self.service_of(&f.func).is_some()))
-        })
-        .unwrap_or(true)
-    }
-
-    /// The hosted calls in `exprs` that can move below the node, onto
-    /// `input`, and contain no hosted call themselves; each once, with its
-    /// service, in the order first seen.
-    fn movable_calls(&self, exprs: &[Expr], input: &DFSchema) -> Result<Vec<(Expr, Hosted)>> {
-        let mut found: Vec<(Expr, Hosted)> = Vec::new();
-        for expr in exprs {
-            expr.apply(|e| {
-                let Expr::ScalarFunction(ScalarFunction { func, args }) = e else {
-                    return Ok(TreeNodeRecursion::Continue);
-                };
-                let Some(hosted) = self.service_of(func) else {
-                    return Ok(TreeNodeRecursion::Continue);
-                };
-                if args.iter().any(|a| self.contains_hosted_call(a)) {
-                    return Ok(TreeNodeRecursion::Continue);
-                }
-                if args.iter().all(|a| evaluable_on(a, input)) && !found.iter().any(|(c, _)| c == e)
-                {
-                    found.push((e.clone(), hosted));
-                }
-                Ok(TreeNodeRecursion::Jump)
-            })?;
+        Self {
+            directory,
+            name: "rpc_rewrite",
         }
-        Ok(found)
     }
-}
 
-/// Can `expr` be computed by a projection over `input`? Only row-wise
-/// expressions of `input`'s columns can.
-fn evaluable_on(expr: &Expr, input: &DFSchema) -> bool {
-    !expr
-        .exists(|e| {
-            Ok(match e {
-                Expr::Column(column) => !input.has_column(column),
-                Expr::Alias(_)
-                | Expr::ScalarVariable(..)
-                | Expr::Literal(..)
-                | Expr::BinaryExpr(_)
-                | Expr::Like(_)
-                | Expr::SimilarTo(_)
-                | Expr::Not(_)
-                | Expr::IsNotNull(_)
-                | Expr::IsNull(_)
-                | Expr::IsTrue(_)
-                | Expr::IsFalse(_)
-                | Expr::IsUnknown(_)
-                | Expr::IsNotTrue(_)
-                | Expr::IsNotFalse(_)
-                | Expr::IsNotUnknown(_)
-                | Expr::Negative(_)
-                | Expr::Between(_)
-                | Expr::Case(_)
-                | Expr::Cast(_)
-                | Expr::TryCast(_)
-                | Expr::ScalarFunction(_)
-                | Expr::InList(_) => false,
-                _ => true,
-            })
-        })
-        .unwrap_or(true)
-}
-
-/// Puts `calls` (all evaluable on `input`) below a node: a projection for
-/// arguments that are not columns or literals, then one proxy per service.
-/// Returns the new input and, per call, the column that now holds it.
-fn hoist(
-    input: LogicalPlan,
-    calls: Vec<(Expr, Hosted)>,
-    config: &dyn OptimizerConfig,
-) -> Result<(LogicalPlan, HashMap<Expr, Expr>)> {
-    let (mut plan, computed) = compute_arguments(input, &calls, config)?;
-    let mut taken: Vec<String> = plan
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let mut replacements = HashMap::new();
-    let mut by_service: Vec<(ServiceRef, Vec<ProxyCall>)> = Vec::new();
-    for (call, Hosted { service, function }) in calls {
-        let Expr::ScalarFunction(f) = &call else {
-            continue;
-        };
-        let args = f
-            .args
+    /// `rules` (DataFusion's, such as `Optimizer::new().rules`) with the
+    /// rule added where it must run: first, and again after the rules that
+    /// turn subqueries into joins (or last, if `rules` has none of those).
+    pub fn install(
+        mut rules: OptimizerRules,
+        directory: Arc<dyn ServiceDirectory>,
+    ) -> OptimizerRules {
+        let after = rules
             .iter()
-            .map(|arg| match computed.iter().find(|(e, _)| e == arg) {
-                Some((_, name)) => Expr::Column(Column::new_unqualified(name)),
-                None => arg.clone(),
-            })
-            .collect();
-        let mut name = call.schema_name().to_string();
-        if taken.contains(&name) {
-            name = config.alias_generator().next("__rpcop_call");
-        }
-        taken.push(name.clone());
-        replacements.insert(call.clone(), Expr::Column(Column::new_unqualified(&name)));
-        let proxy_call = ProxyCall {
-            func: Arc::clone(&f.func),
-            function,
-            args,
-            name,
+            .position(|r| r.name() == AFTER_DECORRELATION)
+            .map_or(rules.len(), |i| i + 1);
+        let again = Self {
+            directory: Arc::clone(&directory),
+            name: "rpc_rewrite_after_decorrelation",
         };
-        match by_service.iter_mut().find(|(s, _)| *s == service) {
-            Some((_, calls)) => calls.push(proxy_call),
-            None => by_service.push((service, vec![proxy_call])),
-        }
-    }
-    for (service, calls) in by_service {
-        let proxy = RpcProxy::try_new(Arc::new(plan), service, calls)?;
-        plan = LogicalPlan::Extension(Extension {
-            node: Arc::new(proxy),
-        });
-    }
-    Ok((plan, replacements))
-}
-
-/// `input` with a projection on top that computes the calls' arguments that
-/// are neither columns nor literals, each once; returns it with each such
-/// argument and the name of its column.
-fn compute_arguments(
-    input: LogicalPlan,
-    calls: &[(Expr, Hosted)],
-    config: &dyn OptimizerConfig,
-) -> Result<(LogicalPlan, Vec<(Expr, String)>)> {
-    let aliases = config.alias_generator();
-    let mut computed: Vec<(Expr, String)> = Vec::new();
-    for (call, _) in calls {
-        if let Expr::ScalarFunction(f) = call {
-            for arg in &f.args {
-                if !is_column_or_literal(arg) && !computed.iter().any(|(e, _)| e == arg) {
-                    computed.push((arg.clone(), aliases.next("__rpcop_arg")));
-                }
-            }
-        }
-    }
-    if computed.is_empty() {
-        return Ok((input, computed));
-    }
-    let mut exprs: Vec<Expr> = input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
-    exprs.extend(computed.iter().map(|(e, name)| e.clone().alias(name)));
-    let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
-    Ok((plan, computed))
-}
-
-/// Levels of hosted calls nested in each other's arguments that get
-/// proxies; calls nested deeper stay in-process.
-const MAX_NESTING: usize = 16;
-
-fn is_column_or_literal(expr: &Expr) -> bool {
-    matches!(expr, Expr::Column(_) | Expr::Literal(..))
-}
-
-fn replace(exprs: Vec<Expr>, replacements: &HashMap<Expr, Expr>) -> Result<Vec<Expr>> {
-    exprs
-        .into_iter()
-        .map(|expr| {
-            expr.transform_down(|e| match replacements.get(&e) {
-                Some(column) => Ok(Transformed::new(
-                    column.clone(),
-                    true,
-                    TreeNodeRecursion::Jump,
-                )),
-                None => Ok(Transformed::no(e)),
-            })
-            .map(|t| t.data)
-        })
-        .collect()
-}
-
-/// `plan`, with a projection on top if its output differs from `schema`.
-fn with_schema(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
-    let same = plan.schema().fields().len() == schema.fields().len()
-        && plan
-            .schema()
-            .iter()
-            .zip(schema.iter())
-            .all(|((q1, f1), (q2, f2))| q1 == q2 && f1.name() == f2.name());
-    if same {
-        return Ok(plan);
-    }
-    let exprs = schema.columns().into_iter().map(Expr::Column).collect();
-    Ok(LogicalPlan::Projection(Projection::try_new(
-        exprs,
-        Arc::new(plan),
-    )?))
-}
-
-impl OptimizerRule for RpcRewrite {
-    fn name(&self) -> &str {
-        "rpc_rewrite"
+        rules.insert(after, Arc::new(again));
+        rules.insert(0, Arc::new(Self::new(directory)));
+        rules
     }
 
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn rewrite(
+    /// `plan` with the calls of every node moved, except inside correlated
+    /// subqueries.
+    fn rewrite_plan(
         &self,
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        if !RpcopConfig::rewrite_enabled(&config.options()) {
-            return Ok(Transformed::no(plan));
-        }
-        let keeps_names = match &plan {
-            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => true,
-            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Join(_) => false,
+        plan.transform_down_up(
+            |node| {
+                Ok(match &node {
+                    LogicalPlan::Subquery(s) if correlated(&s.subquery) => {
+                        Transformed::new(node, false, TreeNodeRecursion::Jump)
+                    }
+                    _ => Transformed::no(node),
+                })
+            },
+            |node| {
+                node.map_subqueries(|subquery| match subquery {
+                    LogicalPlan::Subquery(s) if !correlated(&s.subquery) => {
+                        let Subquery {
+                            subquery,
+                            outer_ref_columns,
+                            spans,
+                        } = s;
+                        self.rewrite_plan(Arc::unwrap_or_clone(subquery), config)?
+                            .map_data(|plan| {
+                                Ok(LogicalPlan::Subquery(Subquery {
+                                    subquery: Arc::new(plan),
+                                    outer_ref_columns,
+                                    spans,
+                                }))
+                            })
+                    }
+                    other => Ok(Transformed::no(other)),
+                })?
+                .transform_data(|node| self.rewrite_node(node, config))
+            },
+        )
+    }
+
+    /// One node with its hosted calls moved below it.
+    fn rewrite_node(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        // the expressions evaluated on every row: all, but a join's filter,
+        // which sees only the pairs of rows whose keys match
+        let (keeps_names, always) = match &plan {
+            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => {
+                (true, usize::MAX)
+            }
+            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) => (false, usize::MAX),
+            LogicalPlan::Join(join) => (false, 2 * join.on.len()),
             _ => return Ok(Transformed::no(plan)),
         };
         let mut exprs = plan.expressions();
-        if !exprs.iter().any(|e| self.contains_hosted_call(e)) {
+        if !exprs
+            .iter()
+            .any(|e| contains_hosted_call(self.directory.as_ref(), e))
+        {
             return Ok(Transformed::no(plan));
         }
+        let contexts: Vec<Context> = (0..exprs.len())
+            .map(|i| {
+                if i < always {
+                    Context::Always
+                } else {
+                    Context::Unknown
+                }
+            })
+            .collect();
         let preserver = NamePreserver::new(&plan);
         let names: Vec<_> = exprs.iter().map(|e| preserver.save(e)).collect();
         let mut inputs: Vec<LogicalPlan> = plan.inputs().into_iter().cloned().collect();
         let mut changed = false;
         for input in &mut inputs {
-            // one round per level of hosted calls nested in hosted calls
-            for _ in 0..MAX_NESTING {
-                let calls = self.movable_calls(&exprs, input.schema())?;
-                if calls.is_empty() {
+            // one round per level of hosted calls nested in hosted calls (or
+            // in the conditions guarding them)
+            for _ in 0..MAX_ROUNDS {
+                let mut collector = Collector::new(self.directory.as_ref(), input.schema(), config);
+                exprs = exprs
+                    .into_iter()
+                    .zip(&contexts)
+                    .map(|(e, context)| collector.visit(e, context))
+                    .collect::<Result<_>>()?;
+                let moved = collector.finish();
+                if moved.is_empty() {
                     break;
                 }
-                let (hoisted, replacements) = hoist(input.clone(), calls, config)?;
-                exprs = replace(exprs, &replacements)?;
-                *input = hoisted;
+                *input = hoist(input.clone(), moved)?;
                 changed = true;
             }
         }
@@ -319,6 +193,98 @@ impl OptimizerRule for RpcRewrite {
         let schema = Arc::clone(plan.schema());
         let rewritten = plan.with_new_exprs(exprs, inputs)?;
         Ok(Transformed::yes(with_schema(rewritten, &schema)?))
+    }
+}
+
+/// Does `plan` read a column of a query around it?
+fn correlated(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(node.contains_outer_reference()
+            || node
+                .apply_subqueries(|sub| {
+                    Ok(if correlated(sub) {
+                        TreeNodeRecursion::Stop
+                    } else {
+                        TreeNodeRecursion::Continue
+                    })
+                })
+                .is_ok_and(|r| r == TreeNodeRecursion::Stop))
+    })
+    .unwrap_or(true)
+}
+
+/// Puts `moved` below a node: one proxy per service, in the order the
+/// services were first seen.
+fn hoist(input: LogicalPlan, moved: Vec<Moved>) -> Result<LogicalPlan> {
+    let mut by_service: Vec<(ServiceRef, Vec<ProxyCall>)> = Vec::new();
+    for call in moved {
+        let proxy_call = ProxyCall {
+            func: call.func,
+            function: call.function,
+            args: call.args,
+            guard: call.guard,
+            name: call.name,
+        };
+        match by_service.iter_mut().find(|(s, _)| *s == call.service) {
+            Some((_, calls)) => calls.push(proxy_call),
+            None => by_service.push((call.service, vec![proxy_call])),
+        }
+    }
+    let mut plan = input;
+    for (service, calls) in by_service {
+        let proxy = RpcProxy::try_new(Arc::new(plan), service, calls)?;
+        plan = LogicalPlan::Extension(Extension {
+            node: Arc::new(proxy),
+        });
+    }
+    Ok(plan)
+}
+
+/// Rounds of moving calls per node: calls nested deeper in each other's
+/// arguments (or guards) stay in-process.
+const MAX_ROUNDS: usize = 16;
+
+/// `plan`, with a projection on top if its output differs from `schema`.
+fn with_schema(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
+    let same = plan.schema().fields().len() == schema.fields().len()
+        && plan
+            .schema()
+            .iter()
+            .zip(schema.iter())
+            .all(|((q1, f1), (q2, f2))| q1 == q2 && f1.name() == f2.name());
+    if same {
+        return Ok(plan);
+    }
+    let exprs = schema
+        .columns()
+        .into_iter()
+        .map(datafusion::logical_expr::Expr::Column)
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(plan),
+    )?))
+}
+
+impl OptimizerRule for RpcRewrite {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The rule walks the plan itself, to leave correlated subqueries alone.
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        None
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        if !RpcopConfig::rewrite_enabled(&config.options()) {
+            return Ok(Transformed::no(plan));
+        }
+        self.rewrite_plan(plan, config)
     }
 }
 
@@ -344,8 +310,10 @@ mod tests {
     }
 
     async fn context() -> SessionContext {
-        let mut rules = datafusion::optimizer::Optimizer::new().rules;
-        rules.insert(0, Arc::new(RpcRewrite::new(Arc::new(TwoServices))));
+        let rules = RpcRewrite::install(
+            datafusion::optimizer::Optimizer::new().rules,
+            Arc::new(TwoServices),
+        );
         let state = SessionStateBuilder::new()
             .with_config(SessionConfig::new().with_option_extension(RpcopConfig::default()))
             .with_default_features()
@@ -361,9 +329,30 @@ mod tests {
         ctx
     }
 
+    /// The optimized plan of `sql`, with the generated column names left out
+    /// (` AS __rpcop_call_N` dropped, other uses shown as `#`).
     async fn plan(ctx: &SessionContext, sql: &str) -> String {
         let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
-        plan.display_indent().to_string()
+        let text = plan.display_indent().to_string();
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("__rpcop_call_") {
+            let (before, after) = rest.split_at(at);
+            let digits = after["__rpcop_call_".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .count();
+            match before.strip_suffix(" AS ") {
+                Some(before) => out.push_str(before),
+                None => {
+                    out.push_str(before);
+                    out.push('#');
+                }
+            }
+            rest = &after["__rpcop_call_".len() + digits..];
+        }
+        out.push_str(rest);
+        out
     }
 
     #[tokio::test]
@@ -390,7 +379,7 @@ mod tests {
         let ctx = context().await;
         let p = plan(&ctx, "SELECT n FROM t WHERE upper(a) = 'X'").await;
         assert!(
-            p.contains("calls=[upper(t.a)]") && p.contains("Filter: upper(t.a) = Utf8"),
+            p.contains("calls=[upper(t.a)]") && p.contains("Filter: # = Utf8"),
             "{p}"
         );
         let p = plan(
@@ -414,14 +403,109 @@ mod tests {
         // md5(upper(a)): upper first, by its own proxy below md5's
         let p = plan(&ctx, "SELECT md5(upper(a)) FROM t").await;
         let upper = p.find("calls=[upper(t.a)]").unwrap();
-        let md5 = p.find("calls=[md5(upper(t.a))]").unwrap();
+        let md5 = p.find("calls=[md5(#)]").unwrap();
         assert!(md5 < upper, "{p}");
-        // an expression argument is computed by a projection below the proxy
+        // an expression argument is evaluated by the proxy
         let p = plan(&ctx, "SELECT upper(concat(a, b)) FROM t").await;
-        assert!(p.contains("AS __rpcop_arg"), "{p}");
+        assert!(p.contains("calls=[upper(concat(t.a, t.b))]"), "{p}");
         // a repeated call is sent once
         let p = plan(&ctx, "SELECT upper(a) AS x, upper(a) || '!' AS y FROM t").await;
         assert_eq!(p.matches("upper(t.a)]").count(), 1, "{p}");
+        // a volatile one as often as it is written
+        let p = plan(
+            &ctx,
+            "SELECT upper(a || random()) AS x, upper(a || random()) AS y FROM t",
+        )
+        .await;
+        assert_eq!(p.matches("upper(t.a || CAST(random()").count(), 2, "{p}");
+    }
+
+    #[tokio::test]
+    async fn conditional_calls_move_with_the_rows_they_are_evaluated_on() {
+        let ctx = context().await;
+        let p = plan(
+            &ctx,
+            "SELECT CASE WHEN n > 0 THEN upper(a) ELSE md5(b) END FROM t",
+        )
+        .await;
+        assert!(
+            p.contains(
+                "calls=[upper(t.a) WHEN CASE WHEN t.n > Int32(0) THEN Int8(1) ELSE Int8(0) END = 1]"
+            ),
+            "{p}"
+        );
+        assert!(
+            p.contains(
+                "calls=[md5(t.b) WHEN CASE WHEN t.n > Int32(0) THEN Int8(0) ELSE Int8(1) END = 1]"
+            ),
+            "{p}"
+        );
+        // coalesce's later arguments are evaluated where the earlier are NULL
+        let p = plan(&ctx, "SELECT coalesce(b, upper(a)) FROM t").await;
+        assert!(
+            p.contains("calls=[upper(t.a) WHEN CASE WHEN t.b IS NOT NULL THEN Int8(0) ELSE Int8(1) END = 1]"),
+            "{p}"
+        );
+        // the right side of AND where the left is not false
+        let p = plan(&ctx, "SELECT n FROM t WHERE n > 0 AND upper(a) = 'X'").await;
+        assert!(
+            p.contains("calls=[upper(t.a) WHEN CASE WHEN t.n > Int32(0) IS NOT FALSE THEN Int8(1) ELSE Int8(0) END = 1]"),
+            "{p}"
+        );
+        // a hosted call in a WHEN moves first; the branch's guard reads it
+        let p = plan(
+            &ctx,
+            "SELECT CASE WHEN upper(a) = 'X' THEN md5(b) END FROM t",
+        )
+        .await;
+        let md5 = p
+            .find("calls=[md5(t.b) WHEN CASE WHEN # = Utf8View(\"X\") THEN Int8(1) ELSE Int8(0) END = 1]")
+            .unwrap_or_else(|| panic!("{p}"));
+        let upper = p
+            .find("calls=[upper(t.a)]")
+            .unwrap_or_else(|| panic!("{p}"));
+        assert!(md5 < upper, "{p}");
+    }
+
+    #[tokio::test]
+    async fn calls_whose_rows_cannot_be_told_stay_in_process() {
+        let ctx = context().await;
+        // evaluating random() again would not pick the same rows
+        let p = plan(
+            &ctx,
+            "SELECT CASE WHEN random() > 0.5 THEN upper(a) END FROM t",
+        )
+        .await;
+        assert!(!p.contains("RpcProxy"), "{p}");
+        // a join filter sees only the pairs whose keys match
+        let p = plan(
+            &ctx,
+            "SELECT n FROM t LEFT JOIN u ON t.a = u.k AND upper(t.b) = 'Y'",
+        )
+        .await;
+        assert!(!p.contains("RpcProxy"), "{p}");
+    }
+
+    #[tokio::test]
+    async fn subqueries_are_decorrelated_before_their_calls_move() {
+        let ctx = context().await;
+        // a correlated scalar subquery becomes a join first
+        let p = plan(
+            &ctx,
+            "SELECT n, (SELECT max(upper(k)) FROM u WHERE u.k = t.a) FROM t",
+        )
+        .await;
+        assert!(
+            p.contains("calls=[upper(u.k)]") && !p.contains("Subquery:"),
+            "{p}"
+        );
+        // the same call on both sides of IN: no two columns share a name
+        let p = plan(
+            &ctx,
+            "SELECT n FROM t WHERE upper(a) IN (SELECT upper(k) FROM u)",
+        )
+        .await;
+        assert_eq!(p.matches("calls=[upper(").count(), 2, "{p}");
     }
 
     #[tokio::test]

@@ -13,12 +13,13 @@ use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNode};
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use rpcop_planner::{ProxyCall, RpcProxy};
 
-use super::call::{Argument, Call};
+use super::call::Call;
 use super::proxy_exec::RpcProxyExec;
 use crate::client::ServiceClient;
 
@@ -44,8 +45,8 @@ impl ExtensionPlanner for RpcProxyPlanner {
         node: &dyn UserDefinedLogicalNode,
         _logical_inputs: &[&LogicalPlan],
         physical_inputs: &[Arc<dyn ExecutionPlan>],
-        _session: &dyn Session,
-        _planning: &PhysicalPlanningContext,
+        session: &dyn Session,
+        planning: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(proxy) = node.as_any().downcast_ref::<RpcProxy>() else {
             return Ok(None);
@@ -57,7 +58,7 @@ impl ExtensionPlanner for RpcProxyPlanner {
         let calls = proxy
             .calls()
             .iter()
-            .map(|call| physical_call(proxy, call))
+            .map(|call| physical_call(proxy, call, session, planning))
             .collect::<Result<Arc<[Call]>>>()?;
         Ok(Some(Arc::new(RpcProxyExec::try_new(
             Arc::clone(input),
@@ -67,31 +68,34 @@ impl ExtensionPlanner for RpcProxyPlanner {
     }
 }
 
-/// A logical call of `proxy` as the operator sends it: arguments as input
-/// column indexes or constants, and the result field of its output column.
-fn physical_call(proxy: &RpcProxy, call: &ProxyCall) -> Result<Call> {
+/// A logical call of `proxy` as the operator sends it: arguments and guard
+/// as physical expressions over the input, and the result field of its
+/// output column.
+fn physical_call(
+    proxy: &RpcProxy,
+    call: &ProxyCall,
+    session: &dyn Session,
+    planning: &PhysicalPlanningContext,
+) -> Result<Call> {
     let input_schema: &DFSchema = proxy.input().schema();
+    let props = session.execution_props();
     let arguments = call
         .args
         .iter()
-        .map(|arg| match arg {
-            Expr::Column(column) => {
-                let index = input_schema.index_of_column(column)?;
-                Ok(Argument::Column(
-                    index,
-                    Arc::clone(input_schema.field(index)),
-                ))
-            }
-            Expr::Literal(value, _) => Ok(Argument::Constant(value.clone())),
-            other => internal_err!("RpcProxy argument {other} is not a column or literal"),
-        })
+        .map(|arg| create_physical_expr(arg, input_schema, props, planning))
         .collect::<Result<Vec<_>>>()?;
+    let guard = call
+        .guard
+        .as_ref()
+        .map(|guard| create_physical_expr(guard, input_schema, props, planning))
+        .transpose()?;
     let (_, result) = proxy
         .schema()
         .qualified_field_with_unqualified_name(&call.name)?;
     Ok(Call {
         function: call.function.clone(),
         arguments,
+        guard,
         result: Arc::clone(result),
     })
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use datafusion::arrow::array::new_empty_array;
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -35,7 +36,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryFutureExt};
 
-use super::call::Call;
+use super::call::{Call, Rows};
 use super::requests::{Waiting, requests};
 use crate::client::ServiceClient;
 
@@ -135,11 +136,19 @@ impl ExecutionPlan for RpcProxyExec {
         vec![true]
     }
 
+    /// The calls' arguments and guards (the calls themselves are sent, not
+    /// evaluated here).
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        // the calls are sent, not evaluated here: no physical expressions
+        for call in self.calls.iter() {
+            for expr in call.arguments.iter().chain(&call.guard) {
+                if f(expr)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     }
 
@@ -199,7 +208,8 @@ impl ExecutionPlan for RpcProxyExec {
     }
 }
 
-/// Sends every call of one request and appends the results to its rows.
+/// Sends every call of one request (only the rows each is evaluated on)
+/// and appends the results to its rows.
 async fn answer(
     request: RecordBatch,
     client: &ServiceClient,
@@ -212,13 +222,29 @@ async fn answer(
     in_flight.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let answers = futures::future::try_join_all(calls.iter().map(|call| {
-        let arguments = call.arguments(&request);
+        let request = &request;
         async move {
-            let arguments = arguments?;
-            client
+            let selected = call.rows(request)?;
+            let arguments = match &selected {
+                Rows::None => None,
+                Rows::All => Some(call.arguments(request)?),
+                Rows::Some(_, subset) => Some(call.arguments(subset)?),
+            };
+            let Some(arguments) = arguments else {
+                return Ok((
+                    call.result_column(&selected, rows, new_empty_array(call.result.data_type()))?,
+                    None,
+                ));
+            };
+            let sent = arguments.num_rows();
+            let (result, report) = client
                 .call_as(&call.function, &arguments, call.result.data_type())
                 .map_err(datafusion::error::DataFusionError::from)
-                .await
+                .await?;
+            Ok::<_, datafusion::error::DataFusionError>((
+                call.result_column(&selected, rows, result)?,
+                Some((report, sent)),
+            ))
         }
     }))
     .await;
@@ -226,12 +252,14 @@ async fn answer(
     metrics.in_flight_time.add_elapsed(started);
     let mut columns = request.columns().to_vec();
     for (result, report) in answers? {
-        metrics.requests.add(1);
-        metrics
-            .retries
-            .add(usize::try_from(report.retries).unwrap_or(usize::MAX));
-        if report.nulled {
-            metrics.errors.add(rows);
+        if let Some((report, sent)) = report {
+            metrics.requests.add(1);
+            metrics
+                .retries
+                .add(usize::try_from(report.retries).unwrap_or(usize::MAX));
+            if report.nulled {
+                metrics.errors.add(sent);
+            }
         }
         columns.push(result);
     }

@@ -133,9 +133,9 @@ impl RpcSessionBuilder {
         }
         let directory: Arc<dyn ServiceDirectory> = Arc::clone(&catalog) as _;
         let clients: Arc<dyn ClientSource> = Arc::clone(&catalog) as _;
-        let mut rules = Optimizer::new().rules;
-        // first, before constant folding could evaluate a hosted call in-process
-        rules.insert(0, Arc::new(RpcRewrite::new(directory)));
+        // first, before constant folding could evaluate a hosted call
+        // in-process, and again once subqueries are joins
+        let rules = RpcRewrite::install(Optimizer::new().rules, directory);
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_option_extension(RpcopConfig::default());
