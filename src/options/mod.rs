@@ -13,7 +13,7 @@ mod values;
 
 use std::time::Duration;
 
-use values::{Choice, Count, Devices, FilePath, Limit, Positive, Size, ValueKind};
+use values::{Choice, Count, Devices, FilePath, Flag, Limit, Positive, Size, ValueKind};
 pub use values::{
     DeviceSet, Isolation, LoadBalance, OnError, Transport, format_duration, parse_bytes,
     parse_duration,
@@ -32,6 +32,8 @@ pub enum OptionScope {
     /// The token of instances attached with `ENDPOINTS`; fixed while the
     /// service runs.
     Attach,
+    /// What a service may host: any service, fixed while it runs.
+    Hosting,
 }
 
 impl OptionScope {
@@ -42,7 +44,7 @@ impl OptionScope {
 
     /// Does the option apply to instances attached with `ENDPOINTS`?
     pub fn applies_to_endpoints(self) -> bool {
-        matches!(self, Self::Routing | Self::Attach)
+        matches!(self, Self::Routing | Self::Attach | Self::Hosting)
     }
 
     /// May the option change while its service runs?
@@ -56,6 +58,7 @@ impl OptionScope {
             Self::Scale => "pools started here; ALTER resizes",
             Self::Resource => "pools started here; fixed while running",
             Self::Attach => "ENDPOINTS only; fixed while running",
+            Self::Hosting => "any service; fixed while running",
         }
     }
 }
@@ -218,6 +221,8 @@ declare_options! {
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
     /// File holding the token the ENDPOINTS instances were started with.
     token_file: Option<String> = None, FilePath, Attach;
+    /// Host volatile functions (random(), a sampling model): a retried or re-routed request may answer differently.
+    allow_volatile: bool = false, Flag, Hosting;
 }
 
 /// Parses `value` with `kind`, or says what the option `key` expects.

@@ -239,6 +239,29 @@ impl ValueKind for Positive {
     }
 }
 
+/// `true` or `false`.
+pub(crate) struct Flag;
+
+impl ValueKind for Flag {
+    type Value = bool;
+
+    fn parse(&self, text: &str) -> Option<bool> {
+        match text.to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    fn format(&self, value: &bool) -> String {
+        value.to_string()
+    }
+
+    fn expected(&self) -> String {
+        "true or false".to_string()
+    }
+}
+
 /// GPU device ids: one per instance in turn, or a set per instance.
 pub(crate) struct Devices;
 

@@ -15,6 +15,7 @@
 mod advice;
 mod annotated;
 mod catalog;
+mod hostable;
 mod rpc_call;
 mod services;
 mod tables;
@@ -224,7 +225,9 @@ impl RpcSession {
                 let frame = self.ctx.execute_logical_plan(plan).await?;
                 return frame.collect().await.map_err(advice::advise);
             }
-            Statement::Rpc(RpcStatement::Create(create)) => services.create(create).await?,
+            Statement::Rpc(RpcStatement::Create(create)) => {
+                services.create(create, &self.ctx).await?;
+            }
             Statement::Rpc(RpcStatement::Alter { name, options }) => {
                 services.alter(&name, &options).await?;
             }

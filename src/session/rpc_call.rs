@@ -49,9 +49,12 @@ impl Eq for RpcCall {}
 
 impl Hash for RpcCall {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        "rpc_call".hash(state);
+        RPC_CALL.hash(state);
     }
 }
+
+/// The function's SQL name.
+pub(crate) const RPC_CALL: &str = "rpc_call";
 
 fn literal_name(value: Option<&ScalarValue>) -> Option<String> {
     match value? {
@@ -77,7 +80,7 @@ impl RpcCall {
 
 impl ScalarUDFImpl for RpcCall {
     fn name(&self) -> &str {
-        "rpc_call"
+        RPC_CALL
     }
 
     fn signature(&self) -> &Signature {

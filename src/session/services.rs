@@ -12,12 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
 use rpcop_planner::ServiceDirectory;
 use rpcop_sql::statement::{CreateService, OptionValue};
 use tokio::sync::Mutex;
 
 use super::advice::{option_error, plan_error, rpc_error};
 use super::catalog::{Service, ServiceCatalog, ServiceEntry};
+use super::hostable::{self, Source};
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::options::{OptionError, ServiceOptions};
@@ -87,7 +89,14 @@ impl Services {
 
     /// `CREATE RPC SERVICE`: starts a pool, attaches to `ENDPOINTS`, or
     /// (without a name) annotates the function.
-    pub(crate) async fn create(&self, create: CreateService) -> Result<()> {
+    ///
+    /// `registry` holds the session's functions: those that no service can
+    /// host are refused here, with their reason.
+    pub(crate) async fn create(
+        &self,
+        create: CreateService,
+        registry: &(dyn FunctionRegistry + Sync),
+    ) -> Result<()> {
         let _one_at_a_time = self.lock.lock().await;
         let target = if create.endpoints.is_empty() {
             Target::Pool
@@ -115,13 +124,23 @@ impl Services {
                 )))
             };
         }
+        let source = match target {
+            Target::Endpoints => Source::Endpoints,
+            _ => Source::Library,
+        };
+        for function in &create.functions {
+            hostable::check(
+                registry,
+                &self.library,
+                function,
+                source,
+                options.allow_volatile,
+            )?;
+        }
         self.check_unserved(&create.functions)?;
         if target == Target::Endpoints {
             return self.attach(name, &create, options).await;
         }
-        self.library
-            .select(&create.functions)
-            .map_err(|e| plan_error(e.to_string()))?;
         if create.name.is_none() {
             // an annotation: the first query that calls it starts the service
             self.catalog.annotate(name, options);
