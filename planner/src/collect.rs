@@ -65,6 +65,8 @@ pub(crate) struct Collector<'a> {
     directory: &'a dyn ServiceDirectory,
     input: &'a DFSchema,
     config: &'a dyn OptimizerConfig,
+    /// Move only calls whose arguments read no column.
+    constants_only: bool,
     moved: Vec<Moved>,
 }
 
@@ -73,11 +75,13 @@ impl<'a> Collector<'a> {
         directory: &'a dyn ServiceDirectory,
         input: &'a DFSchema,
         config: &'a dyn OptimizerConfig,
+        constants_only: bool,
     ) -> Self {
         Self {
             directory,
             input,
             config,
+            constants_only,
             moved: Vec::new(),
         }
     }
@@ -137,7 +141,9 @@ impl<'a> Collector<'a> {
                 return Ok(Expr::ScalarFunction(ScalarFunction::new_udf(f.func, args)));
             }
             let guard = context.guard();
+            let reads_columns = || f.args.iter().any(|a| !a.column_refs().is_empty());
             let movable = f.args.iter().all(|a| evaluable_on(a, self.input))
+                && !(self.constants_only && reads_columns())
                 && guard.is_none_or(|g| {
                     !contains_hosted_call(self.directory, g) && evaluable_on(g, self.input)
                 });

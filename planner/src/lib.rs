@@ -6,8 +6,8 @@
 //! function f?" and moves every call it can below the node that used it,
 //! into an [`RpcProxy`] that adds one column per call. A call DataFusion
 //! evaluates only on some rows (a `CASE` branch, the right side of `AND`)
-//! keeps to those rows: the proxy sends only them. The rule runs first and
-//! again after subqueries become joins ([`RpcRewrite::install`]). The runtime
+//! keeps to those rows: the proxy sends only them. The rule runs after
+//! DataFusion's own rules ([`RpcRewrite::install`]). The runtime
 //! (crate `rpcop`) plans the node as `RpcProxyExec`. [`RpcopConfig`] is the
 //! `rpcop.*` namespace of the session's settings (`SET rpcop.rewrite =
 //! false`).

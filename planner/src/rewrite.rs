@@ -15,13 +15,16 @@
 //! kept, and a node whose output is its input's (a filter, a sort, a join)
 //! gets a projection on top that drops the added columns.
 //!
-//! The rule runs twice in the optimizer ([`RpcRewrite::install`]): first,
-//! before constant folding could evaluate a hosted call in-process; again
-//! after DataFusion turned subqueries into joins. Neither pass touches a
-//! correlated subquery, which the decorrelation rules must see unchanged;
-//! the second pass finds its calls in the joins it became. Every column the
-//! rule adds has a new name (`__rpcop_call_N`), so none collides with a
-//! column of the same name on the other side of such a join.
+//! The rule runs last among DataFusion's optimizer rules
+//! ([`RpcRewrite::install`]): by then subqueries are joins and filters have
+//! been pushed down, so each call moves from the place DataFusion would
+//! evaluate it, and the optimizer's next pass prunes and pushes through the
+//! new nodes. A first run, before everything else, moves only calls whose
+//! arguments read no column, which constant folding would otherwise
+//! evaluate in-process. Neither touches a correlated subquery, which the
+//! decorrelation rules must see unchanged. Every column the rule adds has a
+//! new name (`__rpcop_call_N`), so none collides with a column of the same
+//! name on the other side of a join.
 
 use std::sync::Arc;
 
@@ -38,16 +41,12 @@ use crate::directory::{ServiceDirectory, ServiceRef};
 use crate::guard::Context;
 use crate::proxy::{ProxyCall, RpcProxy};
 
-/// The DataFusion rule after which the second pass runs: the last one that
-/// turns subqueries into joins.
-const AFTER_DECORRELATION: &str = "decorrelate_lateral_join";
-
 /// The optimizer rule that moves calls of service-hosted functions into
 /// [`RpcProxy`] nodes (see the module documentation).
 #[derive(Debug)]
 pub struct RpcRewrite {
     directory: Arc<dyn ServiceDirectory>,
-    name: &'static str,
+    constants_only: bool,
 }
 
 /// A list of optimizer rules, as DataFusion's [`Optimizer`] holds them.
@@ -56,31 +55,30 @@ pub struct RpcRewrite {
 pub type OptimizerRules = Vec<Arc<dyn OptimizerRule + Send + Sync>>;
 
 impl RpcRewrite {
-    /// A rule asking `directory` which service serves a function.
+    /// A rule asking `directory` which service serves a function; it moves
+    /// every call it can.
     pub fn new(directory: Arc<dyn ServiceDirectory>) -> Self {
         Self {
             directory,
-            name: "rpc_rewrite",
+            constants_only: false,
         }
     }
 
     /// `rules` (DataFusion's, such as `Optimizer::new().rules`) with the
-    /// rule added where it must run: first, and again after the rules that
-    /// turn subqueries into joins (or last, if `rules` has none of those).
+    /// rule added where it must run: last, once DataFusion has turned
+    /// subqueries into joins and pushed filters down, so each call moves
+    /// from where DataFusion would evaluate it; and, for calls of constants
+    /// only, first, before constant folding would evaluate them in-process.
     pub fn install(
         mut rules: OptimizerRules,
         directory: Arc<dyn ServiceDirectory>,
     ) -> OptimizerRules {
-        let after = rules
-            .iter()
-            .position(|r| r.name() == AFTER_DECORRELATION)
-            .map_or(rules.len(), |i| i + 1);
-        let again = Self {
+        let constants = Self {
             directory: Arc::clone(&directory),
-            name: "rpc_rewrite_after_decorrelation",
+            constants_only: true,
         };
-        rules.insert(after, Arc::new(again));
-        rules.insert(0, Arc::new(Self::new(directory)));
+        rules.insert(0, Arc::new(constants));
+        rules.push(Arc::new(Self::new(directory)));
         rules
     }
 
@@ -164,7 +162,12 @@ impl RpcRewrite {
             // one round per level of hosted calls nested in hosted calls (or
             // in the conditions guarding them)
             for _ in 0..MAX_ROUNDS {
-                let mut collector = Collector::new(self.directory.as_ref(), input.schema(), config);
+                let mut collector = Collector::new(
+                    self.directory.as_ref(),
+                    input.schema(),
+                    config,
+                    self.constants_only,
+                );
                 exprs = exprs
                     .into_iter()
                     .zip(&contexts)
@@ -268,7 +271,11 @@ fn with_schema(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
 
 impl OptimizerRule for RpcRewrite {
     fn name(&self) -> &str {
-        self.name
+        if self.constants_only {
+            "rpc_rewrite_constants"
+        } else {
+            "rpc_rewrite"
+        }
     }
 
     /// The rule walks the plan itself, to leave correlated subqueries alone.
