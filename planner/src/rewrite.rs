@@ -29,9 +29,9 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, Result};
+use datafusion::common::{Column, DFSchema, Result};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Extension, LogicalPlan, Projection, Subquery};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, Projection, Subquery};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -188,7 +188,12 @@ impl RpcRewrite {
             exprs
                 .into_iter()
                 .zip(names)
-                .map(|(e, name)| name.restore(e))
+                .map(|(e, name)| match e {
+                    // its columns are named after the expressions inside;
+                    // `with_schema` renames them
+                    Expr::GroupingSet(_) => e,
+                    e => name.restore(e),
+                })
                 .collect()
         } else {
             exprs
@@ -247,9 +252,11 @@ fn hoist(input: LogicalPlan, moved: Vec<Moved>) -> Result<LogicalPlan> {
 /// arguments (or guards) stay in-process.
 const MAX_ROUNDS: usize = 16;
 
-/// `plan`, with a projection on top if its output differs from `schema`.
+/// `plan`, with a projection on top if its output differs from `schema`:
+/// one that drops the columns it added, or renames its columns as they were.
 fn with_schema(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
-    let same = plan.schema().fields().len() == schema.fields().len()
+    let same_width = plan.schema().fields().len() == schema.fields().len();
+    let same = same_width
         && plan
             .schema()
             .iter()
@@ -258,11 +265,22 @@ fn with_schema(plan: LogicalPlan, schema: &DFSchema) -> Result<LogicalPlan> {
     if same {
         return Ok(plan);
     }
-    let exprs = schema
-        .columns()
-        .into_iter()
-        .map(datafusion::logical_expr::Expr::Column)
-        .collect();
+    let exprs = if same_width {
+        plan.schema()
+            .iter()
+            .zip(schema.iter())
+            .map(|((q1, f1), (q2, f2))| {
+                let column = Expr::Column(Column::new(q1.cloned(), f1.name()));
+                if q1 == q2 && f1.name() == f2.name() {
+                    column
+                } else {
+                    column.alias_qualified(q2.cloned(), f2.name())
+                }
+            })
+            .collect()
+    } else {
+        schema.columns().into_iter().map(Expr::Column).collect()
+    };
     Ok(LogicalPlan::Projection(Projection::try_new(
         exprs,
         Arc::new(plan),

@@ -96,6 +96,7 @@ impl LoadedFunction {
             // value, so the function is not asked to read one
             return Ok(new_empty_array(return_field.data_type()));
         }
+        let all_constants = values.iter().all(|v| matches!(v, ColumnarValue::Scalar(_)));
         let result = self
             .udf
             .invoke_with_args(ScalarFunctionArgs {
@@ -105,9 +106,17 @@ impl LoadedFunction {
                 return_field,
                 config_options: Arc::clone(config),
             })
-            .map_err(|e| self.failed(e.strip_backtrace()))?
-            .into_array(rows)
             .map_err(|e| self.failed(e.strip_backtrace()))?;
+        // a function of constants may answer one value for all rows (as
+        // DataFusion's own evaluation allows)
+        let result = match result {
+            ColumnarValue::Array(array) if all_constants && array.len() == 1 && rows != 1 => {
+                ScalarValue::try_from_array(&array, 0)
+                    .and_then(|value| value.to_array_of_size(rows))
+            }
+            result => result.into_array(rows),
+        }
+        .map_err(|e| self.failed(e.strip_backtrace()))?;
         if result.len() != rows {
             return Err(self.failed(format!("returned {} values for {rows} rows", result.len())));
         }
@@ -181,6 +190,24 @@ mod tests {
 
     fn loaded(name: &str) -> LoadedFunction {
         crate::demo::library().get(name).unwrap().load().unwrap()
+    }
+
+    #[test]
+    fn a_function_of_constants_answers_every_row() {
+        // abs of a constant answers one value; the request has four rows
+        let field = crate::wire::scalar_argument(&Field::new(
+            "a",
+            datafusion::arrow::datatypes::DataType::Int32,
+            true,
+        ));
+        let b = RecordBatch::try_new(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![field])),
+            vec![Arc::new(Int32Array::from(vec![-3; 4]))],
+        )
+        .unwrap();
+        let out = loaded("abs").invoke(&b, &Arc::default()).unwrap();
+        let expected: ArrayRef = Arc::new(Int32Array::from(vec![3; 4]));
+        assert_eq!(&out, &expected);
     }
 
     #[test]
