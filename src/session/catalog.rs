@@ -69,7 +69,14 @@ impl ServiceCatalog {
         let services = self.read();
         services.get(name).cloned().ok_or_else(|| {
             let mut known: Vec<String> = services.keys().cloned().collect();
-            known.extend(self.annotations().into_iter().map(|(function, _)| function));
+            // pending implicit services; not annotations asleep under a
+            // service created by name
+            known.extend(
+                self.annotations()
+                    .into_iter()
+                    .map(|(function, _)| function)
+                    .filter(|f| !services.values().any(|e| e.region.hosts(f))),
+            );
             known.sort();
             known.dedup();
             DataFusionError::Plan(format!(
@@ -93,6 +100,14 @@ impl ServiceCatalog {
     /// Is there a service called `name`?
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
+    }
+
+    /// Does a running service host `function`? (Its annotation, if any,
+    /// sleeps meanwhile.)
+    pub(crate) fn is_served(&self, function: &str) -> bool {
+        self.read()
+            .values()
+            .any(|entry| entry.region.hosts(function))
     }
 
     /// Every service, by name.

@@ -146,13 +146,10 @@ impl Services {
             self.catalog.annotate(name, options);
             return Ok(());
         }
+        // the functions' annotations sleep while this service hosts them
+        // and wake when it is dropped
         self.start(name, create.functions.clone(), options, false)
-            .await?;
-        // a service created by name replaces the functions' annotations
-        for function in &create.functions {
-            self.catalog.remove_annotation(function);
-        }
-        Ok(())
+            .await
     }
 
     /// A function is served by one service at most.
@@ -276,14 +273,19 @@ impl Services {
     pub(crate) async fn drop_service(&self, name: &str, if_exists: bool) -> Result<()> {
         let _one_at_a_time = self.lock.lock().await;
         let missing = self.catalog.get(name).err();
-        // dropping an implicit service also drops its function's annotation:
-        // the function runs in-process again
-        let annotation = self.catalog.remove_annotation(name);
         // new queries stop reaching it at once; running ones drain
         if let Some(entry) = self.catalog.remove(name) {
+            if entry.implicit {
+                // its function runs in-process again
+                self.catalog.remove_annotation(name);
+            }
+            // a service created by name gives its functions back to their
+            // annotations, if they have any
             entry.region.shutdown().await;
             return Ok(());
         }
+        // a pending implicit service: its annotation goes
+        let annotation = self.catalog.remove_annotation(name);
         match missing {
             Some(error) if annotation.is_none() && !if_exists => Err(error),
             _ => Ok(()),
@@ -297,7 +299,11 @@ impl Services {
         called: impl IntoIterator<Item = String>,
     ) -> Result<()> {
         for function in called {
-            if self.catalog.annotation(&function).is_none() || self.catalog.contains(&function) {
+            let asleep = || self.catalog.is_served(&function);
+            if self.catalog.annotation(&function).is_none()
+                || self.catalog.contains(&function)
+                || asleep()
+            {
                 continue;
             }
             let _one_at_a_time = self.lock.lock().await;
@@ -305,7 +311,7 @@ impl Services {
             let Some(options) = self.catalog.annotation(&function) else {
                 continue;
             };
-            if self.catalog.contains(&function) {
+            if self.catalog.contains(&function) || asleep() {
                 continue;
             }
             self.start(function.clone(), vec![function.clone()], options, true)

@@ -72,7 +72,9 @@ fn instances_schema() -> SchemaRef {
 pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     let mut rows: BTreeMap<String, ([String; 5], [u64; 2])> = BTreeMap::new();
     for (function, options) in catalog.annotations() {
-        if !catalog.contains(&function) {
+        // an annotation sleeps while a service created by name hosts its
+        // function, and wakes when that service is dropped
+        if !catalog.contains(&function) && !catalog.is_served(&function) {
             let text = [
                 "implicit".to_string(),
                 function.clone(),
