@@ -7,14 +7,15 @@
 //! The first line printed on stdout is the bound address (`host:port`), so a
 //! parent that passed port 0 learns the port the system chose.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
 
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::instance::{Instance, InstanceConfig, bind};
-use crate::wire::BearerToken;
+use crate::wire::{BearerToken, LIFELINE_ENV};
 
 /// The flags of `rpcop serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -108,15 +109,61 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     })
 }
 
+/// Returns on SIGINT, on SIGTERM, or when the parent that started this
+/// process ends (see [`wait_for_parent_exit`]).
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
+    let (orphaned, parent_gone) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rpcop-lifeline".into())
+        .spawn(move || {
+            if wait_for_parent_exit() {
+                let _ = orphaned.send(());
+            }
+        })
+        .ok();
+    let parent_gone = async {
+        // no lifeline: never
+        if parent_gone.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = parent_gone => {}
+        }
         return;
     };
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        () = parent_gone => tracing::info!("the parent process is gone; stopping"),
+    }
+}
+
+/// Blocks until the parent that started this process ends, if it gave this
+/// process a lifeline (the fd named by [`LIFELINE_ENV`]); returns `false` at
+/// once if it did not.
+fn wait_for_parent_exit() -> bool {
+    let Some(fd) = std::env::var(LIFELINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return false;
+    };
+    // SAFETY: the parent put the lifeline at this fd for this process, and
+    // nothing else in it owns the fd.
+    let mut lifeline = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    // the parent never writes: reads return at end-of-file, when it is gone
+    loop {
+        match lifeline.read(&mut byte) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
     }
 }
 

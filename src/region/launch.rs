@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::process::{ProcessSpec, TokenFile, launch_process};
+use super::lifeline::TokenFd;
+use super::process::{ProcessSpec, launch_process};
 use super::running::Running;
 use crate::function::HostedFunction;
 use crate::instance::{Instance, InstanceConfig, bind};
@@ -23,11 +24,8 @@ pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub(crate) enum Launcher {
     /// In this process, each on a runtime of its own.
     Thread,
-    /// Child `PROGRAM serve` processes, reading the token from `token_file`.
-    Process {
-        program: PathBuf,
-        token_file: TokenFile,
-    },
+    /// Child `PROGRAM serve` processes, given the token as an inherited fd.
+    Process { program: PathBuf, token: TokenFd },
     /// Instances that run elsewhere, one per slot.
     Remote { endpoints: Vec<String> },
 }
@@ -53,15 +51,12 @@ impl Launcher {
     ) -> Result<(String, Running), String> {
         match self {
             Launcher::Thread => launch_thread(spec, slot, options.threads).await,
-            Launcher::Process {
-                program,
-                token_file,
-            } => {
+            Launcher::Process { program, token } => {
                 let process = ProcessSpec {
                     service: &spec.service,
                     functions: spec.functions.iter().map(HostedFunction::name).collect(),
                     bind: SocketAddr::from((BIND_HOST, 0)),
-                    token_file,
+                    token,
                 };
                 launch_process(program, &process, slot, options).await
             }

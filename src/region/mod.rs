@@ -19,6 +19,7 @@
 //! never started, drained or stopped by this process.
 
 mod launch;
+mod lifeline;
 mod membership;
 mod process;
 mod running;
@@ -35,9 +36,10 @@ use crate::function::HostedFunction;
 use crate::options::{Isolation, ServiceOptions};
 use crate::wire::{BearerToken, InstanceStats, instance_stats};
 use launch::{InstanceSpec, Launcher};
+use lifeline::TokenFd;
 use membership::MembershipPublisher;
 pub use membership::{Member, MemberState, Membership, MembershipWatch};
-use process::{TokenFile, random_token};
+use process::random_token;
 use supervisor::{RegionShared, Slot, SlotCommand};
 
 /// Builds and starts a [`ServiceRegion`].
@@ -99,10 +101,9 @@ impl RegionBuilder {
                     None => std::env::current_exe()?,
                 },
             };
-            let token_file = TokenFile::write(&self.name, &token)?;
             Launcher::Process {
                 program,
-                token_file,
+                token: TokenFd::new(&token)?,
             }
         } else {
             Launcher::Thread

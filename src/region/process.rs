@@ -2,13 +2,15 @@
 //! a user's own binary with the same flags), so an abort or out-of-memory in
 //! a handler cannot take the caller down.
 //!
-//! The child gets the region's token in a file only its owner can read,
-//! `--threads`, `--memory-limit` (its heap's limit) and `CUDA_VISIBLE_DEVICES`
-//! (its device set), and prints its address as its first line of stdout.
-//! Its stderr goes to the log; its last line is kept, to say why it died.
+//! The child gets the region's token as an inherited fd (`--token-file
+//! /dev/fd/4`), `--threads`, `--memory-limit` (its heap's limit) and
+//! `CUDA_VISIBLE_DEVICES` (its device set), is tied to this process so it
+//! never outlives it (`lifeline`), and prints its address as its first line
+//! of stdout. Its stderr goes to the log; its last line is kept, to say why
+//! it died.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,9 +18,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
+use super::lifeline::{TokenFd, tie};
 use super::running::{Running, describe_exit, with_last_words};
 use crate::error::RpcError;
 use crate::options::ServiceOptions;
+use crate::wire::TOKEN_PATH;
 
 /// What a child process instance is started with.
 pub(crate) struct ProcessSpec<'a> {
@@ -28,8 +32,8 @@ pub(crate) struct ProcessSpec<'a> {
     pub(crate) functions: Vec<&'a str>,
     /// The address to bind.
     pub(crate) bind: SocketAddr,
-    /// The file holding the token.
-    pub(crate) token_file: &'a TokenFile,
+    /// The token, passed as an inherited fd.
+    pub(crate) token: &'a TokenFd,
 }
 
 /// Starts `program serve ...` for `slot`; returns its address once it
@@ -41,6 +45,7 @@ pub(crate) async fn launch_process(
     options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
     let mut child = command(program, spec, slot, options)
+        .map_err(|e| format!("cannot start '{} serve': {e}", program.display()))?
         .spawn()
         .map_err(|e| format!("cannot start '{} serve': {e}", program.display()))?;
     let stdout = child
@@ -82,14 +87,14 @@ fn command(
     spec: &ProcessSpec<'_>,
     slot: usize,
     options: &ServiceOptions,
-) -> Command {
+) -> Result<Command, RpcError> {
     let mut command = Command::new(program);
     command
         .arg("serve")
         .arg("--bind")
         .arg(spec.bind.to_string())
         .arg("--token-file")
-        .arg(&spec.token_file.0)
+        .arg(TOKEN_PATH)
         .arg("--threads")
         .arg(options.threads.to_string());
     for function in &spec.functions {
@@ -106,7 +111,8 @@ fn command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    command
+    tie(&mut command, spec.token)?;
+    Ok(command)
 }
 
 /// The address a child printed as its first line (`host:port`), as
@@ -141,13 +147,33 @@ async fn relay_stderr(
 ) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::warn!(%instance, "{line}");
+        match level_of(&line) {
+            Some(tracing::Level::ERROR) => tracing::error!(%instance, "{line}"),
+            Some(tracing::Level::INFO) => tracing::info!(%instance, "{line}"),
+            Some(tracing::Level::DEBUG) => tracing::debug!(%instance, "{line}"),
+            Some(tracing::Level::TRACE) => tracing::trace!(%instance, "{line}"),
+            // warnings, and what is not a log line (a panic): warn
+            _ => tracing::warn!(%instance, "{line}"),
+        }
         if !is_backtrace_noise(&line)
             && let Ok(mut last) = last_words.lock()
         {
             *last = line;
         }
     }
+}
+
+/// The level of a child's log line as `tracing`'s formatter writes it
+/// (`<time>  INFO target: message`), if it is one.
+fn level_of(line: &str) -> Option<tracing::Level> {
+    line.split_whitespace().take(2).find_map(|word| match word {
+        "ERROR" => Some(tracing::Level::ERROR),
+        "WARN" => Some(tracing::Level::WARN),
+        "INFO" => Some(tracing::Level::INFO),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "TRACE" => Some(tracing::Level::TRACE),
+        _ => None,
+    })
 }
 
 /// Lines of a Rust panic's backtrace and hints, which say nothing of why.
@@ -170,42 +196,21 @@ pub(crate) fn random_token() -> Result<String, RpcError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A token written to a file only its owner can read, removed on drop.
-#[derive(Debug)]
-pub(crate) struct TokenFile(PathBuf);
-
-impl TokenFile {
-    pub(crate) fn write(service: &str, token: &str) -> Result<Self, RpcError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let safe: String = service
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let path = std::env::temp_dir().join(format!(
-            "rpcop-{}-{safe}-{}.token",
-            std::process::id(),
-            random_token()?.get(..8).unwrap_or("0")
-        ));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(token.as_bytes())?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TokenFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_lines_keep_their_level() {
+        let line = "2026-11-25T10:00:00.000000Z  INFO rpcop::serve: serving";
+        assert_eq!(level_of(line), Some(tracing::Level::INFO));
+        assert_eq!(
+            level_of("2026-11-25T10:00:00Z ERROR x: y"),
+            Some(tracing::Level::ERROR)
+        );
+        assert_eq!(level_of("thread 'main' panicked at src/x.rs:1:1:"), None);
+        assert_eq!(level_of("5 retries left"), None);
+    }
 
     #[test]
     fn last_words_skip_backtraces() {

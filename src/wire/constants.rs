@@ -39,3 +39,15 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// How often both sides ping an idle HTTP/2 connection.
 pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The variable that tells a child instance process the fd of its
+/// *lifeline*: a pipe its parent never writes, which reads end-of-file when
+/// the parent is gone; the child then exits.
+pub const LIFELINE_ENV: &str = "RPCOP_LIFELINE_FD";
+/// The fd number of the lifeline in a child instance process.
+pub const LIFELINE_FD: i32 = 3;
+/// The fd number of the token in a child instance process; it reads it as
+/// [`TOKEN_PATH`].
+pub const TOKEN_FD: i32 = 4;
+/// The path a child instance process reads its token from (`--token-file`).
+pub const TOKEN_PATH: &str = "/dev/fd/4";

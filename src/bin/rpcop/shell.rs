@@ -4,7 +4,10 @@
 //! at the first failure; with neither, an interactive prompt reads
 //! statements that end with `;` over as many lines as they take, with
 //! history. Results print as `--format table|csv|json|ndjson`, followed by a
-//! rows-and-time line. Statements run in an [`RpcSession`]: the RPC service
+//! rows-and-time line. Ctrl-C cancels the running statement: the prompt
+//! comes back (with `-c`/`-f`, the shell exits non-zero). Service instances
+//! run in process groups of their own, so the terminal's SIGINT does not
+//! reach them. Statements run in an [`RpcSession`]: the RPC service
 //! statements start, resize, show and stop service regions, and the demo
 //! functions are registered.
 
@@ -161,8 +164,10 @@ impl Shell {
                     if trimmed.ends_with(';') {
                         let _ = editor.add_history_entry(buffer.trim());
                         let mut stdout = std::io::stdout().lock();
-                        if let Err(error) = self.run(&buffer, &mut stdout).await {
-                            eprintln!("Error: {}", error.strip_backtrace());
+                        match cancellable(Box::pin(self.run(&buffer, &mut stdout))).await {
+                            Some(Ok(())) => {}
+                            Some(Err(error)) => eprintln!("Error: {}", error.strip_backtrace()),
+                            None => eprintln!("^C: statement cancelled"),
                         }
                         buffer.clear();
                     }
@@ -179,6 +184,24 @@ impl Shell {
     }
 }
 
+/// Runs `statement` until it ends (`Some`) or Ctrl-C cancels it (`None`;
+/// dropping it stops its streams and their requests).
+async fn cancellable(statement: impl Future<Output = Result<()>>) -> Option<Result<()>> {
+    tokio::select! {
+        result = statement => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    }
+}
+
+/// Runs `statement`; Ctrl-C cancels it and fails the run.
+async fn run_or_cancel(statement: impl Future<Output = Result<()>>) -> Result<()> {
+    cancellable(statement).await.unwrap_or_else(|| {
+        Err(DataFusionError::Execution(
+            "interrupted (Ctrl-C): statement cancelled".to_string(),
+        ))
+    })
+}
+
 fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(error))
 }
@@ -192,13 +215,13 @@ pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
     }
     let mut stdout = std::io::stdout().lock();
     for command in &args.commands {
-        shell.run(command, &mut stdout).await?;
+        run_or_cancel(Box::pin(shell.run(command, &mut stdout))).await?;
     }
     for file in &args.files {
         let sql = std::fs::read_to_string(file).map_err(|e| {
             DataFusionError::Execution(format!("cannot read {}: {e}", file.display()))
         })?;
-        shell.run(&sql, &mut stdout).await?;
+        run_or_cancel(Box::pin(shell.run(&sql, &mut stdout))).await?;
     }
     Ok(())
 }
