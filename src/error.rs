@@ -46,9 +46,21 @@ pub enum FunctionError {
         /// Why they do not fit.
         reason: String,
     },
-    /// The function failed (or panicked) on a batch.
+    /// The function failed on a batch: an answer for these rows that any
+    /// instance would give (a value it cannot take, a broken result), so it
+    /// is not retried.
     #[error("function '{function}' failed: {reason}")]
     Invoke {
+        /// The function.
+        function: String,
+        /// Why.
+        reason: String,
+    },
+    /// The function failed for a reason of the moment (an I/O error, an
+    /// external system, exhausted resources): another attempt, on another
+    /// instance, may succeed.
+    #[error("function '{function}' failed (transient): {reason}")]
+    Transient {
         /// The function.
         function: String,
         /// Why.

@@ -103,7 +103,16 @@ async fn exceeding_the_memory_limit_ends_only_that_instance() {
         assert_eq!(client.call("allocate", allocate(8)).await.unwrap().len(), 1);
         let first = region.members()[0].id;
         let err = client.call("allocate", allocate(1024)).await.unwrap_err();
-        assert!(err.to_string().contains("service 'memory'"), "{err}");
+        // the caller hears why the instance went, not only that the
+        // connection broke
+        let err = err.to_string();
+        assert!(
+            err.contains("service 'memory'")
+                && err.contains("the instance died: the instance process aborted")
+                && err.contains("memory limit")
+                && err.contains("memory allocation"),
+            "{err}"
+        );
         // the supervisor reports the death and restarts the instance
         let mut watch = region.membership();
         loop {

@@ -43,13 +43,37 @@ pub enum ParseError {
 
 impl From<datafusion_common::DataFusionError> for ParseError {
     fn from(error: datafusion_common::DataFusionError) -> Self {
-        Self::Syntax(error.strip_backtrace())
+        match error {
+            datafusion_common::DataFusionError::SQL(error, _) => Self::from(*error),
+            other => Self::Syntax(other.strip_backtrace()),
+        }
     }
 }
 
 impl From<datafusion_sql::sqlparser::parser::ParserError> for ParseError {
+    /// The parser's message alone, without its `sql parser error: ` prefix.
     fn from(error: datafusion_sql::sqlparser::parser::ParserError) -> Self {
-        Self::Syntax(error.to_string())
+        use datafusion_sql::sqlparser::parser::ParserError;
+        match error {
+            ParserError::ParserError(message) | ParserError::TokenizerError(message) => {
+                Self::Syntax(message)
+            }
+            other => Self::Syntax(other.to_string()),
+        }
+    }
+}
+
+impl From<ParseError> for datafusion_common::DataFusionError {
+    /// As DataFusion reports a statement that does not parse (`SQL error:
+    /// ParserError("Expected: ...")`), with one prefix.
+    fn from(error: ParseError) -> Self {
+        let ParseError::Syntax(message) = error;
+        Self::SQL(
+            Box::new(datafusion_sql::sqlparser::parser::ParserError::ParserError(
+                message,
+            )),
+            None,
+        )
     }
 }
 
@@ -140,7 +164,8 @@ impl RpcParser<'_> {
 
     fn expected(&self, what: &str, found: &TokenWithSpan) -> ParseError {
         ParseError::Syntax(format!(
-            "Expected: {what}, found: {found} at {}",
+            // the location prints as " at Line: L, Column: C"
+            "Expected: {what}, found: {found}{}",
             found.span.start
         ))
     }

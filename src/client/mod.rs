@@ -240,6 +240,16 @@ impl ServiceClient {
                     tried.push(connection.address.clone());
                     last = reason;
                 }
+                // the connection broke: if the instance died, say why
+                Err(Failure::Lost(reason)) => {
+                    failed += 1;
+                    tried_ids.push(connection.id);
+                    tried.push(connection.address.clone());
+                    last = match inner.router.death_of(connection.id, connection.slot).await {
+                        Some(why) => format!("{reason}; the instance died: {why}"),
+                        None => reason,
+                    };
+                }
             }
         }
         Counters::add(&inner.counters.failures, 1);

@@ -2,8 +2,8 @@
 //!
 //! A [`Router`] follows a service's membership watch, keeps one
 //! [`Connection`] per ready instance, and picks among them by the service's
-//! policy ([`LoadBalance`]), preferring instances a request has not tried
-//! yet. It waits (up to the timeout) while no instance is ready, and closes
+//! policy ([`LoadBalance`]), among the instances a request has failed on
+//! least often. It waits (up to the timeout) while no instance is ready, and closes
 //! connections to instances that left the ready set once nothing is
 //! outstanding on them, which ends their exchanges and lets a draining
 //! instance stop.
@@ -17,9 +17,14 @@ use tokio::time::Instant;
 
 use crate::error::RpcError;
 use crate::options::{LoadBalance, ServiceOptions, Transport};
-use crate::region::{Member, MembershipWatch};
+use crate::region::{Member, MemberState, MembershipWatch};
 use crate::transport::Connection;
 use crate::wire::{BearerToken, connect};
+
+/// How long a client waits, after a connection broke, for the region to say
+/// whether (and why) the instance died. The supervisor notices a process's
+/// exit at once; a broken connection to a live instance costs this wait.
+const DEATH_NOTICE: Duration = Duration::from_secs(1);
 
 /// Picks instances for one client (see the module documentation).
 pub(crate) struct Router {
@@ -71,8 +76,10 @@ impl Router {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Picks a ready instance by policy, preferring ones not tried yet;
-    /// waits up to the timeout for one to be ready.
+    /// Picks a ready instance by policy among those `tried` (the ids of the
+    /// instances a request failed on, once per failure) names least, so a
+    /// retry goes to another instance whenever there is one; waits up to the
+    /// timeout for one to be ready.
     pub(crate) async fn pick(
         &self,
         function: &str,
@@ -84,12 +91,11 @@ impl Router {
             let snapshot = Arc::clone(&watch.borrow_and_update());
             let ready: Vec<&Member> = snapshot.ready().collect();
             if !ready.is_empty() {
-                let fresh: Vec<&Member> = ready
-                    .iter()
-                    .copied()
-                    .filter(|m| !tried.contains(&m.id))
-                    .collect();
-                let candidates = if fresh.is_empty() { ready } else { fresh };
+                // the instances this request tried least: each in turn
+                let tries = |m: &Member| tried.iter().filter(|id| **id == m.id).count();
+                let least = ready.iter().map(|m| tries(m)).min().unwrap_or(0);
+                let candidates: Vec<&Member> =
+                    ready.into_iter().filter(|m| tries(m) == least).collect();
                 let connections = self.connections_for(&candidates)?;
                 return Ok(self.choose(connections));
             }
@@ -111,6 +117,38 @@ impl Router {
         }
     }
 
+    /// Why the instance `id` (of `slot`) died, if it did: waits (up to
+    /// [`DEATH_NOTICE`]) for the region to publish that it left the ready
+    /// set and why. `None` if it is still ready when the wait ends, or left
+    /// without a reason.
+    pub(crate) async fn death_of(&self, id: u64, slot: usize) -> Option<String> {
+        let deadline = Instant::now() + DEATH_NOTICE;
+        let mut watch = self.membership.clone();
+        loop {
+            {
+                let snapshot = watch.borrow_and_update();
+                let alive = snapshot
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.state == MemberState::Ready);
+                let why = snapshot
+                    .members
+                    .iter()
+                    .filter(|m| m.slot == slot)
+                    .find_map(|m| m.last_error.clone());
+                // gone, and its reason published (its last words may come
+                // a moment after its exit)
+                if !alive && why.is_some() {
+                    return why;
+                }
+            }
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
     fn connections_for(&self, members: &[&Member]) -> Result<Vec<Arc<Connection>>, RpcError> {
         let mut connections = self.connections();
         members
@@ -121,7 +159,8 @@ impl Router {
                 }
                 let client = connect(&m.address, &self.token, self.timeout)?;
                 let direct = self.transport == Transport::Auto;
-                let connection = Arc::new(Connection::new(m.id, &m.address, client, direct));
+                let connection =
+                    Arc::new(Connection::new(m.id, m.slot, &m.address, client, direct));
                 connections.insert(m.id, Arc::clone(&connection));
                 Ok(connection)
             })

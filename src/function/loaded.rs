@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, ArrayRef, new_empty_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, FieldRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF};
@@ -106,7 +106,7 @@ impl LoadedFunction {
                 return_field,
                 config_options: Arc::clone(config),
             })
-            .map_err(|e| self.failed(e.strip_backtrace()))?;
+            .map_err(|e| self.failed_with(&e))?;
         // a function of constants may answer one value for all rows (as
         // DataFusion's own evaluation allows)
         let result = match result {
@@ -167,6 +167,23 @@ impl LoadedFunction {
             scalars,
             fields,
         })
+    }
+
+    /// The function's own error: transient if it says the moment is to
+    /// blame (I/O, an external system, exhausted resources), an answer for
+    /// these rows otherwise.
+    fn failed_with(&self, error: &DataFusionError) -> FunctionError {
+        let reason = error.strip_backtrace();
+        match error.find_root() {
+            DataFusionError::IoError(_)
+            | DataFusionError::External(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::ResourcesExhausted(_) => FunctionError::Transient {
+                function: self.name().to_string(),
+                reason,
+            },
+            _ => self.failed(reason),
+        }
     }
 
     fn failed(&self, reason: String) -> FunctionError {

@@ -85,10 +85,12 @@ impl Host {
 /// The Flight status of a function's error.
 fn function_status(error: &FunctionError) -> Status {
     match error {
-        FunctionError::Arguments { .. } => Status::invalid_argument(error.to_string()),
-        FunctionError::Unknown { .. } => Status::not_found(error.to_string()),
-        FunctionError::Load { .. } | FunctionError::Invoke { .. } => {
-            Status::internal(error.to_string())
+        // answers any instance would give: not retried
+        FunctionError::Arguments { .. } | FunctionError::Invoke { .. } => {
+            Status::invalid_argument(error.to_string())
         }
+        FunctionError::Unknown { .. } => Status::not_found(error.to_string()),
+        FunctionError::Transient { .. } => Status::unavailable(error.to_string()),
+        FunctionError::Load { .. } => Status::internal(error.to_string()),
     }
 }

@@ -14,7 +14,7 @@ use super::running::Running;
 use crate::function::HostedFunction;
 use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::ServiceOptions;
-use crate::wire::{self, BearerToken, action, connect};
+use crate::wire::{self, BearerToken, NoAnswer, connect, try_action};
 
 /// Instances of a region listen on loopback only.
 pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -83,12 +83,51 @@ async fn check_remote(
     let token = BearerToken::new(token).map_err(|e| e.to_string())?;
     let timeout = timeout.min(Duration::from_secs(5));
     let client = connect(&address, &token, timeout).map_err(|e| e.to_string())?;
-    match action(&client, wire::ACTION_HEALTH, timeout).await {
-        Some(_) => Ok((address, Running::Remote)),
-        None => Err(format!(
-            "{address} did not answer a health check within {timeout:?}; \
-             is `rpcop serve` running there, and started with this token?"
-        )),
+    let started = std::time::Instant::now();
+    match try_action(&client, wire::ACTION_HEALTH, timeout).await {
+        Ok(_) => Ok((address, Running::Remote)),
+        Err(no_answer) => Err(health_failure(&address, &no_answer, started.elapsed())),
+    }
+}
+
+/// Why an instance at `address` failed its health check, told apart: a
+/// wrong token, nothing listening, no answer in time.
+fn health_failure(address: &str, no_answer: &NoAnswer, waited: Duration) -> String {
+    match no_answer {
+        NoAnswer::Status(status) if status.code() == tonic::Code::Unauthenticated => format!(
+            "{address} refused the token: {}; give the token its instances were started with",
+            status.message()
+        ),
+        NoAnswer::Status(status) if status.code() == tonic::Code::Unavailable => format!(
+            "{address} cannot be reached (after {waited:.0?}): {}; is an instance (`rpcop serve`) \
+             running there, listening on that address?",
+            root_cause(status)
+        ),
+        NoAnswer::Status(status) => format!(
+            "{address} failed the health check ({:?}): {}",
+            status.code(),
+            status.message()
+        ),
+        NoAnswer::Silent(timeout) => format!(
+            "{address} accepted the connection but did not answer a health check within \
+             {timeout:?}; is it a Flight instance, and is it overloaded?"
+        ),
+        NoAnswer::Empty => format!("{address} answered the health check with nothing"),
+    }
+}
+
+/// The innermost cause of a transport error (`Connection refused`), not
+/// tonic's layers around it.
+fn root_cause(status: &tonic::Status) -> String {
+    let mut cause: &dyn std::error::Error = status;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    if text.is_empty() {
+        status.message().to_string()
+    } else {
+        text
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use datafusion::common::utils::datafusion_strsim::levenshtein;
 use datafusion::error::DataFusionError;
 use rpcop_sql::Location;
 
@@ -67,6 +68,26 @@ pub(crate) fn rpc_error(error: RpcError) -> DataFusionError {
         Some(advice) => DataFusionError::External(Box::new(Advised { error, advice })),
         None => DataFusionError::from(error),
     }
+}
+
+/// `did you mean a, b?` naming up to three of `candidates` close to `name`
+/// (by edit distance, ignoring case), if any is.
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let wanted = name.to_ascii_lowercase();
+    let mut close: Vec<(usize, &str)> = candidates
+        .map(|c| (levenshtein(&wanted, &c.to_ascii_lowercase()), c))
+        .filter(|(distance, c)| *distance > 0 && *distance <= (c.len() / 3).max(2))
+        .collect();
+    close.sort();
+    close.dedup();
+    if close.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = close.iter().take(3).map(|(_, c)| *c).collect();
+    Some(format!("did you mean {}?", names.join(", ")))
 }
 
 /// A planning error as the session shows it.

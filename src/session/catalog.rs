@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use datafusion::arrow::datatypes::FieldRef;
 use datafusion::error::DataFusionError;
 use rpcop_planner::{ServiceDirectory, ServiceRef};
 
@@ -20,6 +19,7 @@ use crate::client::ServiceClient;
 use crate::exec::ClientSource;
 use crate::options::ServiceOptions;
 use crate::region::ServiceRegion;
+use crate::wire::FunctionSignature;
 
 /// A running service.
 #[derive(Debug, Clone)]
@@ -28,9 +28,9 @@ pub(crate) struct ServiceEntry {
     pub(crate) region: Arc<ServiceRegion>,
     /// A client with the service's options.
     pub(crate) client: ServiceClient,
-    /// Result field by function name, as the service describes it
+    /// Signature by function name, as the service describes it
     /// (`GetFlightInfo`); a function without a fixed signature is absent.
-    pub(crate) results: BTreeMap<String, FieldRef>,
+    pub(crate) signatures: BTreeMap<String, FunctionSignature>,
     /// Started for an annotated function, rather than by a named `CREATE`.
     pub(crate) implicit: bool,
 }

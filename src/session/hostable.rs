@@ -16,12 +16,11 @@
 //! An unknown name gets the closest known ones as suggestions.
 
 use datafusion::common::Result;
-use datafusion::common::utils::datafusion_strsim::levenshtein;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{ScalarUDF, Volatility};
 
-use super::advice::plan_error;
+use super::advice::{did_you_mean, plan_error};
 use super::rpc_call::RPC_CALL;
 use crate::function::FunctionLibrary;
 
@@ -119,19 +118,9 @@ fn unknown(registry: &dyn FunctionRegistry, library: &FunctionLibrary, function:
         .collect();
     names.sort();
     names.dedup();
-    let wanted = function.to_ascii_lowercase();
-    let mut close: Vec<(usize, &String)> = names
-        .iter()
-        .map(|name| (levenshtein(&wanted, &name.to_ascii_lowercase()), name))
-        .filter(|(distance, name)| *distance <= (name.len() / 3).max(2))
-        .collect();
-    close.sort();
-    let close: Vec<&str> = close.iter().take(3).map(|(_, n)| n.as_str()).collect();
-    let hint = if close.is_empty() {
+    let hint = did_you_mean(function, names.iter().map(String::as_str)).unwrap_or_else(|| {
         "SELECT * FROM information_schema.routines lists the session's functions".to_string()
-    } else {
-        format!("did you mean {}?", close.join(", "))
-    };
+    });
     format!("unknown function '{function}': {hint}")
 }
 

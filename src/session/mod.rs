@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::Optimizer;
@@ -150,7 +150,12 @@ impl RpcSessionBuilder {
         for udf in self.udfs {
             ctx.register_udf(udf);
         }
-        ctx.register_udf(rpc_call::rpc_call_udf(Arc::clone(&catalog)));
+        let state = ctx.state_weak_ref();
+        let local: rpc_call::LocalFunctions = Arc::new(move |name: &str| {
+            let state = state.upgrade()?;
+            state.read().scalar_functions().get(name).cloned()
+        });
+        ctx.register_udf(rpc_call::rpc_call_udf(Arc::clone(&catalog), local));
         ctx.register_udtf("rpc_services", Arc::new(RpcServices(Arc::clone(&catalog))));
         ctx.register_udtf(
             "rpc_instances",
@@ -206,7 +211,7 @@ impl RpcSession {
     /// Runs every statement of `sql`; returns the batches of the last one.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let mut last = Vec::new();
-        for statement in parse_sql(sql).map_err(|e| advice::plan_error(e.to_string()))? {
+        for statement in parse_sql(sql).map_err(DataFusionError::from)? {
             last = self.execute(statement).await?;
         }
         Ok(last)

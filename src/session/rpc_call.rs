@@ -16,27 +16,40 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
 
+use super::advice::did_you_mean;
 use super::catalog::ServiceCatalog;
-use crate::wire::scalar_argument;
+use crate::wire::{FunctionSignature, scalar_argument};
 
-/// The `rpc_call` UDF over a session's `catalog`.
-pub(crate) fn rpc_call_udf(catalog: Arc<ServiceCatalog>) -> ScalarUDF {
+/// The session's scalar function of a name, if it has one.
+pub(crate) type LocalFunctions = Arc<dyn Fn(&str) -> Option<Arc<ScalarUDF>> + Send + Sync>;
+
+/// The `rpc_call` UDF over a session's `catalog`; `local` gives the
+/// session's functions, to check argument types at planning.
+pub(crate) fn rpc_call_udf(catalog: Arc<ServiceCatalog>, local: LocalFunctions) -> ScalarUDF {
     AsyncScalarUDF::new(Arc::new(RpcCall {
         catalog,
+        local,
         signature: Signature::variadic_any(Volatility::Volatile),
     }))
     .into_scalar_udf()
 }
 
-#[derive(Debug)]
 struct RpcCall {
     catalog: Arc<ServiceCatalog>,
+    local: LocalFunctions,
     signature: Signature,
+}
+
+impl std::fmt::Debug for RpcCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcCall").finish_non_exhaustive()
+    }
 }
 
 impl PartialEq for RpcCall {
@@ -66,6 +79,52 @@ fn literal_name(value: Option<&ScalarValue>) -> Option<String> {
 }
 
 impl RpcCall {
+    /// Fails at planning, naming the types the function takes, if it cannot
+    /// take arguments of the `given` types. The check is the one its
+    /// instances make, with the session's own function of that name, when
+    /// that function is the one the service describes (it takes the
+    /// described arguments and gives the described result).
+    fn check_arguments(
+        &self,
+        service: &str,
+        signature: &FunctionSignature,
+        given: &[FieldRef],
+    ) -> Result<()> {
+        let function = &signature.name;
+        let Some(udf) = (self.local)(function) else {
+            // known to the service alone: its instances check
+            return Ok(());
+        };
+        let same = fields_with_udf(&signature.arguments, udf.as_ref())
+            .ok()
+            .and_then(|fields| {
+                let scalars = vec![None; fields.len()];
+                udf.return_field_from_args(ReturnFieldArgs {
+                    arg_fields: &fields,
+                    scalar_arguments: &scalars,
+                })
+                .ok()
+            })
+            .is_some_and(|result| result.data_type() == signature.result.data_type());
+        if !same || fields_with_udf(given, udf.as_ref()).is_ok() {
+            return Ok(());
+        }
+        let given: Vec<String> = given.iter().map(|f| f.data_type().to_string()).collect();
+        let takes: Vec<String> = udf
+            .signature()
+            .type_signature
+            .to_string_repr()
+            .iter()
+            .map(|args| format!("{function}({args})"))
+            .collect();
+        plan_err!(
+            "rpc_call('{service}', '{function}', ...): {function} cannot take ({}); it takes {}; \
+             cast the arguments to one of these",
+            given.join(", "),
+            takes.join(" or ")
+        )
+    }
+
     fn target(&self, scalars: &[Option<&ScalarValue>]) -> Result<(String, String)> {
         let service = literal_name(scalars.first().copied().flatten());
         let function = literal_name(scalars.get(1).copied().flatten());
@@ -94,17 +153,26 @@ impl ScalarUDFImpl for RpcCall {
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let (service, function) = self.target(args.scalar_arguments)?;
         let entry = self.catalog.get(&service)?;
-        match entry.results.get(&function) {
-            Some(field) => Ok(Arc::new(Field::new(
-                "rpc_call",
-                field.data_type().clone(),
-                true,
-            ))),
-            None => plan_err!(
-                "rpc_call: service '{service}' hosts no function '{function}'; it hosts [{}]",
-                entry.results.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        }
+        let Some(signature) = entry.signatures.get(&function) else {
+            let hosted = entry.signatures.keys().map(String::as_str);
+            let hint = did_you_mean(&function, hosted.clone())
+                .map(|hint| format!(" ({hint})"))
+                .unwrap_or_default();
+            return plan_err!(
+                "rpc_call: service '{service}' hosts no function '{function}'{hint}; it hosts [{}]",
+                hosted.collect::<Vec<_>>().join(", ")
+            );
+        };
+        self.check_arguments(
+            &service,
+            signature,
+            args.arg_fields.get(2..).unwrap_or_default(),
+        )?;
+        Ok(Arc::new(Field::new(
+            RPC_CALL,
+            signature.result.data_type().clone(),
+            true,
+        )))
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {

@@ -215,16 +215,16 @@ impl Services {
         self.enter(name, region, false).await
     }
 
-    /// Enters a started region in the catalog, with the result type of each
+    /// Enters a started region in the catalog, with the signature of each
     /// function as its instances describe it; a function they do not host
     /// stops the region and fails.
     async fn enter(&self, name: String, region: ServiceRegion, implicit: bool) -> Result<()> {
         let client = region.client().map_err(rpc_error)?;
-        let mut results = BTreeMap::new();
+        let mut signatures = BTreeMap::new();
         for function in region.functions() {
             match client.describe(function).await {
                 Ok(signature) => {
-                    results.insert(function.clone(), signature.result);
+                    signatures.insert(function.clone(), signature);
                 }
                 Err(error @ RpcError::NotHosted { .. }) => {
                     region.shutdown().await;
@@ -237,7 +237,7 @@ impl Services {
         let entry = ServiceEntry {
             region: Arc::new(region),
             client,
-            results,
+            signatures,
             implicit,
         };
         self.catalog.insert(name, entry);

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
-use super::failure::{Failure, failure_of};
+use super::failure::{Failure, failure_of, is_transport};
 use crate::wire::{self, BatchEncoder, FlightClient};
 
 type Waiter = oneshot::Sender<Result<RecordBatch, Failure>>;
@@ -83,7 +83,9 @@ impl Exchange {
                     (Some(status), None) if status.code() != Code::Internal => {
                         failure_of(status, &address)
                     }
-                    _ => Failure::Retry(reason.clone()),
+                    (Some(status), _) if !is_transport(status) => Failure::Retry(reason.clone()),
+                    // the stream broke, or ended without a status
+                    _ => Failure::Lost(reason.clone()),
                 };
                 let _ = waiter.send(Err(failure));
             }

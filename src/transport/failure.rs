@@ -13,10 +13,29 @@ pub(crate) const MAX_COLLATERAL_RESENDS: usize = 8;
 pub(crate) enum Failure {
     /// The instance failed; another may succeed.
     Retry(String),
+    /// The connection or exchange broke without an answer from the instance
+    /// (it may have died): retried like [`Failure::Retry`], and the client
+    /// asks the region why the instance went.
+    Lost(String),
     /// Another request's error ended the exchange this one was on.
     Collateral(String),
     /// Any instance would answer the same (bad arguments, unknown function).
     Reject(String),
+}
+
+/// Is `status` the transport's (the connection broke: HTTP/2 errors, a
+/// reset, a refused connection) rather than an answer of the instance?
+pub(crate) fn is_transport(status: &Status) -> bool {
+    match status.code() {
+        Code::Unknown | Code::Cancelled => true,
+        Code::Unavailable | Code::Internal => {
+            let message = status.message();
+            message.contains("h2 protocol error")
+                || message.contains("transport error")
+                || message.contains("connection")
+        }
+        _ => false,
+    }
 }
 
 /// What a status from the instance at `address` means for the request.
@@ -29,6 +48,7 @@ pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
         | Code::Unimplemented
         | Code::Unauthenticated
         | Code::PermissionDenied => Failure::Reject(reason),
+        _ if is_transport(status) => Failure::Lost(reason),
         _ => Failure::Retry(reason),
     }
 }
@@ -50,6 +70,13 @@ mod tests {
         assert!(matches!(
             failure_of(&Status::internal("x"), "a"),
             Failure::Retry(_)
+        ));
+        assert!(matches!(
+            failure_of(
+                &Status::internal("h2 protocol error: error reading a body"),
+                "a"
+            ),
+            Failure::Lost(_)
         ));
     }
 }

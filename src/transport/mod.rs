@@ -27,6 +27,8 @@ pub(crate) use failure::{Failure, MAX_COLLATERAL_RESENDS, failure_of};
 pub(crate) struct Connection {
     /// The instance's member id.
     pub(crate) id: u64,
+    /// The region slot it fills.
+    pub(crate) slot: usize,
     /// Its address, `http://host:port`.
     pub(crate) address: String,
     /// A Flight client of it, for the wire and for `GetFlightInfo`.
@@ -42,9 +44,16 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection to the instance `id` at `address`; `direct` allows the
     /// in-process hand-off when the instance serves in this process.
-    pub(crate) fn new(id: u64, address: &str, client: FlightClient, direct: bool) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        slot: usize,
+        address: &str,
+        client: FlightClient,
+        direct: bool,
+    ) -> Self {
         Self {
             id,
+            slot,
             address: address.to_string(),
             client,
             local: direct.then(|| LocalInstance::find(address)).flatten(),

@@ -43,18 +43,46 @@ pub(crate) fn connect(
     )
 }
 
-/// Runs one action on an instance; `None` on any failure or timeout.
-pub(crate) async fn action(client: &FlightClient, name: &str, timeout: Duration) -> Option<Bytes> {
+/// Why an action got no answer.
+#[derive(Debug)]
+pub(crate) enum NoAnswer {
+    /// The instance, or the connection to it, failed the call with this
+    /// status (a refused connection is `UNAVAILABLE`, a wrong token
+    /// `UNAUTHENTICATED`).
+    Status(tonic::Status),
+    /// No answer within the time allowed.
+    Silent(Duration),
+    /// The call ended without a result.
+    Empty,
+}
+
+/// Runs one action on an instance: its first result, or why there is none.
+pub(crate) async fn try_action(
+    client: &FlightClient,
+    name: &str,
+    timeout: Duration,
+) -> Result<Bytes, NoAnswer> {
     let mut client = client.clone();
     let call = async {
         let mut results = client
             .do_action(Action::new(name, Bytes::new()))
             .await
-            .ok()?
+            .map_err(NoAnswer::Status)?
             .into_inner();
-        results.next().await?.ok().map(|r| r.body)
+        match results.next().await {
+            Some(Ok(result)) => Ok(result.body),
+            Some(Err(status)) => Err(NoAnswer::Status(status)),
+            None => Err(NoAnswer::Empty),
+        }
     };
-    tokio::time::timeout(timeout, call).await.ok().flatten()
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(NoAnswer::Silent(timeout)))
+}
+
+/// Runs one action on an instance; `None` on any failure or timeout.
+pub(crate) async fn action(client: &FlightClient, name: &str, timeout: Duration) -> Option<Bytes> {
+    try_action(client, name, timeout).await.ok()
 }
 
 /// An instance's counters (the `stats` action).

@@ -36,7 +36,9 @@ mod stats;
 pub use arguments::{is_scalar_argument, scalar_argument};
 pub use auth::bearer;
 pub(crate) use auth::{BearerToken, check_token};
-pub(crate) use connection::{FlightClient, action, connect, instance_stats, stats_of};
+pub(crate) use connection::{
+    FlightClient, NoAnswer, action, connect, instance_stats, stats_of, try_action,
+};
 pub use constants::*;
 pub use descriptor::{
     FunctionSignature, function_descriptor, function_info, function_of, signature_of,

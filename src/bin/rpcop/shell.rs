@@ -84,7 +84,7 @@ impl Shell {
     /// Runs every statement of `sql`, printing each result to `out`; stops at
     /// the first error.
     pub(crate) async fn run(&self, sql: &str, out: &mut impl Write) -> Result<()> {
-        let statements = parse_sql(sql).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let statements = parse_sql(sql).map_err(DataFusionError::from)?;
         for statement in statements {
             let start = Instant::now();
             let batches = self.session.execute(statement).await?;
