@@ -4,8 +4,9 @@
 //! A user's own binary can host its own functions by handing its own
 //! [`FunctionLibrary`] to [`serve_main`] (see `examples/serve_own_function.rs`).
 //!
-//! The first line printed on stdout is the bound address (`host:port`), so a
-//! parent that passed port 0 learns the port the system chose.
+//! The first line printed on stdout is the bound address as a URL
+//! (`http://host:port`, as `ENDPOINTS` takes it), so a parent that passed
+//! port 0 learns the port the system chose.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -101,7 +102,8 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         let listener = bind(args.bind).await?;
         let address = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{address}")?;
+        // a URL that pastes into ENDPOINTS ('http://...')
+        writeln!(stdout, "http://{address}")?;
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%address, functions = ?args.functions, "serving");

@@ -346,7 +346,9 @@ fn rpcop_serve(args: &[&str]) -> Served {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    Served(child, format!("http://{}", line.trim()))
+    let address = line.trim().to_string();
+    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    Served(child, address)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,7 @@ fn serve(command: &str) -> String {
     let _ = std::fs::remove_dir_all(&dir);
     read.expect("serve prints");
     assert!(
-        first.contains("127.0.0.1:"),
+        first.starts_with("http://127.0.0.1:"),
         "`{command}` printed {first:?} first:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -253,7 +253,7 @@ impl Served {
             .unwrap();
         Self {
             child,
-            address: format!("http://{}", line.trim()),
+            address: line.trim().to_string(),
             token_file,
         }
     }

@@ -22,7 +22,8 @@ def start(binary, token_file):
         [binary, "serve", "--bind", "127.0.0.1:0", "--function", "upper",
          "--function", "embed", "--token-file", token_file],
         stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
-    address = proc.stdout.readline().strip()
+    # the first stdout line: a URL, http://host:port
+    address = proc.stdout.readline().strip().removeprefix("http://")
     if not address:
         proc.kill()
         raise RuntimeError("rpcop serve printed no address")
