@@ -103,6 +103,38 @@ fn serve(command: &str) -> String {
     first
 }
 
+/// The columns the README says `SHOW RPC SERVICES` prints are the ones it
+/// prints.
+#[test]
+fn the_readme_names_the_columns_of_show_rpc_services() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let said = readme
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("SHOW RPC SERVICES;"))
+        .and_then(|rest| rest.split_once("--"))
+        .map(|(_, columns)| columns.split(',').map(str::trim).collect::<Vec<_>>())
+        .expect("the README shows SHOW RPC SERVICES with its columns");
+    let child = rpcop(
+        &["--format", "csv", "-q", "-c", "SHOW RPC SERVICES"],
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    );
+    let out = child.wait_with_output().expect("rpcop ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    assert_eq!(said, header, "README vs SHOW RPC SERVICES");
+}
+
 #[test]
 fn the_readme_commands_work_as_written() {
     let commands = commands();

@@ -100,6 +100,14 @@ fn a_newcomers_interactive_session() {
                   ALTER RPC SERVICE t SET (parallelism = 1);\n\
                   DESCRIBE RPC SERVICE t;\n\
                   DROP RPC SERVICE t;\n\
+                  CREATE TABLE notes (body VARCHAR) AS VALUES ('x');\n\
+                  \\?\n\
+                  \\d\n\
+                  \\d notes\n\
+                  \\quiet\n\
+                  \\pset format csv\n\
+                  SELECT upper('csv') AS u;\n\
+                  \\nope\n\
                   \\q\n";
     child
         .stdin
@@ -124,7 +132,20 @@ fn a_newcomers_interactive_session() {
         stderr.contains("Error:") && stderr.contains("nope"),
         "{stderr}"
     );
-    assert_eq!(stdout.matches("row(s) fetched.").count(), 6, "{stdout}");
+    // datafusion-cli's backslash commands
+    assert!(stdout.contains("\\d NAME"), "{stdout}");
+    assert!(
+        stdout.contains("| notes      |"),
+        "\\d lists the tables: {stdout}"
+    );
+    assert!(stdout.contains("| body        |"), "\\d notes: {stdout}");
+    assert!(
+        stdout.contains("quiet is on") && stdout.contains("u\nCSV\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("unknown command '\\nope'"), "{stderr}");
+    // CREATE TABLE, \d and \d notes still counted; none after \quiet
+    assert_eq!(stdout.matches("row(s) fetched.").count(), 9, "{stdout}");
 }
 
 #[test]

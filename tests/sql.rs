@@ -182,6 +182,56 @@ async fn on_error_null_answers_null_for_a_failed_request_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_request_under_on_error_null_is_counted_and_frees_its_slot() {
+    within(async {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE slow FOR FUNCTION model_sim WITH (timeout = '200ms', retries = 0, on_error = 'null')")
+            .await
+            .unwrap();
+        // 600 ms per batch: the caller gives up after 200 ms, answers NULL
+        let answer = text(&session.sql("SELECT model_sim('x', 600, 0) AS r").await.unwrap());
+        assert!(answer.contains("|   |"), "{answer}");
+        let services = text(
+            &session
+                .sql("SELECT requests, errors FROM rpc_services() WHERE name = 'slow'")
+                .await
+                .unwrap(),
+        );
+        assert!(services.contains("| 1        | 1      |"), "{services}");
+        // the instance finishes the abandoned request: in_flight goes back to 0
+        loop {
+            let instances = text(
+                &session
+                    .sql("SELECT in_flight, requests FROM rpc_instances('slow')")
+                    .await
+                    .unwrap(),
+            );
+            if instances.contains("| 0         | 1        |") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // and serves the next request
+        let answer = text(&session.sql("SELECT model_sim('x', 0, 0) AS r").await.unwrap());
+        assert!(!answer.contains("|   |"), "{answer}");
+        // ALTER gives the service a new client; the counts go on
+        session
+            .sql("ALTER RPC SERVICE slow SET (timeout = '5s')")
+            .await
+            .unwrap();
+        let services = text(
+            &session
+                .sql("SELECT requests, errors FROM rpc_services() WHERE name = 'slow'")
+                .await
+                .unwrap(),
+        );
+        assert!(services.contains("| 2        | 1      |"), "{services}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_while_a_query_runs_never_loses_rows_or_hangs() {
     within(async {
         let session = Arc::new(RpcSession::new());

@@ -41,7 +41,7 @@ struct Inner {
     options: ServiceOptions,
     router: Arc<Router>,
     sequence: AtomicU64,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 /// A caller of one service. Cheap to clone; clones share connections.
@@ -107,7 +107,7 @@ impl ServiceClient {
                 options,
                 router,
                 sequence: AtomicU64::new(0),
-                counters: Counters::default(),
+                counters: Arc::default(),
             }),
         })
     }
@@ -292,6 +292,15 @@ impl ServiceClient {
             )));
         }
         Ok(answer)
+    }
+
+    /// This client, adding to the counters of `previous` (a client of the
+    /// same service whose options changed) rather than starting from zero.
+    pub(crate) fn counting_with(mut self, previous: &ServiceClient) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.counters = Arc::clone(&previous.inner.counters);
+        }
+        self
     }
 
     /// The signature a ready instance gives for `function` (`GetFlightInfo`).

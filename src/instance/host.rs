@@ -50,11 +50,22 @@ impl Host {
         let rows = arguments.num_rows() as u64;
         let (config, counters) = (Arc::clone(&self.config), Arc::clone(&self.counters));
         let named = function.clone();
+        // counted where the work is done: a caller that stopped waiting
+        // (its timeout) does not stop the evaluation or its count
         let outcome = self
             .evaluator
             .run(move || {
                 let _in_flight = InFlight::enter(&counters.in_flight);
-                function.invoke(&arguments, &config)
+                let result = function.invoke(&arguments, &config);
+                let counter = match &result {
+                    Ok(_) => {
+                        counters.rows.fetch_add(rows, Ordering::Relaxed);
+                        &counters.requests
+                    }
+                    Err(_) => &counters.errors,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                result
             })
             .await;
         let result = match outcome {
@@ -63,22 +74,17 @@ impl Host {
             Err(Unfinished::Stopped) => Err(Status::unavailable(
                 "the instance stopped; send to another instance",
             )),
-            Err(Unfinished::Panicked(message)) => Err(Status::internal(format!(
-                "function '{}' panicked: {message}",
-                named.name()
-            ))),
-        };
-        match result {
-            Ok(array) => {
-                self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                self.counters.rows.fetch_add(rows, Ordering::Relaxed);
-                Ok((seq, array))
-            }
-            Err(status) => {
+            Err(Unfinished::Panicked(message)) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                Err(with_sequence(status, seq))
+                Err(Status::internal(format!(
+                    "function '{}' panicked: {message}",
+                    named.name()
+                )))
             }
-        }
+        };
+        result
+            .map(|array| (seq, array))
+            .map_err(|status| with_sequence(status, seq))
     }
 }
 

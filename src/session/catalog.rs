@@ -120,10 +120,11 @@ impl ServiceCatalog {
         self.write().insert(name, entry);
     }
 
-    /// Gives a service a new client (after its options changed).
+    /// Gives a service a new client (after its options changed), which
+    /// goes on counting where the old one stopped.
     pub(crate) fn set_client(&self, name: &str, client: ServiceClient) {
         if let Some(entry) = self.write().get_mut(name) {
-            entry.client = client;
+            entry.client = client.counting_with(&entry.client);
         }
     }
 

@@ -122,10 +122,11 @@ async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
         .iter()
         .filter(|(m, _)| m.state == MemberState::Ready)
         .count();
-    let counts = stats
-        .iter()
-        .filter_map(|(_, s)| s.as_ref())
-        .fold([0, 0], |[r, e], s| [r + s.requests, e + s.errors]);
+    // as this session's callers saw them: a request that timed out, or was
+    // answered NULL under on_error = 'null', is an error though no
+    // instance reported one
+    let callers = entry.client.stats();
+    let counts = [callers.requests + callers.failures, callers.failures];
     let kind = if entry.implicit {
         "implicit"
     } else {

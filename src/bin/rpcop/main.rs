@@ -1,6 +1,7 @@
 //! The `rpcop` binary: the SQL shell (with an embedded service region per
 //! service), and `rpcop serve`, one standalone service instance.
 
+mod command;
 mod shell;
 
 use clap::{Parser, Subcommand};

@@ -21,6 +21,7 @@ use datafusion::error::{DataFusionError, Result};
 use rpcop_sql::parser::parse_sql;
 use rustyline::DefaultEditor;
 
+use crate::command::{Command, HELP};
 use rpcop::RpcSession;
 use rustyline::error::ReadlineError;
 
@@ -132,15 +133,46 @@ impl Shell {
         Ok(())
     }
 
+    /// Runs a backslash command (not `\q`); errors are printed.
+    async fn command(&mut self, command: Command) {
+        let sql = match command {
+            Command::Quit => return,
+            Command::Help => {
+                println!("{HELP}");
+                return;
+            }
+            Command::Quiet(quiet) => {
+                self.quiet = quiet.unwrap_or(!self.quiet);
+                println!("quiet is {}", if self.quiet { "on" } else { "off" });
+                return;
+            }
+            Command::Format(format) => {
+                self.format = format;
+                println!("results print as {}", format!("{format:?}").to_lowercase());
+                return;
+            }
+            Command::Unknown(message) => {
+                eprintln!("{message}");
+                return;
+            }
+            Command::ListTables => "SHOW TABLES".to_string(),
+            Command::Describe(table) => format!("SHOW COLUMNS FROM {table}"),
+        };
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = self.run(&sql, &mut stdout).await {
+            eprintln!("Error: {}", error.strip_backtrace());
+        }
+    }
+
     /// The interactive prompt; returns when the user quits.
-    pub(crate) async fn interactive(&self) -> Result<()> {
+    pub(crate) async fn interactive(&mut self) -> Result<()> {
         let mut editor = DefaultEditor::new().map_err(external)?;
         let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rpcop_history"));
         if let Some(history) = &history {
             let _ = editor.load_history(history);
         }
         println!(
-            "rpcop {} — SQL ending with ';', \\q to quit",
+            "rpcop {} — SQL ending with ';', \\? for help, \\q to quit",
             env!("CARGO_PKG_VERSION")
         );
         let mut buffer = String::new();
@@ -153,8 +185,16 @@ impl Shell {
             match editor.readline(prompt) {
                 Ok(line) => {
                     let trimmed = line.trim();
-                    if buffer.is_empty() && matches!(trimmed, "\\q" | "quit" | "exit") {
+                    if buffer.is_empty() && matches!(trimmed, "quit" | "exit") {
                         break;
+                    }
+                    if buffer.is_empty() && trimmed.starts_with('\\') {
+                        let _ = editor.add_history_entry(trimmed);
+                        match Command::parse(trimmed) {
+                            Command::Quit => break,
+                            command => self.command(command).await,
+                        }
+                        continue;
                     }
                     if trimmed.is_empty() && buffer.is_empty() {
                         continue;
@@ -209,7 +249,7 @@ fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusion
 /// Runs the shell as the flags say; `Err` carries the message of the first
 /// failing statement.
 pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
-    let shell = Shell::new(args.format, args.quiet);
+    let mut shell = Shell::new(args.format, args.quiet);
     if args.commands.is_empty() && args.files.is_empty() {
         return shell.interactive().await;
     }
