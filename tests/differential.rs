@@ -16,9 +16,9 @@
 //! sent only for the rows where the left does not decide (never more rows than
 //! DataFusion evaluates), which `tests/slt/conditional.slt` checks by hand.
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rpcop::RpcSession;
+
+mod common;
 
 /// How many queries the grammar generates.
 const GENERATED: usize = 1500;
@@ -332,29 +332,11 @@ fn written() -> Vec<String> {
 /// The rows of an answer, sorted, or the error.
 async fn answer(session: &RpcSession, sql: &str) -> Result<Vec<String>, String> {
     let batches = session.sql(sql).await.map_err(|e| e.strip_backtrace())?;
-    let mut rows = lines(&batches)?;
+    let mut rows: Vec<String> = common::cells(&batches)?
+        .into_iter()
+        .map(|row| row.join(" | "))
+        .collect();
     rows.sort();
-    Ok(rows)
-}
-
-fn lines(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            rows.push(cells.join(" | "));
-        }
-    }
     Ok(rows)
 }
 

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rpcop::RpcSession;
+
+mod common;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
 
 /// A failed statement, as the suite sees it.
@@ -41,40 +42,34 @@ fn is_query(sql: &str) -> bool {
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
-    let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
-    for batch in batches {
-        let formatters = batch
-            .columns()
+    for row in common::cells(batches).map_err(SltError)? {
+        let cells: Vec<String> = row
+            .into_iter()
+            .map(|s| {
+                if s.is_empty() {
+                    "(empty)".to_string()
+                } else {
+                    s
+                }
+            })
+            .collect();
+        // a multi-line cell (a plan) continues on rows of its own
+        let lines: Vec<Vec<&str>> = cells
             .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SltError(e.to_string()))?;
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| match f.value(row).to_string() {
-                    s if s.is_empty() => "(empty)".to_string(),
-                    s => s,
-                })
-                .collect();
-            // a multi-line cell (a plan) continues on rows of its own
-            let lines: Vec<Vec<&str>> = cells
-                .iter()
-                .map(|c| c.trim_end().lines().collect())
-                .collect();
-            let height = lines.iter().map(Vec::len).max().unwrap_or(1);
-            for i in 0..height {
-                rows.push(
-                    lines
-                        .iter()
-                        .filter_map(|l| match l.get(i) {
-                            None if i > 0 => None,
-                            line => Some(line.copied().unwrap_or_default().to_string()),
-                        })
-                        .collect(),
-                );
-            }
+            .map(|c| c.trim_end().lines().collect())
+            .collect();
+        let height = lines.iter().map(Vec::len).max().unwrap_or(1);
+        for i in 0..height {
+            rows.push(
+                lines
+                    .iter()
+                    .filter_map(|l| match l.get(i) {
+                        None if i > 0 => None,
+                        line => Some(line.copied().unwrap_or_default().to_string()),
+                    })
+                    .collect(),
+            );
         }
     }
     Ok(rows)

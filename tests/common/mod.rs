@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rpcop::{FunctionLibrary, MemberState, ServiceOptions, ServiceRegion};
 
 /// Every test future runs under this deadline, so no test can hang CI.
@@ -94,4 +95,28 @@ pub fn assert_upper_in_order(results: &[ArrayRef], rows: usize) {
         }
     }
     assert_eq!(i, rows, "every row exactly once");
+}
+
+/// The cells of `batches`, row by row, as Arrow displays them (NULL as
+/// `NULL`).
+pub fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
 }
