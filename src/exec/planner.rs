@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
@@ -58,7 +59,7 @@ impl ExtensionPlanner for RpcProxyPlanner {
         let calls = proxy
             .calls()
             .iter()
-            .map(|call| physical_call(proxy, call, session, planning))
+            .map(|call| physical_call(proxy, call, &input.schema(), session, planning))
             .collect::<Result<Arc<[Call]>>>()?;
         Ok(Some(Arc::new(RpcProxyExec::try_new(
             Arc::clone(input),
@@ -74,6 +75,7 @@ impl ExtensionPlanner for RpcProxyPlanner {
 fn physical_call(
     proxy: &RpcProxy,
     call: &ProxyCall,
+    input: &SchemaRef,
     session: &dyn Session,
     planning: &PhysicalPlanningContext,
 ) -> Result<Call> {
@@ -92,12 +94,13 @@ fn physical_call(
     let (_, result) = proxy
         .schema()
         .qualified_field_with_unqualified_name(&call.name)?;
-    Ok(Call {
-        function: call.function.clone(),
+    Call::new(
+        call.function.clone(),
         arguments,
         guard,
-        result: Arc::clone(result),
-    })
+        Arc::clone(result),
+        input.as_ref(),
+    )
 }
 
 /// DataFusion's physical planner with [`RpcProxyPlanner`] added.

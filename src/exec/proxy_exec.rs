@@ -22,7 +22,7 @@ use datafusion::arrow::array::new_empty_array;
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::equivalence::ProjectionMapping;
@@ -34,11 +34,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 
 use super::call::{Call, Rows};
 use super::requests::{Waiting, requests};
 use crate::client::ServiceClient;
+use crate::error::RpcError;
 
 /// Sends calls of one service for each row of its input (see the module
 /// documentation).
@@ -181,11 +182,21 @@ impl ExecutionPlan for RpcProxyExec {
         let answered = {
             let (in_flight, metrics, schema) =
                 (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
+            // the position of each request in the partition, for errors
+            let mut next_row = 0;
             requests
                 .map(move |request| {
                     let (client, calls) = (client.clone(), Arc::clone(&calls));
-                    let (in_flight, metrics, schema) = (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
-                    async move { answer(request?, &client, &calls, &in_flight, &metrics, schema).await }
+                    let (in_flight, metrics, schema) =
+                        (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
+                    let at = Position {
+                        partition,
+                        first_row: next_row,
+                    };
+                    next_row += request.as_ref().map_or(0, RecordBatch::num_rows);
+                    async move {
+                        answer(request?, at, &client, &calls, &in_flight, &metrics, schema).await
+                    }
                 })
                 .buffered(options.max_in_flight)
         };
@@ -208,10 +219,18 @@ impl ExecutionPlan for RpcProxyExec {
     }
 }
 
+/// Where a request's rows are in the operator's input.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    partition: usize,
+    first_row: usize,
+}
+
 /// Sends every call of one request (only the rows each is evaluated on)
 /// and appends the results to its rows.
 async fn answer(
     request: RecordBatch,
+    at: Position,
     client: &ServiceClient,
     calls: &[Call],
     in_flight: &AtomicUsize,
@@ -227,8 +246,7 @@ async fn answer(
             let selected = call.rows(request)?;
             let arguments = match &selected {
                 Rows::None => None,
-                Rows::All => Some(call.arguments(request)?),
-                Rows::Some(_, subset) => Some(call.arguments(subset)?),
+                rows => Some(call.arguments(request, rows)?),
             };
             let Some(arguments) = arguments else {
                 return Ok((
@@ -239,9 +257,20 @@ async fn answer(
             let sent = arguments.num_rows();
             let (result, report) = client
                 .call_as(&call.function, &arguments, call.result.data_type())
-                .map_err(datafusion::error::DataFusionError::from)
-                .await?;
-            Ok::<_, datafusion::error::DataFusionError>((
+                .await
+                .map_err(|error| match error {
+                    // name the rows, so that the user can find them
+                    RpcError::PoisonPill { .. } => DataFusionError::from(error).context(format!(
+                        "the request held rows {}..{} of partition {} of the input of the \
+                         RpcProxyExec that calls {}",
+                        at.first_row,
+                        at.first_row + rows,
+                        at.partition,
+                        call.function
+                    )),
+                    error => DataFusionError::from(error),
+                })?;
+            Ok::<_, DataFusionError>((
                 call.result_column(&selected, rows, result)?,
                 Some((report, sent)),
             ))

@@ -17,7 +17,7 @@ use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF};
 
 use crate::error::FunctionError;
-use crate::wire::{FunctionSignature, is_scalar_argument};
+use crate::wire::{FunctionSignature, SCALAR_ARGUMENT_KEY, is_scalar_argument};
 
 /// A function as one instance runs it.
 #[derive(Debug, Clone)]
@@ -158,9 +158,14 @@ impl LoadedFunction {
                 values.push(ColumnarValue::Array(column));
             }
         }
+        // the fields as the caller planned them, without rpcop's own mark
         let fields = coerced
             .iter()
-            .map(|f| Arc::new(f.as_ref().clone().with_metadata(Default::default())))
+            .map(|f| {
+                let mut metadata = f.metadata().clone();
+                metadata.remove(SCALAR_ARGUMENT_KEY);
+                Arc::new(f.as_ref().clone().with_metadata(metadata))
+            })
             .collect();
         Ok(Arguments {
             values,
