@@ -140,6 +140,13 @@ impl<'a> Collector<'a> {
                     .collect::<Result<_>>()?;
                 return Ok(Expr::ScalarFunction(ScalarFunction::new_udf(f.func, args)));
             }
+            // a call DataFusion rewrites into another expression while
+            // planning (`arrow_cast` becomes CAST) is never evaluated as a
+            // call in-process; it stays for the simplifier, and what that
+            // leaves is moved by a later pass
+            if rewritten_by_datafusion(&f) {
+                return Ok(Expr::ScalarFunction(f));
+            }
             let guard = context.guard();
             let reads_columns = || f.args.iter().any(|a| !a.column_refs().is_empty());
             let movable = f.args.iter().all(|a| evaluable_on(a, self.input))
@@ -245,6 +252,15 @@ impl<'a> Collector<'a> {
         });
         Expr::Column(Column::new_unqualified(name))
     }
+}
+
+/// Does DataFusion's simplifier replace this call by another expression
+/// (`arrow_cast(x, 'Int64')` by `CAST(x AS BIGINT)`)?
+fn rewritten_by_datafusion(f: &ScalarFunction) -> bool {
+    matches!(
+        f.func.simplify(f.args.clone(), &SimplifyContext::default()),
+        Ok(ExprSimplifyResult::Simplified(_))
+    )
 }
 
 /// Can `expr` be evaluated row by row over `input`? Only expressions of
