@@ -107,6 +107,26 @@ pub enum RpcError {
         /// The last failure.
         last: String,
     },
+    /// A request whose attempts killed instances: suspected of killing any
+    /// instance it reaches (a row too big for their memory, an input that
+    /// crashes the function), so it is not sent again.
+    #[error(
+        "service '{service}': a request of {rows} row(s) for function '{function}' killed {} \
+         instances, one after the other ({}); it is failed as a suspected poison pill and not \
+         sent again, and the service lives on",
+        deaths.len(),
+        deaths.join("; ")
+    )]
+    PoisonPill {
+        /// The service.
+        service: String,
+        /// The function.
+        function: String,
+        /// The rows of the request.
+        rows: usize,
+        /// Why each instance it reached died.
+        deaths: Vec<String>,
+    },
     /// The instance rejected the request for a reason another instance would
     /// give too (bad arguments): not retried.
     #[error("service '{service}' rejected a request for function '{function}': {reason}")]

@@ -45,19 +45,15 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn token(&self) -> Result<String, RpcError> {
-        let token = match (&self.token_file, &self.token) {
-            (Some(path), _) => {
-                std::fs::read_to_string(path).map_err(|source| RpcError::TokenFile {
-                    path: path.display().to_string(),
-                    source,
-                })?
+        match (&self.token_file, &self.token) {
+            (Some(path), _) => crate::wire::read_token_file(path),
+            (None, Some(token)) => {
+                let token = token.trim().to_string();
+                BearerToken::new(&token)?;
+                Ok(token)
             }
-            (None, Some(token)) => token.clone(),
-            (None, None) => return Err(RpcError::NoToken),
-        };
-        let token = token.trim().to_string();
-        BearerToken::new(&token)?;
-        Ok(token)
+            (None, None) => Err(RpcError::NoToken),
+        }
     }
 }
 

@@ -36,6 +36,12 @@ use crate::region::{MembershipWatch, ServiceRegion};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
 use crate::wire::{self, BearerToken, FunctionSignature};
 
+/// How many instances one request may kill before it is failed as a
+/// suspected poison pill ([`RpcError::PoisonPill`]) instead of being sent to
+/// the next one: one death may be the instance's bad luck, two in a row are
+/// the request.
+const POISON_PILL_DEATHS: usize = 2;
+
 struct Inner {
     service: String,
     options: ServiceOptions,
@@ -207,6 +213,7 @@ impl ServiceClient {
         let mut tried = Vec::with_capacity(attempts);
         let mut last = String::new();
         let (mut failed, mut collateral) = (0, 0);
+        let mut deaths = Vec::new();
         while failed < attempts {
             let connection = inner.router.pick(function, &tried_ids).await?;
             if failed + collateral > 0 {
@@ -246,7 +253,19 @@ impl ServiceClient {
                     tried_ids.push(connection.id);
                     tried.push(connection.address.clone());
                     last = match inner.router.death_of(connection.id, connection.slot).await {
-                        Some(why) => format!("{reason}; the instance died: {why}"),
+                        Some(why) => {
+                            deaths.push(format!("{}: {why}", connection.address));
+                            if deaths.len() >= POISON_PILL_DEATHS {
+                                Counters::add(&inner.counters.failures, 1);
+                                return Err(RpcError::PoisonPill {
+                                    service: inner.service.clone(),
+                                    function: function.to_string(),
+                                    rows: arguments.num_rows(),
+                                    deaths,
+                                });
+                            }
+                            format!("{reason}; the instance died: {why}")
+                        }
                         None => reason,
                     };
                 }

@@ -23,6 +23,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -52,7 +53,20 @@ fn decode_requests(
         .chain(rest)
         .filter(|m| std::future::ready(!matches!(m, Ok(m) if m.data_header.is_empty())))
         .map(|m| m.map_err(FlightError::from));
-    FlightDataDecoder::new(input).filter_map(|decoded| async move {
+    // A malformed body can panic inside Arrow's IPC reader (a buffer offset
+    // past the body's end). That is the request's fault: answered as an error
+    // status, never as a stream that just ends, which reads as success.
+    let decoded = std::panic::AssertUnwindSafe(FlightDataDecoder::new(input))
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|payload| {
+                Err(FlightError::DecodeError(format!(
+                    "reading its Arrow IPC body failed: {}",
+                    super::evaluator::panic_message(payload.as_ref())
+                )))
+            })
+        });
+    decoded.filter_map(|decoded| async move {
         match decoded {
             Ok(decoded) => match decoded.payload {
                 DecodedPayload::RecordBatch(batch) => {

@@ -76,7 +76,9 @@ impl Host {
             )),
             Err(Unfinished::Panicked(message)) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                Err(Status::internal(format!(
+                // the function's own failure on these rows, as an error is:
+                // any instance would panic the same, so it is not retried
+                Err(Status::invalid_argument(format!(
                     "function '{}' panicked: {message}",
                     named.name()
                 )))

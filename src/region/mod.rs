@@ -79,6 +79,9 @@ impl RegionBuilder {
     /// first instance's start-up error.
     pub async fn start(self) -> Result<ServiceRegion, RpcError> {
         self.options.validate()?;
+        for endpoint in &self.endpoints {
+            crate::wire::check_endpoint(endpoint)?;
+        }
         if !self.endpoints.is_empty() && self.token.is_none() {
             return Err(RpcError::MissingToken { service: self.name });
         }

@@ -103,6 +103,9 @@ impl Services {
         } else {
             Target::Endpoints
         };
+        for endpoint in &create.endpoints {
+            crate::wire::check_endpoint(endpoint).map_err(rpc_error)?;
+        }
         let mut options = ServiceOptions::default();
         apply(&mut options, &create.options, target)?;
         let name = create
@@ -200,15 +203,21 @@ impl Services {
                  (rpcop serve --token-file): CREATE RPC SERVICE {name} ... WITH (token_file = '/path/to/token')"
             )));
         };
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| plan_error(format!("cannot read token_file '{path}': {e}")))?;
+        let token = crate::wire::read_token_file(std::path::Path::new(path)).map_err(|e| {
+            plan_error(match e {
+                RpcError::TokenFile { source, .. } => {
+                    format!("cannot read token_file '{path}': {source}")
+                }
+                other => format!("token_file '{path}': {other}"),
+            })
+        })?;
         let region = ServiceRegion::attach(
             name.clone(),
             create.functions.clone(),
             create.endpoints.clone(),
         )
         .options(options)
-        .token(token.trim())
+        .token(token)
         .start()
         .await
         .map_err(rpc_error)?;

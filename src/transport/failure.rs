@@ -47,7 +47,9 @@ pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
         | Code::FailedPrecondition
         | Code::Unimplemented
         | Code::Unauthenticated
-        | Code::PermissionDenied => Failure::Reject(reason),
+        | Code::PermissionDenied
+        // a message over the size limit is too big for any instance
+        | Code::OutOfRange => Failure::Reject(reason),
         _ if is_transport(status) => Failure::Lost(reason),
         _ => Failure::Retry(reason),
     }
@@ -61,6 +63,13 @@ mod tests {
     fn status_classes() {
         assert!(matches!(
             failure_of(&Status::invalid_argument("x"), "a"),
+            Failure::Reject(_)
+        ));
+        assert!(matches!(
+            failure_of(
+                &Status::out_of_range("Error, encoded message length too large"),
+                "a"
+            ),
             Failure::Reject(_)
         ));
         assert!(matches!(

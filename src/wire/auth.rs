@@ -12,6 +12,47 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// The most bytes a token file may hold; a token is a short line.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads the token from the file at `path`: a regular file (not a FIFO or a
+/// device, which could block or never end) of at most
+/// [`MAX_TOKEN_FILE_BYTES`], whose trimmed text is a valid token.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, RpcError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let failed = |source: std::io::Error| RpcError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO must not wait for a writer
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(failed)?;
+    if !file.metadata().map_err(failed)?.is_file() {
+        return Err(failed(std::io::Error::other(
+            "not a regular file; write the token into a file",
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(failed(std::io::Error::other(format!(
+            "larger than {MAX_TOKEN_FILE_BYTES} bytes; a token file holds one short token"
+        ))));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| failed(std::io::Error::other("not UTF-8 text")))?;
+    let token = text.trim().to_string();
+    BearerToken::new(&token)?;
+    Ok(token)
+}
+
 /// Adds the region's bearer token to every call.
 #[derive(Debug, Clone)]
 pub(crate) struct BearerToken(MetadataValue<Ascii>);
@@ -65,6 +106,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_token_file_is_a_small_regular_file() {
+        let dir = std::env::temp_dir().join(format!("rpcop-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "s3cret\n").unwrap();
+        assert_eq!(read_token_file(&good).unwrap(), "s3cret");
+        let big = dir.join("big");
+        std::fs::write(&big, "x".repeat(5000)).unwrap();
+        let error = read_token_file(&big).unwrap_err().to_string();
+        assert!(error.contains("larger than 4096 bytes"), "{error}");
+        // a device that never ends, and a FIFO nobody writes: refused at once
+        let error = read_token_file(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let fifo = dir.join("fifo");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let error = read_token_file(&fifo).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(read_token_file(&empty).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     #[test]

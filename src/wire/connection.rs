@@ -17,6 +17,31 @@ use crate::error::RpcError;
 /// A Flight client that sends the region's token.
 pub(crate) type FlightClient = FlightServiceClient<InterceptedService<Channel, BearerToken>>;
 
+/// Fails unless `address` is one rpcop can reach as it is meant to be
+/// reached: `http://host:port`. An `https://` address is refused rather than
+/// used in plain text (which would send the token readable on the wire):
+/// rpcop does not speak TLS yet.
+pub(crate) fn check_endpoint(address: &str) -> Result<(), RpcError> {
+    let invalid = |reason: &str| RpcError::InvalidEndpoint {
+        address: address.to_string(),
+        reason: reason.to_string(),
+    };
+    if address.starts_with("https://") {
+        return Err(invalid(
+            "rpcop does not speak TLS yet, and will not send the token in plain text to an \
+             https:// endpoint; reach the instance over http:// on a trusted network (or a \
+             TLS-terminating proxy beside it)",
+        ));
+    }
+    let Some(rest) = address.strip_prefix("http://") else {
+        return Err(invalid("expected http://host:port"));
+    };
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(invalid("expected http://host:port")),
+    }
+}
+
 /// A Flight client for the instance at `address` (`http://host:port`). The
 /// connection is made on first use.
 pub(crate) fn connect(
@@ -24,6 +49,7 @@ pub(crate) fn connect(
     token: &BearerToken,
     timeout: Duration,
 ) -> Result<FlightClient, RpcError> {
+    check_endpoint(address)?;
     let endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| RpcError::InvalidEndpoint {
             address: address.to_string(),
@@ -100,4 +126,17 @@ pub(crate) async fn stats_of(client: &FlightClient) -> Option<InstanceStats> {
 pub(crate) async fn instance_stats(address: &str, token: &BearerToken) -> Option<InstanceStats> {
     let client = connect(address, token, Duration::from_secs(2)).ok()?;
     stats_of(&client).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_http_endpoints_are_reached() {
+        assert!(super::check_endpoint("http://127.0.0.1:50051").is_ok());
+        let https = super::check_endpoint("https://127.0.0.1:443").unwrap_err();
+        assert!(https.to_string().contains("TLS"), "{https}");
+        for bad in ["127.0.0.1:1", "http://:1", "http://h:port", "ftp://h:1"] {
+            assert!(super::check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -34,10 +34,10 @@ mod sequence;
 mod stats;
 
 pub use arguments::{is_scalar_argument, scalar_argument};
-pub use auth::bearer;
 pub(crate) use auth::{BearerToken, check_token};
+pub use auth::{MAX_TOKEN_FILE_BYTES, bearer, read_token_file};
 pub(crate) use connection::{
-    FlightClient, NoAnswer, action, connect, instance_stats, stats_of, try_action,
+    FlightClient, NoAnswer, action, check_endpoint, connect, instance_stats, stats_of, try_action,
 };
 pub use constants::*;
 pub use descriptor::{

@@ -1,0 +1,58 @@
+//! Hostile input through SQL: a fleet survives one bad row.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use rpcop::{MemberState, RpcSession};
+
+/// One oversized row kills each instance it reaches (it is bigger than
+/// their memory limit). It is failed after it killed two, as a suspected
+/// poison pill naming its rows, instead of being sent to every instance in
+/// turn; the service returns to full size and serves the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_pill_kills_two_instances_not_the_fleet() {
+    common::within(async {
+        let session = RpcSession::builder()
+            .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+            .build();
+        session
+            .sql(
+                "CREATE RPC SERVICE pill FOR FUNCTION upper WITH (isolation = 'process', \
+                 parallelism = 4, memory = '256MiB', retries = 3, timeout = '60s')",
+            )
+            .await
+            .unwrap();
+        // 200 MB of text in the second row: under the message limit, over the
+        // instances' memory once decoded and upper-cased
+        let error = session
+            .sql("SELECT length(upper(repeat(s, n))) FROM (VALUES ('ok', 1), ('ab', 100000000)) t(s, n)")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("suspected poison pill"), "{error}");
+        assert!(error.contains("killed 2 instances"), "{error}");
+        assert!(error.contains("memory limit"), "{error}");
+        assert!(error.contains("a request of 2 row(s)"), "{error}");
+        // two deaths, not four: the other instances never saw the row, and
+        // the two that died are replaced
+        let region = session.service("pill").unwrap();
+        let restarted: u32 = region.members().iter().map(|m| m.restarts).sum();
+        assert!(restarted <= 2, "{restarted} restarts");
+        common::wait_ready(&region, 4).await;
+        assert!(
+            region
+                .members()
+                .iter()
+                .all(|m| m.state == MemberState::Ready)
+        );
+        let restarted: u32 = region.members().iter().map(|m| m.restarts).sum();
+        assert_eq!(restarted, 2);
+        let batches = session
+            .sql("SELECT upper(s) AS u FROM (VALUES ('fine')) t(s)")
+            .await
+            .unwrap();
+        assert_eq!(common::cells(&batches).unwrap(), vec![vec!["FINE".to_string()]]);
+    })
+    .await;
+}
