@@ -182,3 +182,28 @@ fn the_shipped_examples_run_end_to_end() {
     // explicit: rpc_call answers with the service's types
     assert!(stdout.contains("| Int32 |"), "{stdout}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_shell_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // `rpcop -c ... | head -c 100`: the reader closes the pipe after 100 bytes
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+        .args([
+            "--format",
+            "csv",
+            "-c",
+            "SELECT upper(concat('row ', CAST(value AS VARCHAR))) AS r FROM generate_series(1, 200000)",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // the read end is dropped here: later writes fail with EPIPE
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}

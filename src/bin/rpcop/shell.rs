@@ -111,12 +111,17 @@ impl Shell {
                 }
             }
             Format::Csv => {
+                // written to a buffer first: Arrow's CSV writer turns an I/O
+                // error into text, and a closed stdout must stay recognisable
+                let mut text = Vec::new();
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
-                    .build(&mut *out);
+                    .build(&mut text);
                 for batch in nonempty {
                     writer.write(batch)?;
                 }
+                drop(writer);
+                out.write_all(&text)?;
             }
             Format::Json => {
                 let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
@@ -138,17 +143,24 @@ impl Shell {
         let sql = match command {
             Command::Quit => return,
             Command::Help => {
-                println!("{HELP}");
+                say(HELP);
                 return;
             }
             Command::Quiet(quiet) => {
                 self.quiet = quiet.unwrap_or(!self.quiet);
-                println!("quiet is {}", if self.quiet { "on" } else { "off" });
+                say(if self.quiet {
+                    "quiet is on"
+                } else {
+                    "quiet is off"
+                });
                 return;
             }
             Command::Format(format) => {
                 self.format = format;
-                println!("results print as {}", format!("{format:?}").to_lowercase());
+                say(&format!(
+                    "results print as {}",
+                    format!("{format:?}").to_lowercase()
+                ));
                 return;
             }
             Command::Unknown(message) => {
@@ -171,10 +183,10 @@ impl Shell {
         if let Some(history) = &history {
             let _ = editor.load_history(history);
         }
-        println!(
+        say(&format!(
             "rpcop {} — SQL ending with ';', \\? for help, \\q to quit",
             env!("CARGO_PKG_VERSION")
-        );
+        ));
         let mut buffer = String::new();
         loop {
             let prompt = if buffer.is_empty() {
@@ -242,6 +254,33 @@ async fn run_or_cancel(statement: impl Future<Output = Result<()>>) -> Result<()
     })
 }
 
+/// Prints a line of the shell's own to stdout. A closed stdout (`rpcop |
+/// head`) is not an error of the shell's: the line is dropped.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+/// Did writing the results fail because their reader went away (`rpcop -c
+/// ... | head`)? Then the shell ends normally, as other command-line tools
+/// do, instead of reporting an error.
+fn is_broken_pipe(error: &DataFusionError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        if let Some(DataFusionError::IoError(io)) = error.downcast_ref::<DataFusionError>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(error))
 }
@@ -254,16 +293,22 @@ pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
         return shell.interactive().await;
     }
     let mut stdout = std::io::stdout().lock();
-    for command in &args.commands {
-        run_or_cancel(Box::pin(shell.run(command, &mut stdout))).await?;
+    let ran = async {
+        for command in &args.commands {
+            run_or_cancel(Box::pin(shell.run(command, &mut stdout))).await?;
+        }
+        for file in &args.files {
+            let sql = std::fs::read_to_string(file).map_err(|e| {
+                DataFusionError::Execution(format!("cannot read {}: {e}", file.display()))
+            })?;
+            run_or_cancel(Box::pin(shell.run(&sql, &mut stdout))).await?;
+        }
+        Ok(())
+    };
+    match ran.await {
+        Err(error) if is_broken_pipe(&error) => Ok(()),
+        result => result,
     }
-    for file in &args.files {
-        let sql = std::fs::read_to_string(file).map_err(|e| {
-            DataFusionError::Execution(format!("cannot read {}: {e}", file.display()))
-        })?;
-        run_or_cancel(Box::pin(shell.run(&sql, &mut stdout))).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
