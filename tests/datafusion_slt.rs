@@ -197,18 +197,6 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            slt_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "slt") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// A session as DataFusion's runner makes one (4 partitions, so that
 /// results are split and merged), hosting `functions` if any.
 async fn session(functions: &[String]) -> RpcSession {
@@ -394,7 +382,7 @@ fn main() -> ExitCode {
         }
     };
     let mut files = Vec::new();
-    if let Err(error) = slt_files(&root, &mut files) {
+    if let Err(error) = common::slt_files(&root, &mut files) {
         eprintln!("cannot read {}: {error}", root.display());
         return ExitCode::FAILURE;
     }

@@ -107,18 +107,6 @@ impl AsyncDB for RpcDb {
     }
 }
 
-fn suite_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            suite_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "slt") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
     let mut failures = Vec::new();
     for file in files {
@@ -159,7 +147,7 @@ async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files = Vec::new();
-    if let Err(error) = suite_files(&root, &mut files) {
+    if let Err(error) = common::slt_files(&root, &mut files) {
         eprintln!("cannot read {}: {error}", root.display());
         return ExitCode::FAILURE;
     }

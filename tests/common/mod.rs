@@ -120,3 +120,16 @@ pub fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
     }
     Ok(rows)
 }
+
+/// Every `.slt` file under `dir`, recursively, appended to `out`.
+pub fn slt_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            slt_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "slt") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
