@@ -381,16 +381,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut files = Vec::new();
-    if let Err(error) = common::slt_files(&root, &mut files) {
-        eprintln!("cannot read {}: {error}", root.display());
-        return ExitCode::FAILURE;
-    }
-    files.sort();
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let files = match common::slt_files(&root) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filters = common::filters();
     let files: Vec<(PathBuf, String)> = files
         .into_iter()
         .map(|f| {
@@ -408,14 +406,10 @@ fn main() -> ExitCode {
             }
         })
         .collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match common::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("cannot start a runtime: {error}");
+            eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };

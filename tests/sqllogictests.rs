@@ -146,16 +146,14 @@ async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
 
 fn main() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
-    let mut files = Vec::new();
-    if let Err(error) = common::slt_files(&root, &mut files) {
-        eprintln!("cannot read {}: {error}", root.display());
-        return ExitCode::FAILURE;
-    }
-    files.sort();
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let mut files = match common::slt_files(&root) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filters = common::filters();
     files.retain(|f| {
         filters.is_empty()
             || filters
@@ -168,14 +166,10 @@ fn main() -> ExitCode {
         .flatten()
         .filter(|r| matches!(r, Record::Statement { .. } | Record::Query { .. }))
         .count();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match common::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("cannot start a runtime: {error}");
+            eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };

@@ -121,15 +121,40 @@ pub fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
     Ok(rows)
 }
 
-/// Every `.slt` file under `dir`, recursively, appended to `out`.
-pub fn slt_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            slt_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "slt") {
-            out.push(path);
+/// Every `.slt` file under `root`, recursively, sorted; or why they cannot
+/// be listed.
+pub fn slt_files(root: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|e| e == "slt") {
+                out.push(path);
+            }
         }
+        Ok(())
     }
-    Ok(())
+    let mut files = Vec::new();
+    walk(root, &mut files).map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    files.sort();
+    Ok(files)
+}
+
+/// The words given to a test binary without a harness (`cargo test --test
+/// x -- word ...`), flags left out.
+pub fn filters() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect()
+}
+
+/// The runtime of a test binary without a harness: two worker threads.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
 }
