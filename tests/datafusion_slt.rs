@@ -63,36 +63,6 @@ const SKIPPED: &[&str] = &["spark/", "tpch/", "imdb.slt", "clickbench"];
 /// a listed one that no longer differs (then strike it from the list).
 const KNOWN: &[(&str, &str, &str)] = &[
     (
-        "functions.slt",
-        "SELECT initcap(dict_col), initcap(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
-        "functions.slt",
-        "SELECT reverse(dict_col), reverse(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
-        "functions.slt",
-        "SELECT bit_length(dict_col), bit_length(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
-        "functions.slt",
-        "SELECT octet_length(dict_col), octet_length(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
-        "functions.slt",
-        "SELECT character_length(dict_col), character_length(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
-        "functions.slt",
-        "SELECT ascii(dict_col), ascii(nested_dict_col)",
-        "a dictionary of dictionaries cannot travel in Arrow IPC",
-    ),
-    (
         "arrow_field.slt",
         "SELECT arrow_field(ARRAY[1,2,3])",
         "a hosted call of constants is a column, not a folded literal (its field name)",
@@ -111,16 +81,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "map.slt",
         "select column1[make_array(1, 2, 3)] from tt",
         "a hosted call of constants is a column, not a folded literal (get_field needs a literal key)",
-    ),
-    (
-        "to_timestamp_timezone.slt",
-        "SELECT to_timestamp('2020-09-08T13:42:29Z')",
-        "instances do not see the session's datafusion.execution.time_zone",
-    ),
-    (
-        "to_timestamp_timezone.slt",
-        "SELECT to_timestamp('2020-09-08T13:42:29+05:00')",
-        "instances do not see the session's datafusion.execution.time_zone",
     ),
 ];
 

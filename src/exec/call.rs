@@ -8,6 +8,7 @@
 //! `1`: its arguments are computed on those rows only, only they are sent,
 //! and the other rows' results are NULL.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,13 +18,14 @@ use datafusion::arrow::datatypes::{FieldRef, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, internal_err};
+use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr_common::utils::scatter;
 
-use crate::wire::scalar_argument;
+use crate::wire::{scalar_argument, session_metadata};
 
 /// One call the operator sends per request.
 #[derive(Debug, Clone)]
@@ -42,6 +44,9 @@ pub(crate) struct Call {
     /// `1` on the rows the call is evaluated on; `None`: every row.
     pub(crate) guard: Option<Arc<dyn PhysicalExpr>>,
     pub(crate) result: FieldRef,
+    /// The session's options that differ from DataFusion's defaults, as
+    /// argument schema metadata ([`session_metadata`]).
+    session: HashMap<String, String>,
 }
 
 /// The rows of a request one call is evaluated on.
@@ -64,6 +69,7 @@ impl Call {
         guard: Option<Arc<dyn PhysicalExpr>>,
         result: FieldRef,
         input: &Schema,
+        options: &ConfigOptions,
     ) -> Result<Self> {
         let fields = arguments
             .iter()
@@ -104,6 +110,7 @@ impl Call {
             fields,
             guard,
             result,
+            session: session_metadata(options),
         })
     }
 
@@ -149,7 +156,7 @@ impl Call {
             }
         }
         Ok(RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
+            Arc::new(Schema::new_with_metadata(fields, self.session.clone())),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(count)),
         )?)
@@ -222,6 +229,7 @@ mod tests {
             Some(guard),
             result,
             request.schema().as_ref(),
+            &ConfigOptions::default(),
         )
         .unwrap();
         assert_eq!(

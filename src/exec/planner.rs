@@ -100,6 +100,7 @@ fn physical_call(
         guard,
         Arc::clone(result),
         input.as_ref(),
+        session.config_options(),
     )
 }
 

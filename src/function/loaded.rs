@@ -78,14 +78,18 @@ impl LoadedFunction {
         config: &Arc<ConfigOptions>,
     ) -> Result<ArrayRef, FunctionError> {
         let rows = arguments.num_rows();
+        // a function whose behaviour follows the session's options
+        // (`to_timestamp`'s time zone) is rebuilt for the caller's, as
+        // DataFusion rebuilds it when a session's options change
+        let updated = self.udf.inner().with_updated_config(config);
+        let udf = updated.as_ref().unwrap_or(self.udf.as_ref());
         let Arguments {
             values,
             scalars,
             fields,
         } = self.coerce(arguments)?;
         let scalar_refs: Vec<Option<&ScalarValue>> = scalars.iter().map(Option::as_ref).collect();
-        let return_field = self
-            .udf
+        let return_field = udf
             .return_field_from_args(ReturnFieldArgs {
                 arg_fields: &fields,
                 scalar_arguments: &scalar_refs,
@@ -97,8 +101,7 @@ impl LoadedFunction {
             return Ok(new_empty_array(return_field.data_type()));
         }
         let all_constants = values.iter().all(|v| matches!(v, ColumnarValue::Scalar(_)));
-        let result = self
-            .udf
+        let result = udf
             .invoke_with_args(ScalarFunctionArgs {
                 args: values,
                 arg_fields: fields,

@@ -71,7 +71,13 @@ fn decode_requests(
             Ok(decoded) => match decoded.payload {
                 DecodedPayload::RecordBatch(batch) => {
                     Some(match wire::decode_sequence(&decoded.inner.app_metadata) {
-                        Ok(seq) => Ok((seq, batch)),
+                        Ok(seq) => match wire::received(&batch) {
+                            Ok(restored) => Ok((seq, restored.unwrap_or(batch))),
+                            Err(e) => Err(wire::with_sequence(
+                                Status::invalid_argument(format!("corrupt request: {e}")),
+                                seq,
+                            )),
+                        },
                         Err(reason) => Err(Status::invalid_argument(reason)),
                     })
                 }

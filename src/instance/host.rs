@@ -2,9 +2,9 @@
 //! functions, its counters, and its evaluation threads. The Flight server
 //! and the in-process hand-off both evaluate through a [`Host`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -15,7 +15,7 @@ use super::counters::{Counters, InFlight};
 use super::evaluator::{Evaluator, Unfinished};
 use crate::error::FunctionError;
 use crate::function::LoadedFunction;
-use crate::wire::with_sequence;
+use crate::wire::{has_session_options, session_options, with_sequence};
 
 /// The functions of one instance and the threads that evaluate them.
 pub(crate) struct Host {
@@ -24,7 +24,11 @@ pub(crate) struct Host {
     pub(crate) evaluator: Evaluator,
     /// Requests evaluated at once.
     pub(crate) threads: usize,
+    /// DataFusion's default options: those of a request that carries none.
     pub(crate) config: Arc<ConfigOptions>,
+    /// The options of the last request that carried the caller's session
+    /// options, and their metadata: a caller's requests carry the same.
+    pub(crate) session: Mutex<Option<(HashMap<String, String>, Arc<ConfigOptions>)>>,
 }
 
 impl Host {
@@ -48,7 +52,10 @@ impl Host {
         arguments: RecordBatch,
     ) -> Result<(Option<u64>, ArrayRef), Status> {
         let rows = arguments.num_rows() as u64;
-        let (config, counters) = (Arc::clone(&self.config), Arc::clone(&self.counters));
+        let config = self
+            .options(arguments.schema_ref().metadata())
+            .map_err(|status| with_sequence(status, seq))?;
+        let counters = Arc::clone(&self.counters);
         let named = function.clone();
         // counted where the work is done: a caller that stopped waiting
         // (its timeout) does not stop the evaluation or its count
@@ -87,6 +94,26 @@ impl Host {
         result
             .map(|array| (seq, array))
             .map_err(|status| with_sequence(status, seq))
+    }
+
+    /// The options a request's functions run with: the caller's session
+    /// options its schema metadata carries, over DataFusion's defaults.
+    fn options(&self, metadata: &HashMap<String, String>) -> Result<Arc<ConfigOptions>, Status> {
+        if !has_session_options(metadata) {
+            return Ok(Arc::clone(&self.config));
+        }
+        let mut last = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, options)) = last.as_ref()
+            && seen == metadata
+        {
+            return Ok(Arc::clone(options));
+        }
+        let options = Arc::new(session_options(metadata).map_err(Status::invalid_argument)?);
+        *last = Some((metadata.clone(), Arc::clone(&options)));
+        Ok(options)
     }
 }
 

@@ -17,8 +17,8 @@ mod local;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -109,6 +109,7 @@ impl Instance {
                 evaluator,
                 threads: config.threads,
                 config: Arc::new(ConfigOptions::default()),
+                session: Mutex::default(),
             }),
             token: Arc::clone(&config.token),
         })

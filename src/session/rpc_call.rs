@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
 
 use super::advice::did_you_mean;
 use super::catalog::ServiceCatalog;
-use crate::wire::{FunctionSignature, scalar_argument};
+use crate::wire::{FunctionSignature, scalar_argument, session_metadata};
 
 /// The session's scalar function of a name, if it has one.
 pub(crate) type LocalFunctions = Arc<dyn Fn(&str) -> Option<Arc<ScalarUDF>> + Send + Sync>;
@@ -210,7 +210,10 @@ impl AsyncScalarUDFImpl for RpcCall {
             columns.push(array);
         }
         let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
+            Arc::new(Schema::new_with_metadata(
+                fields,
+                session_metadata(&args.config_options),
+            )),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;

@@ -174,7 +174,13 @@ async fn read_answers(
             Ok(Some(seq)) => {
                 let waiter = lock(pending).waiters.remove(&seq);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(Ok(batch));
+                    let answer = match wire::received(&batch) {
+                        Ok(restored) => Ok(restored.unwrap_or(batch)),
+                        Err(e) => Err(Failure::Retry(format!(
+                            "{address} answered an unreadable batch: {e}"
+                        ))),
+                    };
+                    let _ = waiter.send(answer);
                 }
             }
             Ok(None) => {

@@ -15,6 +15,15 @@ pub const ACTION_PROTOCOL_VERSION: &str = "protocol_version";
 /// Field metadata key marking a constant argument column.
 pub const SCALAR_ARGUMENT_KEY: &str = "rpcop.scalar";
 
+/// Schema metadata key prefix of a caller's session option: the rest of
+/// the key is a DataFusion option's key (`datafusion.execution.time_zone`).
+pub const SESSION_OPTION_PREFIX: &str = "rpcop.session.";
+
+/// Field metadata key of a column sent as one dictionary that was a
+/// dictionary of dictionaries (which Arrow IPC cannot carry): its type
+/// before, as text, which the receiver casts it back to.
+pub const ORIGINAL_TYPE_KEY: &str = "rpcop.original_type";
+
 /// Status metadata key naming the sequence number of the request an error
 /// concerns.
 pub const SEQUENCE_STATUS_KEY: &str = "x-rpcop-seq";

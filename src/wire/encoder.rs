@@ -13,11 +13,15 @@ use datafusion::arrow::ipc::writer::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::dictionaries::sendable;
+
 /// Encodes a stream of batches as Flight messages, each batch with its own
 /// `app_metadata`.
 ///
 /// The schema message is sent before the first batch and again whenever the
-/// schema changes; dictionaries are sent before the batch that uses them.
+/// schema changes; dictionaries are sent before the batch that uses them. A
+/// dictionary of dictionaries is sent unpacked to one dictionary
+/// ([`sendable`]).
 #[derive(Debug)]
 pub struct BatchEncoder {
     options: IpcWriteOptions,
@@ -63,6 +67,8 @@ impl BatchEncoder {
         app_metadata: Bytes,
         out: &mut Vec<FlightData>,
     ) -> Result<(), ArrowError> {
+        let unpacked = sendable(batch)?;
+        let batch = unpacked.as_ref().unwrap_or(batch);
         if self.schema.as_ref() != Some(batch.schema_ref()) {
             self.encode_schema(batch.schema_ref(), out);
         }

@@ -12,6 +12,8 @@
 //!   same number back;
 //! - an argument field whose metadata has [`SCALAR_ARGUMENT_KEY`] = `"true"`
 //!   is a constant ([`scalar_argument`]);
+//! - the caller's session options that differ from DataFusion's defaults
+//!   travel in the argument schema's metadata ([`session_metadata`]);
 //! - errors are Flight statuses; one that concerns a single request names
 //!   its sequence number in the status metadata [`SEQUENCE_STATUS_KEY`];
 //! - `ListFlights`/`GetFlightInfo` describe a function in the Arrow Flight
@@ -22,15 +24,18 @@
 //!   [`ACTION_PROTOCOL_VERSION`].
 //!
 //! [`BatchEncoder`] turns batches into `FlightData` messages, each with its
-//! own `app_metadata`.
+//! own `app_metadata`; a dictionary of dictionaries, which Arrow IPC cannot
+//! carry, travels as one dictionary of the innermost values.
 
 mod arguments;
 mod auth;
 mod connection;
 mod constants;
 mod descriptor;
+mod dictionaries;
 mod encoder;
 mod sequence;
+mod session;
 mod stats;
 
 pub use arguments::{is_scalar_argument, scalar_argument};
@@ -43,7 +48,9 @@ pub use constants::*;
 pub use descriptor::{
     FunctionSignature, function_descriptor, function_info, function_of, signature_of,
 };
+pub(crate) use dictionaries::received;
 pub use encoder::BatchEncoder;
 pub use sequence::{decode_sequence, encode_sequence};
 pub(crate) use sequence::{sequence_of, with_sequence};
+pub use session::{has_session_options, session_metadata, session_options};
 pub use stats::InstanceStats;
