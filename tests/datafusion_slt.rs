@@ -61,28 +61,7 @@ const SKIPPED: &[&str] = &["spark/", "tpch/", "imdb.slt", "clickbench"];
 /// Differences found and not fixed yet, each with its cause: the file and
 /// the start of the query. The test fails on any other difference, and on
 /// a listed one that no longer differs (then strike it from the list).
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "arrow_field.slt",
-        "SELECT arrow_field(ARRAY[1,2,3])",
-        "a hosted call of constants is a column, not a folded literal (its field name)",
-    ),
-    (
-        "arrow_field.slt",
-        "SELECT arrow_field(MAP {'a': 1, 'b': 2})",
-        "a hosted call of constants is a column, not a folded literal (its field name)",
-    ),
-    (
-        "arrow_field.slt",
-        "SELECT arrow_field({a: 1, b: 'foo'})",
-        "a hosted call of constants is a column, not a folded literal (its field name)",
-    ),
-    (
-        "map.slt",
-        "select column1[make_array(1, 2, 3)] from tt",
-        "a hosted call of constants is a column, not a folded literal (get_field needs a literal key)",
-    ),
-];
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 /// Words that make a query answer differently in two sessions, hosted or
 /// not: the clock, randomness.

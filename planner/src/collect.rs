@@ -256,7 +256,7 @@ impl<'a> Collector<'a> {
 
 /// Does DataFusion's simplifier replace this call by another expression
 /// (`arrow_cast(x, 'Int64')` by `CAST(x AS BIGINT)`)?
-fn rewritten_by_datafusion(f: &ScalarFunction) -> bool {
+pub(crate) fn rewritten_by_datafusion(f: &ScalarFunction) -> bool {
     matches!(
         f.func.simplify(f.args.clone(), &SimplifyContext::default()),
         Ok(ExprSimplifyResult::Simplified(_))

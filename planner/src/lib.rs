@@ -10,7 +10,10 @@
 //! DataFusion's own rules ([`RpcRewrite::install`]). The runtime
 //! (crate `rpcop`) plans the node as `RpcProxyExec`. [`RpcopConfig`] is the
 //! `rpcop.*` namespace of the session's settings (`SET rpcop.rewrite =
-//! false`).
+//! false`). A runtime that can reach its services folds hosted calls of
+//! constants through them before optimizing, as DataFusion folds calls of
+//! constants in-process ([`constant_calls`], [`replace_calls`]); the rule
+//! moves what is left.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -44,12 +47,14 @@
 
 mod collect;
 mod config;
+mod constants;
 mod directory;
 mod guard;
 mod proxy;
 mod rewrite;
 
 pub use config::RpcopConfig;
+pub use constants::{ConstantCall, constant_calls, has_constant_calls, replace_calls};
 pub use directory::{ServiceDirectory, ServiceRef};
 pub use proxy::{ProxyCall, RpcProxy};
 pub use rewrite::{OptimizerRules, RpcRewrite};

@@ -8,4 +8,5 @@ mod planner;
 mod proxy_exec;
 mod requests;
 
+pub(crate) use call::{Call, Rows};
 pub(crate) use planner::{ClientSource, RpcQueryPlanner};

@@ -28,8 +28,12 @@ pub(crate) struct Host {
     pub(crate) config: Arc<ConfigOptions>,
     /// The options of the last request that carried the caller's session
     /// options, and their metadata: a caller's requests carry the same.
-    pub(crate) session: Mutex<Option<(HashMap<String, String>, Arc<ConfigOptions>)>>,
+    pub(crate) session: Mutex<Option<SessionOptions>>,
 }
+
+/// A caller's session options as its requests' schema metadata carries
+/// them, and as set over DataFusion's defaults.
+pub(crate) type SessionOptions = (HashMap<String, String>, Arc<ConfigOptions>);
 
 impl Host {
     /// The function `name`, or `NOT_FOUND` naming the ones hosted.

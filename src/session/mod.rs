@@ -7,7 +7,9 @@
 //! become `RpcProxy` nodes) and whose physical planner turns those into
 //! `RpcProxyExec`. Before a statement is optimized, the implicit services of
 //! the annotated functions it calls (`annotated`) are started, so the first
-//! query pays their start-up and later ones find them warm. `SHOW RPC
+//! query pays their start-up and later ones find them warm; then its hosted
+//! calls of constants are evaluated once through their services, as
+//! DataFusion folds calls of constants in-process (`fold`). `SHOW RPC
 //! SERVICES` and `DESCRIBE RPC SERVICE` answer with the rows of the service
 //! tables (`tables`); `rpc_call` reaches any function of any service.
 //! Errors reach the user with SQL-level advice (`advice`).
@@ -15,6 +17,7 @@
 mod advice;
 mod annotated;
 mod catalog;
+mod fold;
 mod hostable;
 mod rpc_call;
 mod services;
@@ -26,9 +29,9 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::optimizer::Optimizer;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use rpcop_planner::{RpcRewrite, RpcopConfig, ServiceDirectory};
 use rpcop_sql::parser::{Statement, parse_sql};
 use rpcop_sql::statement::RpcStatement;
@@ -217,6 +220,23 @@ impl RpcSession {
         Ok(last)
     }
 
+    /// Plans a DataFusion plan as [`Self::sql`] plans a statement, for the
+    /// DataFrame API: starts the implicit services of the annotated
+    /// functions it calls, and folds its hosted calls of constants through
+    /// their services (as DataFusion folds calls of constants in-process).
+    /// (`context().execute_logical_plan` would evaluate those calls with the
+    /// query instead, each on its own column.)
+    pub async fn execute_logical_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
+        let state = self.ctx.state();
+        let mut plan = plan;
+        if RpcopConfig::rewrite_enabled(state.config_options()) {
+            let services = &self.services;
+            services.start_implicit(called_functions(&plan)?).await?;
+            plan = fold::fold_constants(plan, &state, &services.catalog).await?;
+        }
+        self.ctx.execute_logical_plan(plan).await
+    }
+
     /// Runs one parsed statement.
     pub async fn execute(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
         let services = &self.services;
@@ -224,10 +244,7 @@ impl RpcSession {
             Statement::DataFusion(statement) => {
                 let state = self.ctx.state();
                 let plan = state.statement_to_plan(*statement).await?;
-                if RpcopConfig::rewrite_enabled(state.config_options()) {
-                    services.start_implicit(called_functions(&plan)?).await?;
-                }
-                let frame = self.ctx.execute_logical_plan(plan).await?;
+                let frame = self.execute_logical_plan(plan).await?;
                 return frame.collect().await.map_err(advice::advise);
             }
             Statement::Rpc(RpcStatement::Create(create)) => {

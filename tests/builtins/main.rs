@@ -8,10 +8,10 @@
 //! (`fields_with_udf`) about a pool of Arrow types: every width of integer,
 //! float and decimal, `Utf8`/`LargeUtf8`/`Utf8View`, the binaries, dates,
 //! times, timestamps with and without a zone, intervals, lists of every
-//! kind, structs, maps, dictionaries and dictionaries nested in lists and
-//! structs. Each accepted argument list is called with every argument a
-//! column, and with each argument in turn a literal (two values and a typed
-//! NULL), because DataFusion shapes some result types by literal values
+//! kind, structs, maps, dictionaries, a dictionary of dictionaries, and
+//! dictionaries nested in lists and structs. Each accepted argument list is
+//! called with every argument a column, and with each argument in turn a
+//! literal (two values and a typed NULL), because DataFusion shapes some result types by literal values
 //! (`round(d, -1)`). The columns hold nulls and arrive in batches with an
 //! empty one among them; the calls run again over a table with no rows.
 //!
@@ -47,12 +47,17 @@ type Answer = Result<Vec<(FieldRef, ArrayRef)>, String>;
 
 async fn answer(session: &RpcSession, table: &str, calls: &[Expr]) -> Answer {
     let run = async {
-        let frame = session
+        let plan = session
             .context()
             .table(table)
             .await?
-            .select(calls.to_vec())?;
-        let stream = frame.execute_stream().await?;
+            .select(calls.to_vec())?
+            .into_unoptimized_plan();
+        let stream = session
+            .execute_logical_plan(plan)
+            .await?
+            .execute_stream()
+            .await?;
         let schema = stream.schema();
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
@@ -80,36 +85,15 @@ async fn answer(session: &RpcSession, table: &str, calls: &[Expr]) -> Answer {
         .collect())
 }
 
-/// Does `call` read no column (every argument a literal)?
-fn constant(call: &Expr) -> bool {
-    matches!(call, Expr::ScalarFunction(f) if f.args.iter().all(|a| matches!(a, Expr::Literal(..))))
-}
-
-/// Why the answers of `calls` differ, or `None`. A call of literals only
-/// DataFusion folds into a literal while planning, which is NOT NULL when
-/// its value is not NULL; through a service it is evaluated by the service
-/// (the function may not be in this process at all), and its column is as
-/// nullable as the function says. That difference alone is counted in
-/// `constant_nullability`, not as a difference.
-fn difference(
-    hosted: &Answer,
-    local: &Answer,
-    calls: &[Expr],
-    constant_nullability: &mut usize,
-) -> Option<String> {
+/// Why the answers of `calls` differ, or `None`.
+fn difference(hosted: &Answer, local: &Answer) -> Option<String> {
     match (hosted, local) {
         (Ok(h), Ok(l)) => {
-            for (((hf, hv), (lf, lv)), call) in h.iter().zip(l).zip(calls) {
+            for ((hf, hv), (lf, lv)) in h.iter().zip(l) {
                 if hf != lf {
-                    let only_nullability =
-                        hf.as_ref().clone().with_nullable(lf.is_nullable()) == *lf.as_ref();
-                    if only_nullability && constant(call) && !lf.is_nullable() {
-                        *constant_nullability += 1;
-                    } else {
-                        return Some(format!(
-                            "field through the service {hf:?}\n    in-process {lf:?}"
-                        ));
-                    }
+                    return Some(format!(
+                        "field through the service {hf:?}\n    in-process {lf:?}"
+                    ));
                 }
                 if hv != lv {
                     return Some(format!(
@@ -131,9 +115,6 @@ fn difference(
 struct Tally {
     /// Calls that fail both ways (an error, or a panic in-process).
     failing: usize,
-    /// Calls of literals only whose column is nullable through a service
-    /// and NOT NULL in-process (see [`difference`]).
-    constant_nullability: usize,
     /// Calls that fail in-process only because DataFusion evaluates them on
     /// an empty batch too (see [`compare`]).
     empty_batch: BTreeSet<String>,
@@ -190,7 +171,7 @@ async fn compare(
             continue;
         }
         let here = answer(local, table, &calls).await;
-        if let Some(d) = difference(&through, &here, &calls, &mut tally.constant_nullability) {
+        if let Some(d) = difference(&through, &here) {
             tally.differences.push(describe(&calls, d));
         }
     }
@@ -215,7 +196,7 @@ async fn compare(
         // must answer the same as through the service.
         let calls = std::slice::from_ref(&call);
         let clean = answer(clean, table, calls).await;
-        match difference(&through, &clean, calls, &mut tally.constant_nullability) {
+        match difference(&through, &clean) {
             None if clean.is_ok() => {
                 tally.empty_batch.insert(format!("{}", call.schema_name()));
             }
@@ -226,7 +207,7 @@ async fn compare(
                     format!(
                         "answered through the service, in-process: {:?}; without the empty batch: {:?}",
                         here.err(),
-                        difference(&through, &clean, calls, &mut 0)
+                        difference(&through, &clean)
                     ),
                 ));
             }
@@ -363,11 +344,9 @@ async fn every_hostable_builtin_answers_as_in_process() {
     println!(
         "{} built-ins hosted; {kinds} argument-type lists, {cases} calls (columns and literals), \
          each over 6 rows in 3 batches (one empty) and over no rows, in {groups_run} groups: \
-         {} calls failing both ways, {served} requests answered by the service, {} calls of \
-         literals only nullable through the service and NOT NULL in-process, {} differences",
+         {} calls failing both ways, {served} requests answered by the service, {} differences",
         functions.len(),
         tally.failing,
-        tally.constant_nullability,
         tally.differences.len()
     );
     assert!(

@@ -153,6 +153,24 @@ pub(crate) fn pool() -> Vec<Column> {
     ] {
         add(name, converted(&strings(), to));
     }
+    // a dictionary of dictionaries, which Arrow IPC cannot carry as it is
+    let dict_u32 = converted(
+        &strings(),
+        DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+    );
+    add(
+        "dict_dict_utf8",
+        converted(
+            &dict_u32,
+            DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Dictionary(
+                    Box::new(DataType::UInt32),
+                    Box::new(DataType::Utf8),
+                )),
+            ),
+        ),
+    );
     add(
         "dict_i64",
         converted(
