@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::instance::{Instance, InstanceConfig, bind};
+use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
 use crate::wire::{BearerToken, LIFELINE_ENV};
 
 /// The flags of `rpcop serve`.
@@ -44,6 +45,32 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Refuses limits the process could not start with, before it tries:
+    /// the same bounds as the service options `memory` and `threads`.
+    fn check(&self) -> Result<(), OptionError> {
+        let invalid = |key, value: String, expected: String| OptionError::InvalidValue {
+            key,
+            value,
+            expected,
+        };
+        if let Some(limit) = self.memory_limit.filter(|l| *l < MIN_INSTANCE_MEMORY) {
+            return Err(invalid(
+                "memory-limit",
+                limit.to_string(),
+                format!("at least {MIN_INSTANCE_MEMORY} bytes (16 MiB)"),
+            ));
+        }
+        let most = MAX_INSTANCE_THREADS.min(thread_budget());
+        if !(1..=most).contains(&self.threads) {
+            return Err(invalid(
+                "threads",
+                self.threads.to_string(),
+                format!("1 to {most} (the budget of this machine)"),
+            ));
+        }
+        Ok(())
+    }
+
     fn token(&self) -> Result<String, RpcError> {
         match (&self.token_file, &self.token) {
             (Some(path), _) => crate::wire::read_token_file(path),
@@ -77,6 +104,7 @@ impl ServeArgs {
 /// # Ok::<(), rpcop::RpcError>(())
 /// ```
 pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), RpcError> {
+    args.check()?;
     crate::malloc::tune();
     if let Some(limit) = args.memory_limit {
         limit_memory(limit)?;

@@ -56,3 +56,49 @@ async fn a_poison_pill_kills_two_instances_not_the_fleet() {
     })
     .await;
 }
+
+/// A request whose function never returns (it sleeps for i64::MAX ms) times
+/// out for its caller, but its evaluation thread stays busy; requests sent
+/// after it would queue behind it and time out too. The supervisor sees the
+/// request run past the service's timeout and replaces the instance, and the
+/// next query is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_instance_is_replaced() {
+    common::within(async {
+        let session = RpcSession::new();
+        session
+            .sql(
+                "CREATE RPC SERVICE wedge FOR FUNCTION model_sim WITH (parallelism = 1, \
+                 threads = 1, timeout = '300ms', retries = 0)",
+            )
+            .await
+            .unwrap();
+        let error = session
+            .sql("SELECT model_sim(s, 9223372036854775807, 0) FROM (VALUES ('x')) t(s)")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no answer within the timeout"), "{error}");
+        // replaced: a new instance (a restart of its slot) is ready
+        let region = session.service("wedge").unwrap();
+        let mut watch = region.membership();
+        loop {
+            {
+                let m = watch.borrow_and_update();
+                if m.members
+                    .iter()
+                    .any(|m| m.restarts >= 1 && m.state == MemberState::Ready)
+                {
+                    break;
+                }
+            }
+            watch.changed().await.expect("region alive");
+        }
+        let batches = session
+            .sql("SELECT model_sim(s, 0, 0) AS h FROM (VALUES ('x')) t(s)")
+            .await
+            .unwrap();
+        assert_eq!(common::cells(&batches).unwrap().len(), 1);
+    })
+    .await;
+}

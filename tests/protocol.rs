@@ -470,4 +470,79 @@ fn rpcop_serve_refuses_bad_flags_clearly() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown function 'no_such_fn'"), "{stderr}");
+    // limits the process could not start with: refused before it tries
+    for (flag, value, says) in [
+        ("--memory-limit", "1", "at least 16777216 bytes"),
+        ("--threads", "100000", "threads"),
+        ("--threads", "0", "threads"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--function", "upper"])
+            .args(["--token", "t", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// A connection that never speaks is closed after a few seconds, and SIGTERM
+/// stops `rpcop serve` within its grace period even while a caller keeps an
+/// exchange open without sending a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpcop_serve_bounds_silent_connections_and_stops_on_sigterm() {
+    within(async {
+        let served = rpcop_serve(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--function",
+            "upper",
+            "--token",
+            "t0ken",
+        ]);
+        let address = served.1.trim_start_matches("http://").to_string();
+        // a TCP connection with no bytes: the instance closes it
+        let silent = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut socket = std::net::TcpStream::connect(address).unwrap();
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            socket.read(&mut byte)
+        });
+        let read = silent.await.unwrap();
+        assert!(matches!(read, Ok(0)), "{read:?}");
+        // an exchange that sent its first message and then nothing
+        let mut client = raw_client(&served.1).await;
+        let (keep, requests) = tokio::sync::mpsc::channel::<FlightData>(1);
+        keep.send(
+            FlightData::new().with_descriptor(FlightDescriptor::new_path(vec!["upper".into()])),
+        )
+        .await
+        .unwrap();
+        let open = client
+            .do_exchange(authorized(
+                tokio_stream::wrappers::ReceiverStream::new(requests),
+                "t0ken",
+            ))
+            .await
+            .unwrap();
+        let mut served = served;
+        let pid = i32::try_from(served.0.id()).unwrap();
+        // SAFETY: signalling the child this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let mut child = std::mem::replace(&mut served.0, Command::new("true").spawn().unwrap());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status}");
+        drop((open, keep));
+    })
+    .await;
 }

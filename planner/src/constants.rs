@@ -146,7 +146,7 @@ pub fn replace_calls(plan: LogicalPlan, values: &HashMap<Expr, Expr>) -> Result<
     }
     plan.transform_up_with_subqueries(|node| {
         let names = NamePreserver::new(&node);
-        node.map_expressions(|expr| {
+        let replace = |expr: Expr| {
             let name = names.save(&expr);
             let replaced = expr.transform_up(|e| match values.get(&e) {
                 Some(value) => Ok(Transformed::yes(value.clone())),
@@ -157,6 +157,14 @@ pub fn replace_calls(plan: LogicalPlan, values: &HashMap<Expr, Expr>) -> Result<
             } else {
                 replaced
             })
+        };
+        node.map_expressions(|expr| {
+            // each expression of a grouping set keeps its own name
+            if let Expr::GroupingSet(_) = &expr {
+                expr.map_children(replace)
+            } else {
+                replace(expr)
+            }
         })
     })
     .map(|t| t.data)

@@ -43,9 +43,11 @@ pub enum ParseError {
 
 impl From<datafusion_common::DataFusionError> for ParseError {
     fn from(error: datafusion_common::DataFusionError) -> Self {
-        match error {
-            datafusion_common::DataFusionError::SQL(error, _) => Self::from(*error),
-            other => Self::Syntax(other.strip_backtrace()),
+        // the parser's own error, however DataFusion wrapped it: its
+        // message once, not inside another "SQL error: ParserError(...)"
+        match error.find_root() {
+            datafusion_common::DataFusionError::SQL(error, _) => Self::from(error.as_ref().clone()),
+            _ => Self::Syntax(error.strip_backtrace()),
         }
     }
 }
@@ -436,6 +438,10 @@ mod tests {
         assert!(msg.contains("listed twice"), "{msg}");
         let msg = error("CREATE RPC SERVICE s FOR FUNCTION f WITH (retries = 1, retries = 2)");
         assert!(msg.contains("given twice at Line: 1, Column: 56"), "{msg}");
+        // a bad option value: the parser's message once, not nested
+        let msg = error("CREATE RPC SERVICE s FOR FUNCTION f WITH (a = ©)");
+        assert_eq!(msg.matches("SQL error").count(), 1, "{msg}");
+        assert!(msg.contains("found: © at Line: 1, Column: 47"), "{msg}");
         let msg = error("CREATE RPC SERVICE s FOR FUNCTION f ENDPOINTS ('10.0.0.5')");
         assert!(msg.contains("invalid endpoint '10.0.0.5'"), "{msg}");
         let msg = error("SHOW RPC SERVICE");

@@ -222,6 +222,12 @@ impl ServiceClient {
             }
             let outcome = self.attempt(&connection, function, arguments).await;
             inner.router.prune_if_idle(&connection);
+            if matches!(
+                outcome,
+                Err(Failure::Reject(_) | Failure::Retry(_) | Failure::Lost(_))
+            ) {
+                Counters::add(&inner.counters.errors, 1);
+            }
             match outcome {
                 Ok(result) => {
                     Counters::add(&inner.counters.requests, 1);

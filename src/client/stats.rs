@@ -27,6 +27,9 @@ pub struct ClientStats {
     pub timeouts: u64,
     /// Requests that failed after all attempts.
     pub failures: u64,
+    /// Attempts that failed: an error, a timeout, an instance lost (each
+    /// failed attempt of a request that then succeeded elsewhere, too).
+    pub errors: u64,
 }
 
 /// The live counters behind [`ClientStats`].
@@ -37,6 +40,7 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) failures: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +51,7 @@ impl Counters {
             retries: self.retries.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
     }
 

@@ -30,6 +30,7 @@ impl Counters {
             loads: self.loads.load(Ordering::Relaxed),
             startup_ms: self.startup_ms.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
+            longest_running_ms: 0,
         }
     }
 

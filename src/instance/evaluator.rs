@@ -16,10 +16,17 @@
 //! caught and answered as [`Unfinished::Panicked`]; the thread lives on.
 //! [`Evaluator::stop`] (or dropping the evaluator) answers every queued
 //! request [`Unfinished::Stopped`] and lets the threads end.
+//!
+//! Each thread notes when its current request started, so the instance can
+//! tell how long its oldest running request has run
+//! ([`Evaluator::longest_running`]): one that runs far past its caller's
+//! timeout is wedged (a function that sleeps or spins forever), and the
+//! supervisor replaces the instance.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
@@ -42,6 +49,10 @@ pub(crate) struct Evaluator {
     /// `None` once stopped: no new work is taken.
     queue: Mutex<Option<Sender<Job>>>,
     stopped: Arc<AtomicBool>,
+    /// Per thread: when its current job started, in microseconds since
+    /// `epoch` plus one; 0 while it waits for work.
+    started: Arc<[AtomicU64]>,
+    epoch: Instant,
 }
 
 impl Evaluator {
@@ -54,20 +65,41 @@ impl Evaluator {
     ) -> std::io::Result<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
         let stopped = Arc::new(AtomicBool::new(false));
-        for i in 0..threads.max(1) {
-            let (receiver, stopped, runtime) =
-                (receiver.clone(), Arc::clone(&stopped), runtime.cloned());
+        let threads = threads.max(1);
+        let started: Arc<[AtomicU64]> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+        let epoch = Instant::now();
+        for i in 0..threads {
+            let (receiver, stopped, runtime, started) = (
+                receiver.clone(),
+                Arc::clone(&stopped),
+                runtime.cloned(),
+                Arc::clone(&started),
+            );
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-                    work(&receiver, &stopped);
+                    work(&receiver, &stopped, &started[i], epoch);
                 })?;
         }
         Ok(Self {
             queue: Mutex::new(Some(sender)),
             stopped,
+            started,
+            epoch,
         })
+    }
+
+    /// How long the oldest request being evaluated has run; zero if none is.
+    pub(crate) fn longest_running(&self) -> Duration {
+        let now = micros_since(self.epoch);
+        self.started
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&s| s != 0)
+            .map(|s| Duration::from_micros(now.saturating_sub(s - 1)))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Queues `work` and waits for its result.
@@ -118,15 +150,22 @@ impl Drop for Evaluator {
     }
 }
 
-/// One thread's loop: run queued jobs until the queue is closed and empty.
-fn work(receiver: &Receiver<Job>, stopped: &AtomicBool) {
+/// One thread's loop: run queued jobs until the queue is closed and empty,
+/// noting in `started` when the current one started.
+fn work(receiver: &Receiver<Job>, stopped: &AtomicBool, started: &AtomicU64, epoch: Instant) {
     while let Ok(job) = receiver.recv() {
         if stopped.load(Ordering::Relaxed) {
             // dropped unrun: its caller hears that the evaluator stopped
             continue;
         }
+        started.store(micros_since(epoch) + 1, Ordering::Relaxed);
         job();
+        started.store(0, Ordering::Relaxed);
     }
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The text of a panic's payload.
@@ -166,6 +205,44 @@ mod tests {
             answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
             (0..8).map(|i| i * 2).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn longest_running_tells_how_long_the_oldest_job_has_run() {
+        let evaluator = Arc::new(Evaluator::start("test-eval", 2, None).unwrap());
+        assert_eq!(evaluator.longest_running(), Duration::ZERO);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let busy = {
+            let evaluator = Arc::clone(&evaluator);
+            tokio::spawn(async move {
+                evaluator
+                    .run(move || {
+                        let _ = started.send(());
+                        let _ = released.recv_timeout(Duration::from_secs(10));
+                    })
+                    .await
+            })
+        };
+        running.await.unwrap();
+        let first = evaluator.longest_running();
+        // it grows while the job runs, without a fixed wait
+        let grown = loop {
+            let now = evaluator.longest_running();
+            if now > first {
+                break now;
+            }
+            std::thread::yield_now();
+        };
+        assert!(grown > Duration::ZERO);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // the thread is idle again once its job answered
+        let idle = (0..10_000).any(|_| {
+            std::thread::yield_now();
+            evaluator.longest_running() == Duration::ZERO
+        });
+        assert!(idle, "{:?}", evaluator.longest_running());
     }
 
     #[tokio::test]

@@ -230,7 +230,7 @@ impl FlightService for FlightHandler {
                 self.host.counters.draining.store(true, Ordering::Relaxed);
                 Bytes::from_static(b"draining")
             }
-            wire::ACTION_STATS => serde_json::to_vec(&self.host.counters.snapshot())
+            wire::ACTION_STATS => serde_json::to_vec(&self.host.stats())
                 .map(Bytes::from)
                 .map_err(|e| Status::internal(e.to_string()))?,
             wire::ACTION_PROTOCOL_VERSION => Bytes::from(wire::PROTOCOL_VERSION.to_string()),

@@ -15,7 +15,7 @@ use super::counters::{Counters, InFlight};
 use super::evaluator::{Evaluator, Unfinished};
 use crate::error::FunctionError;
 use crate::function::LoadedFunction;
-use crate::wire::{has_session_options, session_options, with_sequence};
+use crate::wire::{InstanceStats, has_session_options, session_options, with_sequence};
 
 /// The functions of one instance and the threads that evaluate them.
 pub(crate) struct Host {
@@ -45,6 +45,16 @@ impl Host {
                 hosted.join(", ")
             ))
         })
+    }
+
+    /// The instance's counters, and how long its oldest running request has
+    /// run (the `stats` action).
+    pub(crate) fn stats(&self) -> InstanceStats {
+        let longest = self.evaluator.longest_running().as_millis();
+        InstanceStats {
+            longest_running_ms: u64::try_from(longest).unwrap_or(u64::MAX),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Evaluates one request on the instance's evaluation threads; an error

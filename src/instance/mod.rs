@@ -6,25 +6,28 @@
 //! (`evaluator`), apart from the runtime that serves its network I/O, so a
 //! slow function never stalls it. The instance checks every call's bearer
 //! token and can be drained: it then refuses new exchanges and serves the
-//! open ones to their end. While it serves, a caller in the same process can
-//! also reach it without the network (`local`).
+//! open ones to their end; told to stop, it gives open exchanges
+//! [`SHUTDOWN_GRACE`] to finish. It accepts a bounded number of connections,
+//! each of which must speak within a few seconds (`listener`). While it
+//! serves, a caller in the same process can also reach it without the
+//! network (`local`).
 
 mod counters;
 mod evaluator;
 mod flight;
 mod host;
+mod listener;
 mod local;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::config::ConfigOptions;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
 
@@ -136,22 +139,48 @@ impl Instance {
             Ok(request)
         });
         let _serving = Serving::new(format!("http://{address}"), &self.host);
-        let incoming = TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        };
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .initial_stream_window_size(wire::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(wire::CONNECTION_WINDOW_BYTES)
             .max_frame_size(wire::MAX_FRAME_BYTES)
             .http2_keepalive_interval(Some(wire::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(wire::KEEPALIVE_INTERVAL * 2))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| RpcError::Serve {
+            .serve_with_incoming_shutdown(listener::bounded(listener), shutdown);
+        // once told to stop, open exchanges have SHUTDOWN_GRACE to finish:
+        // a caller that keeps one open (and sends nothing) cannot hold the
+        // instance up
+        let grace = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                tracing::warn!(%address, "exchanges still open after the grace period; stopping");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.map_err(|e| RpcError::Serve {
                 address,
                 reason: e.to_string(),
-            })
+            }),
+            () = grace => Ok(()),
+        }
     }
 }
+
+/// How long open exchanges have to finish once an instance is told to stop
+/// (SIGTERM for `rpcop serve`).
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Exchanges one connection may have open at once (rpcop's client opens
+/// one per function it calls).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Binds `address` (port 0 picks a free port) for an instance to serve on.
 pub(crate) async fn bind(address: SocketAddr) -> Result<TcpListener, RpcError> {

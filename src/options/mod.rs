@@ -120,12 +120,64 @@ pub enum OptionError {
         /// The option.
         key: &'static str,
     },
+    /// More evaluation threads than the machine's budget for one service.
+    #[error(
+        "threads = {threads} with parallelism = {parallelism} is {total} evaluation threads, \
+         more than the {budget} one service may start on this machine (a quarter of its \
+         thread limit, at most {MAX_SERVICE_THREADS}); lower threads or parallelism"
+    )]
+    ThreadBudget {
+        /// Threads per instance.
+        threads: usize,
+        /// Instances.
+        parallelism: usize,
+        /// Their product.
+        total: usize,
+        /// The budget.
+        budget: usize,
+    },
     /// An option that takes effect when instances start, changed while they run.
     #[error("option '{key}' of a running service cannot change")]
     FixedWhileRunning {
         /// The option.
         key: &'static str,
     },
+}
+
+/// The smallest memory limit of an instance process: below it, the process
+/// cannot even start its runtime's threads.
+pub const MIN_INSTANCE_MEMORY: u64 = 16 << 20;
+
+/// The most evaluation threads of one instance.
+pub const MAX_INSTANCE_THREADS: usize = 256;
+
+/// The most evaluation threads (`threads` × `parallelism`) one service may
+/// start, on any machine.
+pub const MAX_SERVICE_THREADS: usize = 4096;
+
+/// The evaluation threads one service may start on this machine: a quarter
+/// of the threads the system and this user may have (`threads-max`,
+/// `RLIMIT_NPROC`), at most [`MAX_SERVICE_THREADS`]. Past the machine's
+/// limit, spawning a thread fails, and a process that cannot spawn one
+/// aborts.
+pub fn thread_budget() -> usize {
+    let system = std::fs::read_to_string("/proc/sys/kernel/threads-max")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into the struct we own.
+    let user = (unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &raw mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY)
+        .then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX));
+    [system, user]
+        .into_iter()
+        .flatten()
+        .map(|l| l / 4)
+        .fold(MAX_SERVICE_THREADS, usize::min)
+        .max(1)
 }
 
 /// Declares the options: the struct, its defaults, and the one table that
@@ -212,9 +264,9 @@ declare_options! {
     /// Where instances run: 'thread' in this process, 'process' one child process each.
     isolation: Isolation = Isolation::Thread, Choice::<Isolation>::new(), Resource;
     /// Worker threads of each instance (its concurrent requests).
-    threads: usize = 1, Count { min: 1, max: 256 }, Resource;
+    threads: usize = 1, Count { min: 1, max: MAX_INSTANCE_THREADS }, Resource;
     /// Memory limit of each instance process, in bytes; needs isolation = 'process'.
-    memory: Option<u64> = None, Limit { min: 16 << 20 }, Resource;
+    memory: Option<u64> = None, Limit { min: MIN_INSTANCE_MEMORY }, Resource;
     /// Device sets handed to instances as CUDA_VISIBLE_DEVICES; instance i gets set i mod n.
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
     /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
@@ -269,6 +321,16 @@ impl ServiceOptions {
     pub fn validate(&self) -> Result<(), OptionError> {
         if self.memory.is_some() && self.isolation != Isolation::Process {
             return Err(OptionError::MemoryNeedsProcess);
+        }
+        let total = self.threads.saturating_mul(self.parallelism);
+        let budget = thread_budget();
+        if total > budget {
+            return Err(OptionError::ThreadBudget {
+                threads: self.threads,
+                parallelism: self.parallelism,
+                total,
+                budget,
+            });
         }
         Ok(())
     }

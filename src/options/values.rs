@@ -220,14 +220,19 @@ impl ValueKind for Limit {
     }
 }
 
-/// A positive duration.
+/// A duration of at least [`MIN_DURATION`]: a shorter timeout could not
+/// even cover a request's round trip, so every request would time out.
 pub(crate) struct Positive;
+
+/// The shortest duration [`Positive`] takes (durations print in whole
+/// milliseconds).
+pub(crate) const MIN_DURATION: Duration = Duration::from_millis(1);
 
 impl ValueKind for Positive {
     type Value = Duration;
 
     fn parse(&self, text: &str) -> Option<Duration> {
-        parse_duration(text).filter(|d| !d.is_zero())
+        parse_duration(text).filter(|d| *d >= MIN_DURATION)
     }
 
     fn format(&self, value: &Duration) -> String {
@@ -235,7 +240,7 @@ impl ValueKind for Positive {
     }
 
     fn expected(&self) -> String {
-        "a positive duration such as '250ms', '30s', '2m'".to_string()
+        "a duration of at least 1ms such as '250ms', '30s', '2m'".to_string()
     }
 }
 
@@ -284,7 +289,9 @@ impl ValueKind for Devices {
     }
 
     fn expected(&self) -> String {
-        "device ids such as '0,1' (one per instance) or '0,1;2,3' (a set per instance)".to_string()
+        "device ids (indexes or GPU-/MIG- UUIDs) such as '0,1' (one per instance), '0,1;2,3' \
+         (a set per instance), or 'none'"
+            .to_string()
     }
 }
 
@@ -370,11 +377,20 @@ fn binary_size(bytes: u64) -> String {
 }
 
 fn parse_gpus(value: &str) -> Option<Vec<DeviceSet>> {
-    if value.is_empty() || value.eq_ignore_ascii_case("none") {
+    if value.trim().eq_ignore_ascii_case("none") {
         return Some(Vec::new());
     }
-    let valid =
-        |id: &str| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    // an index (0, 1, ...) or a UUID as nvidia-smi -L prints it
+    // (GPU-8f2c..., MIG-...), as CUDA_VISIBLE_DEVICES takes them
+    let valid = |id: &str| {
+        let uuid = ["GPU-", "MIG-"].iter().find_map(|p| id.strip_prefix(p));
+        match uuid {
+            Some(rest) => {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }
+            None => !id.is_empty() && id.len() <= 4 && id.chars().all(|c| c.is_ascii_digit()),
+        }
+    };
     let sets: Vec<DeviceSet> = if value.contains(';') {
         value
             .split(';')
@@ -410,9 +426,18 @@ mod tests {
             Some(Duration::from_millis(250))
         );
         assert_eq!(Positive.parse("0s"), None);
+        assert_eq!(Positive.parse("0.0000001s"), None);
+        assert_eq!(Positive.parse("1ms"), Some(MIN_DURATION));
         let gpus = Devices.parse("0,1;2,3").unwrap();
         assert_eq!(Devices.parse(&Devices.format(&gpus)), Some(gpus));
         assert_eq!(Devices.parse("0,;1"), None);
+        assert_eq!(Devices.parse("-1"), None);
+        assert_eq!(Devices.parse(""), None);
+        assert_eq!(Devices.parse("none"), Some(Vec::new()));
+        assert_eq!(
+            Devices.parse("GPU-8f2c1e0a-1b2c"),
+            Some(vec![vec!["GPU-8f2c1e0a-1b2c".to_string()]])
+        );
         assert_eq!(FilePath.parse(""), None);
         let choice = Choice::<LoadBalance>::new();
         assert_eq!(choice.parse("ROUND_ROBIN"), Some(LoadBalance::RoundRobin));

@@ -25,6 +25,9 @@ use crate::wire::{self, BearerToken, FlightClient, action, connect, stats_of};
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Health checks failed in a row before an instance is restarted.
 const HEALTH_FAILURES: u32 = 3;
+/// How far past the service's timeout a request may run before its
+/// instance counts as wedged and is replaced.
+const WEDGE_GRACE: Duration = Duration::from_secs(1);
 /// First and largest wait before a restart.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -199,9 +202,15 @@ impl Keeper {
         let control = BearerToken::new(&self.shared.spec.token)
             .ok()
             .and_then(|token| connect(&address, &token, HEALTH_INTERVAL * 2).ok());
+        // an instance started here is replaced when wedged; one that runs
+        // elsewhere may serve others, and is not this region's to replace
+        let shared = Arc::clone(&self.shared);
+        let timeout = move || shared.options().timeout;
+        let wedged_after: Option<&(dyn Fn() -> Duration + Send + Sync)> =
+            (!self.shared.launcher.is_remote()).then_some(&timeout);
         let outcome = tokio::select! {
             reason = running.ended() => Outcome::Died(reason),
-            reason = unhealthy(control.as_ref()) => Outcome::Died(reason),
+            reason = unhealthy(control.as_ref(), wedged_after) => Outcome::Died(reason),
             command = commands.recv() => match command {
                 Some(SlotCommand::Kill(reply)) => Outcome::Killed(reply),
                 Some(SlotCommand::Stop) | None => Outcome::Stop,
@@ -257,16 +266,42 @@ async fn wait_or_stop(commands: &mut mpsc::Receiver<SlotCommand>, delay: Duratio
 }
 
 /// Resolves when the instance has failed [`HEALTH_FAILURES`] health checks in
-/// a row.
-async fn unhealthy(control: Option<&FlightClient>) -> String {
+/// a row, or, if `wedged_after` gives the service's current timeout, when a
+/// request has run on it for longer than that timeout plus [`WEDGE_GRACE`]:
+/// its caller gave up long ago, and the thread evaluating it (a function
+/// that sleeps or spins forever) would make every later request wait.
+async fn unhealthy(
+    control: Option<&FlightClient>,
+    wedged_after: Option<&(dyn Fn() -> Duration + Send + Sync)>,
+) -> String {
     let Some(control) = control else {
         return std::future::pending().await;
     };
     let mut failures = 0;
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        match action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
-            Some(_) => failures = 0,
+        let Some(limit) = wedged_after.map(|timeout| timeout() + WEDGE_GRACE) else {
+            match action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
+                Some(_) => failures = 0,
+                None => failures += 1,
+            }
+            if failures >= HEALTH_FAILURES {
+                return format!("failed {failures} health checks in a row");
+            }
+            continue;
+        };
+        // the stats answer for health, and tell how long requests run
+        match stats_of(control).await {
+            Some(stats) => {
+                failures = 0;
+                let running = Duration::from_millis(stats.longest_running_ms);
+                if running > limit {
+                    return format!(
+                        "wedged: a request has run for {running:?}, past the timeout of {:?}                          (its caller gave up); the function never returned",
+                        limit - WEDGE_GRACE
+                    );
+                }
+            }
             None => failures += 1,
         }
         if failures >= HEALTH_FAILURES {

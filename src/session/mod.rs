@@ -26,6 +26,7 @@ mod tables;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
@@ -248,7 +249,10 @@ impl RpcSession {
                 return frame.collect().await.map_err(advice::advise);
             }
             Statement::Rpc(RpcStatement::Create(create)) => {
-                services.create(create, &self.ctx).await?;
+                if let Some(note) = services.create(create, &self.ctx).await? {
+                    let note: ArrayRef = Arc::new(StringArray::from(vec![note]));
+                    return Ok(vec![RecordBatch::try_from_iter([("note", note)])?]);
+                }
             }
             Statement::Rpc(RpcStatement::Alter { name, options }) => {
                 services.alter(&name, &options).await?;
@@ -360,8 +364,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mistakes_get_clear_errors() {
         let session = RpcSession::new();
+        // embed ships annotated: annotating it again is refused, ALTER it
+        let e = error(
+            &session,
+            "CREATE RPC SERVICE FOR FUNCTION embed WITH (parallelism = 1)",
+        )
+        .await;
+        assert!(e.contains("function 'embed' is already annotated"), "{e}");
         session
-            .sql("CREATE RPC SERVICE FOR FUNCTION embed WITH (parallelism = 1)")
+            .sql("ALTER RPC SERVICE embed SET (parallelism = 1)")
             .await
             .unwrap();
         // an annotation: the first query that calls embed starts its service

@@ -152,9 +152,39 @@ impl ScalarUDFImpl for RpcCall {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let (service, function) = self.target(args.scalar_arguments)?;
-        let entry = self.catalog.get(&service)?;
+        let entry = match self.catalog.get(&service) {
+            Ok(entry) => entry,
+            // an annotated function's implicit service, not started yet
+            Err(_) if self.catalog.annotation(&service).is_some() => {
+                return plan_err!(
+                    "rpc_call: RPC service '{service}' has not started: it is the implicit \
+                     service of the annotated function '{service}', which the first query \
+                     that calls {service}(...) starts; run one, or CREATE RPC SERVICE with \
+                     a name FOR FUNCTION {service}"
+                );
+            }
+            Err(error) => return Err(error),
+        };
         let Some(signature) = entry.signatures.get(&function) else {
-            let hosted = entry.signatures.keys().map(String::as_str);
+            // hosted without a fixed signature (no arguments, or any):
+            // typed by the session's own function of that name
+            if entry.region.hosts(&function)
+                && let Some(udf) = (self.local)(&function)
+            {
+                let given = args.arg_fields.get(2..).unwrap_or_default();
+                let scalars = args.scalar_arguments.get(2..).unwrap_or_default();
+                let coerced = fields_with_udf(given, udf.as_ref())?;
+                let result = udf.return_field_from_args(ReturnFieldArgs {
+                    arg_fields: &coerced,
+                    scalar_arguments: scalars,
+                })?;
+                return Ok(Arc::new(Field::new(
+                    RPC_CALL,
+                    result.data_type().clone(),
+                    true,
+                )));
+            }
+            let hosted = entry.region.functions().iter().map(String::as_str);
             let hint = did_you_mean(&function, hosted.clone())
                 .map(|hint| format!(" ({hint})"))
                 .unwrap_or_default();

@@ -88,7 +88,9 @@ impl Services {
     }
 
     /// `CREATE RPC SERVICE`: starts a pool, attaches to `ENDPOINTS`, or
-    /// (without a name) annotates the function.
+    /// (without a name) annotates the function. Returns a note for the user
+    /// when the statement changed more than it names (an annotated
+    /// function's implicit service now asleep).
     ///
     /// `registry` holds the session's functions: those that no service can
     /// host are refused here, with their reason.
@@ -96,7 +98,7 @@ impl Services {
         &self,
         create: CreateService,
         registry: &(dyn FunctionRegistry + Sync),
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let _one_at_a_time = self.lock.lock().await;
         let target = if create.endpoints.is_empty() {
             Target::Pool
@@ -112,20 +114,31 @@ impl Services {
             .name
             .clone()
             .unwrap_or_else(|| create.functions[0].clone());
-        // an unnamed CREATE may re-annotate a pending implicit service; a
-        // named one may not take its name
-        let taken = match create.name {
-            Some(_) => self.catalog.lookup(&name).is_ok(),
-            None => self.catalog.contains(&name),
-        };
-        if taken {
-            return if create.if_not_exists {
-                Ok(())
-            } else {
-                Err(plan_error(format!(
+        if let Some(blank) = std::iter::once(&name)
+            .chain(&create.functions)
+            .find(|n| n.trim().is_empty())
+        {
+            return Err(plan_error(format!(
+                "a service or function name cannot be blank ('{blank}'): name it, as in \
+                 CREATE RPC SERVICE text FOR FUNCTION upper"
+            )));
+        }
+        // neither takes the name of a service, running or pending: an
+        // annotation's options change with ALTER, not by annotating again
+        if let Ok(existing) = self.catalog.lookup(&name) {
+            if create.if_not_exists {
+                return Ok(None);
+            }
+            return Err(plan_error(match (create.name.is_none(), existing) {
+                (true, Service::Pending(_)) => format!(
+                    "function '{name}' is already annotated (its implicit service '{name}' starts \
+                     with the first query that calls it); change its options with ALTER RPC \
+                     SERVICE {name} SET (...), or DROP RPC SERVICE {name} first"
+                ),
+                _ => format!(
                     "RPC service '{name}' already exists; use IF NOT EXISTS, ALTER RPC SERVICE, or DROP it first"
-                )))
-            };
+                ),
+            }));
         }
         let source = match target {
             Target::Endpoints => Source::Endpoints,
@@ -142,17 +155,32 @@ impl Services {
         }
         self.check_unserved(&create.functions)?;
         if target == Target::Endpoints {
-            return self.attach(name, &create, options).await;
+            return self.attach(name, &create, options).await.map(|()| None);
         }
         if create.name.is_none() {
             // an annotation: the first query that calls it starts the service
             self.catalog.annotate(name, options);
-            return Ok(());
+            return Ok(None);
         }
         // the functions' annotations sleep while this service hosts them
-        // and wake when it is dropped
-        self.start(name, create.functions.clone(), options, false)
-            .await
+        // and wake when it is dropped: the statement says so
+        let asleep: Vec<&String> = create
+            .functions
+            .iter()
+            .filter(|f| self.catalog.annotation(f).is_some())
+            .collect();
+        self.start(name.clone(), create.functions.clone(), options, false)
+            .await?;
+        let notes: Vec<String> = asleep
+            .iter()
+            .map(|f| {
+                format!(
+                    "function '{f}' is annotated: its implicit service stays asleep while \
+                     '{name}' hosts it, and hosts it again once '{name}' is dropped"
+                )
+            })
+            .collect();
+        Ok((!notes.is_empty()).then(|| notes.join("; ")))
     }
 
     /// A function is served by one service at most.

@@ -122,11 +122,11 @@ async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
         .iter()
         .filter(|(m, _)| m.state == MemberState::Ready)
         .count();
-    // as this session's callers saw them: a request that timed out, or was
-    // answered NULL under on_error = 'null', is an error though no
-    // instance reported one
+    // as this session's callers saw them: an attempt that timed out or
+    // lost its instance (a crash), or a request answered NULL under
+    // on_error = 'null', is an error though no instance reported one
     let callers = entry.client.stats();
-    let counts = [callers.requests + callers.failures, callers.failures];
+    let counts = [callers.requests + callers.failures, callers.errors];
     let kind = if entry.implicit {
         "implicit"
     } else {

@@ -21,4 +21,10 @@ pub struct InstanceStats {
     pub startup_ms: u64,
     /// Is the instance draining?
     pub draining: bool,
+    /// How long the oldest request being evaluated has run, in
+    /// milliseconds (0 if none is). One far past its caller's timeout is
+    /// wedged: the supervisor replaces the instance. Optional on the wire
+    /// (0 when absent), for instances that do not track it.
+    #[serde(default)]
+    pub longest_running_ms: u64,
 }

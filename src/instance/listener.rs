@@ -1,0 +1,113 @@
+//! The connections an instance accepts, bounded: at most
+//! [`MAX_CONNECTIONS`] at once, and each must send its first bytes within
+//! [`FIRST_BYTES_TIMEOUT`] of being accepted. Without these bounds, a peer
+//! that opens TCP connections and sends nothing would hold them (and their
+//! memory) for as long as it liked; a connection over the bound is closed at
+//! once.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Connections an instance holds open at once.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
+/// Time a new connection has to send its first bytes (the HTTP/2 preface).
+pub(crate) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted connections waiting for their first bytes at once.
+const MAX_WAITING: usize = 64;
+
+/// An accepted connection, holding its place among [`MAX_CONNECTIONS`].
+pub(crate) struct Accepted {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+/// The connections of `listener` that fit the bounds (see the module
+/// documentation); the others are closed.
+pub(crate) fn bounded(listener: TcpListener) -> impl Stream<Item = io::Result<Accepted>> {
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    TcpListenerStream::new(listener)
+        .map(move |accepted| {
+            let places = Arc::clone(&places);
+            async move {
+                // an accept error (a connection reset before it was taken,
+                // too many open files) concerns that connection only
+                let stream = accepted.ok()?;
+                let Ok(place) = places.try_acquire_owned() else {
+                    tracing::warn!(
+                        "closing a connection: {MAX_CONNECTIONS} connections are open already"
+                    );
+                    return None;
+                };
+                // peek waits for a byte (readiness alone may be spurious);
+                // a peer that closed at once (0 bytes) is dropped too
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(1..)) => Some(Ok(Accepted {
+                        stream,
+                        _place: place,
+                    })),
+                    _ => None,
+                }
+            }
+        })
+        .buffer_unordered(MAX_WAITING)
+        .filter_map(std::future::ready)
+}
+
+impl Connected for Accepted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
