@@ -127,6 +127,23 @@ pub enum RpcError {
         /// Why each instance it reached died.
         deaths: Vec<String>,
     },
+    /// One row's arguments are bigger than `max_batch_bytes`: no request can
+    /// hold it within the limit the service was given.
+    #[error(
+        "service '{service}': one row of arguments for function '{function}' is {bytes} bytes, \
+         more than max_batch_bytes = {limit}; raise it (ALTER RPC SERVICE {service} SET \
+         (max_batch_bytes = ...), at most 256 MiB, the message limit) or pass smaller values"
+    )]
+    RowTooLarge {
+        /// The service.
+        service: String,
+        /// The function.
+        function: String,
+        /// The row's argument bytes.
+        bytes: usize,
+        /// The service's `max_batch_bytes`.
+        limit: usize,
+    },
     /// The instance rejected the request for a reason another instance would
     /// give too (bad arguments): not retried.
     #[error("service '{service}' rejected a request for function '{function}': {reason}")]

@@ -34,6 +34,7 @@ async fn a_poison_pill_kills_two_instances_not_the_fleet() {
         assert!(error.contains("killed 2 instances"), "{error}");
         assert!(error.contains("memory limit"), "{error}");
         assert!(error.contains("a request of 2 row(s)"), "{error}");
+        assert!(error.contains("rows 0..2 of partition 0"), "{error}");
         // two deaths, not four: the other instances never saw the row, and
         // the two that died are replaced
         let region = session.service("pill").unwrap();

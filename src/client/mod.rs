@@ -36,6 +36,20 @@ use crate::region::{MembershipWatch, ServiceRegion};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
 use crate::wire::{self, BearerToken, FunctionSignature};
 
+/// The bytes of the rows of `arguments` (a slice counts its rows, not the
+/// buffers it shares).
+fn argument_bytes(arguments: &RecordBatch) -> usize {
+    arguments
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// How many instances one request may kill before it is failed as a
 /// suspected poison pill ([`RpcError::PoisonPill`]) instead of being sent to
 /// the next one: one death may be the instance's bad luck, two in a row are
@@ -208,6 +222,19 @@ impl ServiceClient {
         report: &mut CallReport,
     ) -> Result<ArrayRef, RpcError> {
         let inner = &self.inner;
+        if arguments.num_rows() == 1 {
+            // a request of one row is as small as requests get
+            let bytes = argument_bytes(arguments);
+            if bytes > inner.options.max_batch_bytes {
+                Counters::add(&inner.counters.failures, 1);
+                return Err(RpcError::RowTooLarge {
+                    service: inner.service.clone(),
+                    function: function.to_string(),
+                    bytes,
+                    limit: inner.options.max_batch_bytes,
+                });
+            }
+        }
         let attempts = inner.options.retries + 1;
         let mut tried_ids = Vec::with_capacity(attempts);
         let mut tried = Vec::with_capacity(attempts);

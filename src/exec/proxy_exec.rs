@@ -260,14 +260,16 @@ async fn answer(
                 .await
                 .map_err(|error| match error {
                     // name the rows, so that the user can find them
-                    RpcError::PoisonPill { .. } => DataFusionError::from(error).context(format!(
-                        "the request held rows {}..{} of partition {} of the input of the \
+                    RpcError::PoisonPill { .. } | RpcError::RowTooLarge { .. } => {
+                        DataFusionError::from(error).context(format!(
+                            "the request held rows {}..{} of partition {} of the input of the \
                          RpcProxyExec that calls {}",
-                        at.first_row,
-                        at.first_row + rows,
-                        at.partition,
-                        call.function
-                    )),
+                            at.first_row,
+                            at.first_row + rows,
+                            at.partition,
+                            call.function
+                        ))
+                    }
                     error => DataFusionError::from(error),
                 })?;
             Ok::<_, DataFusionError>((
