@@ -488,7 +488,8 @@ fn rpcop_serve_refuses_bad_flags_clearly() {
     }
 }
 
-/// A connection that never speaks is closed after a few seconds, and SIGTERM
+/// A connection that never speaks is closed after a few seconds, an exchange
+/// that never sends its first message is refused, and SIGTERM
 /// stops `rpcop serve` within its grace period even while a caller keeps an
 /// exchange open without sending a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,8 +514,22 @@ async fn rpcop_serve_bounds_silent_connections_and_stops_on_sigterm() {
             let mut byte = [0u8; 1];
             socket.read(&mut byte)
         });
+        // meanwhile, an exchange that never sends its first message
+        let mut quiet_client = raw_client(&served.1).await;
+        let (_quiet, nothing) = tokio::sync::mpsc::channel::<FlightData>(1);
+        let quiet = tokio::spawn(async move {
+            quiet_client
+                .do_exchange(authorized(
+                    tokio_stream::wrappers::ReceiverStream::new(nothing),
+                    "t0ken",
+                ))
+                .await
+        });
         let read = silent.await.unwrap();
         assert!(matches!(read, Ok(0)), "{read:?}");
+        let refused = quiet.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused}");
+        assert!(refused.message().contains("no first message"), "{refused}");
         // an exchange that sent its first message and then nothing
         let mut client = raw_client(&served.1).await;
         let (keep, requests) = tokio::sync::mpsc::channel::<FlightData>(1);

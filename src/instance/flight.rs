@@ -5,11 +5,14 @@
 //!
 //! Any bad request (unknown function, wrong schema, corrupt IPC, a
 //! panicking or misbehaving handler) gets a Flight status that names the
-//! function and the reason; the instance lives on.
+//! function and the reason; the instance lives on. An exchange that sends
+//! no first message, or nothing for a long time, is ended, so a silent
+//! caller cannot hold it open.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
@@ -37,6 +40,11 @@ use crate::wire::{self, BatchEncoder};
 type DecodedRequest = (Option<u64>, RecordBatch);
 
 /// The Flight service of one instance.
+/// Time an exchange has to send its first message (the descriptor).
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time without a message from its caller after which an exchange ends.
+const EXCHANGE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub(crate) struct FlightHandler {
     pub(crate) host: Arc<Host>,
 }
@@ -47,6 +55,21 @@ fn decode_requests(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
+    // a caller silent for EXCHANGE_IDLE_TIMEOUT ends its exchange (after the
+    // answers to its requests): it opens a new one when it has more
+    let rest = tokio_stream::StreamExt::timeout(rest, EXCHANGE_IDLE_TIMEOUT)
+        .map(|message| {
+            message.unwrap_or_else(|_| {
+                Err(Status::cancelled(format!(
+                    "the exchange was idle for {EXCHANGE_IDLE_TIMEOUT:?}; open a new one"
+                )))
+            })
+        })
+        .scan(false, |ended, message| {
+            let next = (!*ended).then_some(message);
+            *ended = matches!(next, Some(Err(_)));
+            std::future::ready(next)
+        });
     // a message without an IPC header carries only the descriptor or
     // app_metadata (pyarrow opens an exchange with one): nothing to decode
     let input = stream::once(async { Ok(first) })
@@ -188,11 +211,19 @@ impl FlightService for FlightHandler {
             ));
         }
         let mut input = request.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
-            Status::invalid_argument(
-                "empty exchange: the first message must carry a PATH descriptor naming the function",
-            )
-        })?;
+        let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, input.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no first message within {FIRST_MESSAGE_TIMEOUT:?}: send the PATH descriptor \
+                     naming the function when the exchange opens"
+                ))
+            })??
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "empty exchange: the first message must carry a PATH descriptor naming the function",
+                )
+            })?;
         let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
             Status::invalid_argument(
                 "the first message of an exchange must carry a PATH descriptor naming the function",
