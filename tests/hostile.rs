@@ -35,6 +35,12 @@ async fn a_poison_pill_kills_two_instances_not_the_fleet() {
         assert!(error.contains("memory limit"), "{error}");
         assert!(error.contains("a request of 2 row(s)"), "{error}");
         assert!(error.contains("rows 0..2 of partition 0"), "{error}");
+        // each attempt an instance's death ended is an error of the service
+        let counted = session
+            .sql("SELECT errors FROM rpc_services() WHERE name = 'pill'")
+            .await
+            .unwrap();
+        assert_eq!(common::cells(&counted).unwrap(), vec![vec!["2".to_string()]]);
         // two deaths, not four: the other instances never saw the row, and
         // the two that died are replaced
         let region = session.service("pill").unwrap();
