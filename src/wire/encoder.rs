@@ -20,8 +20,8 @@ use super::dictionaries::sendable;
 ///
 /// The schema message is sent before the first batch and again whenever the
 /// schema changes; dictionaries are sent before the batch that uses them. A
-/// dictionary of dictionaries is sent unpacked to one dictionary
-/// ([`sendable`]).
+/// dictionary of dictionaries is sent unpacked to one dictionary, marked
+/// with its type ([`ORIGINAL_TYPE_KEY`](super::ORIGINAL_TYPE_KEY)).
 #[derive(Debug)]
 pub struct BatchEncoder {
     options: IpcWriteOptions,
