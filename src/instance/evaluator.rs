@@ -183,6 +183,29 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    /// Keeps one of `evaluator`'s threads busy (once this returns) until
+    /// the sender is used or dropped; the handle answers the job.
+    async fn occupy(
+        evaluator: &Arc<Evaluator>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), Unfinished>>,
+    ) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let evaluator = Arc::clone(evaluator);
+        let busy = tokio::spawn(async move {
+            evaluator
+                .run(move || {
+                    let _ = started.send(());
+                    let _ = released.recv_timeout(Duration::from_secs(10));
+                })
+                .await
+        });
+        running.await.unwrap();
+        (release, busy)
+    }
+
     #[tokio::test]
     async fn runs_work_on_its_threads_and_survives_a_panic() {
         let evaluator = Evaluator::start("test-eval", 2, None).unwrap();
@@ -211,20 +234,7 @@ mod tests {
     async fn longest_running_tells_how_long_the_oldest_job_has_run() {
         let evaluator = Arc::new(Evaluator::start("test-eval", 2, None).unwrap());
         assert_eq!(evaluator.longest_running(), Duration::ZERO);
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (started, running) = oneshot::channel::<()>();
-        let busy = {
-            let evaluator = Arc::clone(&evaluator);
-            tokio::spawn(async move {
-                evaluator
-                    .run(move || {
-                        let _ = started.send(());
-                        let _ = released.recv_timeout(Duration::from_secs(10));
-                    })
-                    .await
-            })
-        };
-        running.await.unwrap();
+        let (release, busy) = occupy(&evaluator).await;
         let first = evaluator.longest_running();
         // it grows while the job runs, without a fixed wait
         let grown = loop {
@@ -270,20 +280,7 @@ mod tests {
         let evaluator = Arc::new(Evaluator::start("test-eval", 1, None).unwrap());
         let ran = Arc::new(AtomicUsize::new(0));
         // the one thread is busy until released
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (started, running) = oneshot::channel::<()>();
-        let busy = {
-            let evaluator = Arc::clone(&evaluator);
-            tokio::spawn(async move {
-                evaluator
-                    .run(move || {
-                        let _ = started.send(());
-                        let _ = released.recv_timeout(Duration::from_secs(10));
-                    })
-                    .await
-            })
-        };
-        running.await.unwrap();
+        let (release, busy) = occupy(&evaluator).await;
         // a caller that gives up while queued: its work never runs
         let abandoned = {
             let ran = Arc::clone(&ran);
