@@ -118,7 +118,7 @@ impl ServiceClient {
         let router = Router::new(
             service.clone(),
             &options,
-            BearerToken::new(token)?,
+            BearerToken::for_protocol(token, options.protocol)?,
             membership,
         );
         Ok(Self {
@@ -249,6 +249,9 @@ impl ServiceClient {
             }
             let outcome = self.attempt(&connection, function, arguments).await;
             inner.router.prune_if_idle(&connection);
+            if let Err(failure) = &outcome {
+                tracing::debug!(service = %inner.service, function, ?failure, "attempt failed");
+            }
             if matches!(
                 outcome,
                 Err(Failure::Reject(_) | Failure::Retry(_) | Failure::Lost(_))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::RpcError;
-use crate::options::{LoadBalance, ServiceOptions, Transport};
+use crate::options::{LoadBalance, Protocol, ServiceOptions, Transport};
 use crate::region::{Member, MemberState, MembershipWatch};
 use crate::transport::Connection;
 use crate::wire::{BearerToken, connect};
@@ -31,6 +31,8 @@ pub(crate) struct Router {
     service: String,
     policy: LoadBalance,
     transport: Transport,
+    /// What the instances speak.
+    protocol: Protocol,
     timeout: Duration,
     token: BearerToken,
     membership: MembershipWatch,
@@ -56,6 +58,7 @@ impl Router {
             service,
             policy: options.load_balance,
             transport: options.transport,
+            protocol: options.protocol,
             timeout: options.timeout,
             token,
             membership,
@@ -159,8 +162,14 @@ impl Router {
                 }
                 let client = connect(&m.address, &self.token, self.timeout)?;
                 let direct = self.transport == Transport::Auto;
-                let connection =
-                    Arc::new(Connection::new(m.id, m.slot, &m.address, client, direct));
+                let connection = Arc::new(Connection::new(
+                    m.id,
+                    m.slot,
+                    &m.address,
+                    client,
+                    direct,
+                    self.protocol,
+                ));
                 connections.insert(m.id, Arc::clone(&connection));
                 Ok(connection)
             })

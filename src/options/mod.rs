@@ -13,9 +13,9 @@ mod values;
 
 use std::time::Duration;
 
-use values::{Choice, Count, Devices, FilePath, Flag, Limit, Positive, Size, ValueKind};
+use values::{Choice, Count, Devices, Environment, Flag, Limit, Positive, Size, Text, ValueKind};
 pub use values::{
-    DeviceSet, Isolation, LoadBalance, OnError, Transport, format_duration, parse_bytes,
+    DeviceSet, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration, parse_bytes,
     parse_duration,
 };
 
@@ -100,8 +100,27 @@ pub enum OptionError {
         expected: String,
     },
     /// `memory` limits an instance process, and the instances are threads.
-    #[error("option 'memory' limits an instance process: set isolation = 'process' with it")]
+    #[error(
+        "option 'memory' limits an instance process: set isolation = 'process' (or a command) with it"
+    )]
     MemoryNeedsProcess,
+    /// A protocol of other servers, for a pool of rpcop's own instances.
+    #[error(
+        "protocol = '{protocol}' is spoken by servers rpcop does not build: give their \
+         command = '...' (to start them) or their ENDPOINTS (...); rpcop's own instances speak 'rpcop'"
+    )]
+    ProtocolNeedsServer {
+        /// The protocol.
+        protocol: Protocol,
+    },
+    /// An option of command instances given without a command.
+    #[error(
+        "option '{key}' applies to instances started with a command: set command = '...' with it"
+    )]
+    NeedsCommand {
+        /// The option.
+        key: &'static str,
+    },
     /// A local-resource option given for instances that run elsewhere.
     #[error(
         "option '{key}' does not apply to a service with ENDPOINTS: its instances run \
@@ -265,14 +284,24 @@ declare_options! {
     isolation: Isolation = Isolation::Thread, Choice::<Isolation>::new(), Resource;
     /// Worker threads of each instance (its concurrent requests).
     threads: usize = 1, Count { min: 1, max: MAX_INSTANCE_THREADS }, Resource;
-    /// Memory limit of each instance process, in bytes; needs isolation = 'process'.
+    /// Memory limit of each instance process, in bytes; needs isolation = 'process' or a command.
     memory: Option<u64> = None, Limit { min: MIN_INSTANCE_MEMORY }, Resource;
     /// Device sets handed to instances as CUDA_VISIBLE_DEVICES; instance i gets set i mod n.
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
     /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
-    /// File holding the token the ENDPOINTS instances were started with.
-    token_file: Option<String> = None, FilePath, Attach;
+    /// Instances are this command, run with sh -c (one process each), following the command contract of docs/protocol.md.
+    command: Option<String> = None, Text { what: "a shell command such as 'python3 my_model.py', or 'none'" }, Resource;
+    /// Directory a command runs in (default: this process's).
+    working_dir: Option<String> = None, Text { what: "a directory, or 'none'" }, Resource;
+    /// Extra environment variables of a command.
+    env: Vec<(String, String)> = Vec::new(), Environment, Resource;
+    /// How long an instance process has to print its address and be ready (a model load takes time).
+    startup_timeout: Duration = Duration::from_secs(300), Positive, Resource;
+    /// What the instances speak: 'rpcop', or the Flight UDF servers of 'arrow-udf' (RisingWave) or 'databend'; for ENDPOINTS and command.
+    protocol: Protocol = Protocol::Rpcop, Choice::<Protocol>::new(), Hosting;
+    /// File holding the token the ENDPOINTS instances were started with (rpcop protocol only).
+    token_file: Option<String> = None, Text { what: "the path of a file holding the token" }, Attach;
     /// Host volatile functions (random(), a sampling model): a retried or re-routed request may answer differently.
     allow_volatile: bool = false, Flag, Hosting;
 }
@@ -314,13 +343,34 @@ impl ServiceOptions {
     /// and what is allowed, and leaves the options unchanged on error.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), OptionError> {
         let (key, _) = Self::scope_of(key)?;
-        self.set_declared(key, value.trim())
+        self.set_declared(key, value.trim())?;
+        // a command's instances are processes, whatever isolation said
+        if self.command.is_some() {
+            self.isolation = Isolation::Process;
+        }
+        Ok(())
     }
 
     /// Checks the options together (each was validated alone by [`Self::set`]).
     pub fn validate(&self) -> Result<(), OptionError> {
         if self.memory.is_some() && self.isolation != Isolation::Process {
             return Err(OptionError::MemoryNeedsProcess);
+        }
+        if self.command.is_none() {
+            let defaults = Self::default();
+            if self.working_dir.is_some() {
+                return Err(OptionError::NeedsCommand { key: "working_dir" });
+            }
+            if !self.env.is_empty() {
+                return Err(OptionError::NeedsCommand { key: "env" });
+            }
+            if self.startup_timeout != defaults.startup_timeout
+                && self.isolation != Isolation::Process
+            {
+                return Err(OptionError::NeedsCommand {
+                    key: "startup_timeout",
+                });
+            }
         }
         let total = self.threads.saturating_mul(self.parallelism);
         let budget = thread_budget();
@@ -465,6 +515,26 @@ mod tests {
         let mut o = ServiceOptions::default();
         o.set("memory", "1GiB").unwrap();
         assert_eq!(o.validate(), Err(OptionError::MemoryNeedsProcess));
+        o.set("command", "python3 model.py").unwrap();
+        assert_eq!(o.isolation, Isolation::Process);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn command_options_need_a_command() {
+        let mut o = ServiceOptions::default();
+        o.set("env", "A=1").unwrap();
+        assert_eq!(o.validate(), Err(OptionError::NeedsCommand { key: "env" }));
+        let mut o = ServiceOptions::default();
+        o.set("working_dir", "/tmp").unwrap();
+        assert_eq!(
+            o.validate(),
+            Err(OptionError::NeedsCommand { key: "working_dir" })
+        );
+        o.set("command", "./serve.sh").unwrap();
+        o.set("startup_timeout", "10m").unwrap();
+        o.validate().unwrap();
+        assert_eq!(o.startup_timeout, Duration::from_secs(600));
     }
 
     #[test]

@@ -108,6 +108,29 @@ named_values! {
     }
 }
 
+named_values! {
+    /// The protocol a service's instances speak: rpcop's own contract
+    /// (`docs/protocol.md`), or that of an Arrow Flight UDF server people
+    /// already run.
+    pub enum Protocol {
+        /// rpcop's contract: a token, sequence numbers, health, drain and stats.
+        #[default]
+        Rpcop = "rpcop",
+        /// RisingWave's `arrow-udf` servers: one exchange per request, no token.
+        ArrowUdf = "arrow-udf",
+        /// Databend's `databend-udf` servers: as `arrow-udf`, with its own
+        /// description and health function.
+        Databend = "databend",
+    }
+}
+
+impl Protocol {
+    /// Is it rpcop's own contract?
+    pub fn is_rpcop(self) -> bool {
+        self == Self::Rpcop
+    }
+}
+
 /// A set of GPU device ids, handed to one instance.
 pub type DeviceSet = Vec<String>;
 
@@ -295,10 +318,12 @@ impl ValueKind for Devices {
     }
 }
 
-/// The path of a file, or `'none'`.
-pub(crate) struct FilePath;
+/// Text such as a path or a command, or `'none'`; `what` says what it is.
+pub(crate) struct Text {
+    pub(crate) what: &'static str,
+}
 
-impl ValueKind for FilePath {
+impl ValueKind for Text {
     type Value = Option<String>;
 
     fn parse(&self, text: &str) -> Option<Option<String>> {
@@ -313,7 +338,53 @@ impl ValueKind for FilePath {
     }
 
     fn expected(&self) -> String {
-        "the path of a file holding the token".to_string()
+        self.what.to_string()
+    }
+}
+
+/// Extra environment variables: `NAME=value` words, quoted as a shell
+/// quotes them (`HF_HOME=/models MODEL="small v2"`), or `'none'`.
+pub(crate) struct Environment;
+
+impl ValueKind for Environment {
+    type Value = Vec<(String, String)>;
+
+    fn parse(&self, text: &str) -> Option<Vec<(String, String)>> {
+        if text.eq_ignore_ascii_case("none") {
+            return Some(Vec::new());
+        }
+        let words = shell_words::split(text).ok()?;
+        if words.is_empty() {
+            return None;
+        }
+        words
+            .into_iter()
+            .map(|word| {
+                let (name, value) = word.split_once('=')?;
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                valid.then(|| (name.to_string(), value.to_string()))
+            })
+            .collect()
+    }
+
+    fn format(&self, value: &Vec<(String, String)>) -> String {
+        if value.is_empty() {
+            return "none".to_string();
+        }
+        let words: Vec<String> = value
+            .iter()
+            .map(|(name, value)| format!("{name}={}", shell_words::quote(value)))
+            .collect();
+        words.join(" ")
+    }
+
+    fn expected(&self) -> String {
+        "NAME=value words, quoted as in a shell (HF_HOME=/models MODEL='small v2'), or 'none'"
+            .to_string()
     }
 }
 
@@ -438,7 +509,25 @@ mod tests {
             Devices.parse("GPU-8f2c1e0a-1b2c"),
             Some(vec![vec!["GPU-8f2c1e0a-1b2c".to_string()]])
         );
-        assert_eq!(FilePath.parse(""), None);
+        let text = Text { what: "a path" };
+        assert_eq!(text.parse(""), None);
+        assert_eq!(text.parse("NONE"), Some(None));
+        let env = Environment
+            .parse("HF_HOME=/models MODEL='small v2' EMPTY=")
+            .unwrap();
+        assert_eq!(
+            env,
+            vec![
+                ("HF_HOME".to_string(), "/models".to_string()),
+                ("MODEL".to_string(), "small v2".to_string()),
+                ("EMPTY".to_string(), String::new()),
+            ]
+        );
+        assert_eq!(Environment.parse(&Environment.format(&env)), Some(env));
+        for bad in ["", "NOVALUE", "1X=2", "A-B=1", "A='open"] {
+            assert_eq!(Environment.parse(bad), None, "{bad}");
+        }
+        assert_eq!(Environment.parse("none"), Some(Vec::new()));
         let choice = Choice::<LoadBalance>::new();
         assert_eq!(choice.parse("ROUND_ROBIN"), Some(LoadBalance::RoundRobin));
         assert_eq!(

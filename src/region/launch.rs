@@ -1,6 +1,7 @@
 //! Launching one instance of a region, however its instances run: a thread
-//! instance on a runtime of its own in this process, a child process, or an
-//! instance that runs elsewhere (`ENDPOINTS`), which is only health-checked.
+//! instance on a runtime of its own in this process, a child `rpcop serve`
+//! process, a user's command (`command`), or an instance that runs
+//! elsewhere (`ENDPOINTS`), which is only health-checked.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -8,13 +9,14 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::command::{CommandSpec, launch_command};
 use super::lifeline::TokenFd;
 use super::process::{ProcessSpec, launch_process};
 use super::running::Running;
 use crate::function::HostedFunction;
 use crate::instance::{Instance, InstanceConfig, bind};
-use crate::options::ServiceOptions;
-use crate::wire::{self, BearerToken, NoAnswer, connect, try_action};
+use crate::options::{Protocol, ServiceOptions};
+use crate::wire::{self, BearerToken, NoAnswer, ProbeFailure, connect, probe, try_action};
 
 /// Instances of a region listen on loopback only.
 pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -26,6 +28,8 @@ pub(crate) enum Launcher {
     Thread,
     /// Child `PROGRAM serve` processes, given the token as an inherited fd.
     Process { program: PathBuf, token: TokenFd },
+    /// A user's command run with `sh -c`, given the token as an inherited fd.
+    Command { command: String, token: TokenFd },
     /// Instances that run elsewhere, one per slot.
     Remote { endpoints: Vec<String> },
 }
@@ -60,10 +64,20 @@ impl Launcher {
                 };
                 launch_process(program, &process, slot, options).await
             }
+            Launcher::Command { command, token } => {
+                let command = CommandSpec {
+                    service: &spec.service,
+                    command,
+                    bind: SocketAddr::from((BIND_HOST, 0)),
+                    token,
+                    token_text: &spec.token,
+                };
+                launch_command(&command, slot, options).await
+            }
             Launcher::Remote { endpoints } => {
                 let endpoint = endpoints.get(slot % endpoints.len().max(1));
                 let address = endpoint.cloned().unwrap_or_default();
-                check_remote(address, &spec.token, options.timeout).await
+                check_remote(address, &spec.token, options).await
             }
         }
     }
@@ -74,18 +88,35 @@ impl Launcher {
     }
 }
 
-/// An instance that runs elsewhere is ready when it answers a health check.
+/// An instance that runs elsewhere is ready when it answers a health check
+/// (a server of another protocol: the probe of its protocol).
 async fn check_remote(
     address: String,
     token: &str,
-    timeout: Duration,
+    options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
-    let token = BearerToken::new(token).map_err(|e| e.to_string())?;
-    let timeout = timeout.min(Duration::from_secs(5));
+    let protocol = options.protocol;
+    let token = BearerToken::for_protocol(token, protocol).map_err(|e| e.to_string())?;
+    let timeout = options.timeout.min(Duration::from_secs(5));
     let client = connect(&address, &token, timeout).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    match try_action(&client, wire::ACTION_HEALTH, timeout).await {
-        Ok(_) => Ok((address, Running::Remote)),
+    let answer = if protocol == Protocol::Rpcop {
+        try_action(&client, wire::ACTION_HEALTH, timeout)
+            .await
+            .map(drop)
+    } else {
+        match probe(&client, protocol, timeout).await {
+            Ok(()) => Ok(()),
+            Err(ProbeFailure::Unanswered(no_answer)) => Err(no_answer),
+            Err(ProbeFailure::WrongProtocol(why)) => {
+                return Err(format!(
+                    "{address} does not speak the declared protocol '{protocol}': {why}"
+                ));
+            }
+        }
+    };
+    match answer {
+        Ok(()) => Ok((address, Running::Remote)),
         Err(no_answer) => Err(health_failure(&address, &no_answer, started.elapsed())),
     }
 }

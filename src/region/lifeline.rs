@@ -13,6 +13,14 @@
 //!   *thread* ends, and not on other systems);
 //! - the token in an anonymous memory file as fd `TOKEN_FD`, read as
 //!   `/dev/fd/4`: no token file is ever written, so none can be left behind.
+//!
+//! A user's command (`command = '...'`) may not watch the lifeline, and the
+//! death signal reaches only the process rpcop started (`sh`), not what it
+//! starts. So a command's process group also gets a *warden*
+//! ([`guard_group`]): a small process forked before `exec`, holding nothing
+//! but the lifeline, that signals the whole group (SIGTERM, then SIGKILL
+//! 5 s later) when this process ends or when the group's leader does. No
+//! process of a command outlives its instance, or rpcop.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -93,6 +101,108 @@ pub(crate) fn tie(command: &mut Command, token: &TokenFd) -> Result<(), RpcError
         });
     }
     Ok(())
+}
+
+/// How long the warden gives a group between SIGTERM and SIGKILL.
+const WARDEN_GRACE_MS: u64 = 5000;
+
+/// Sets up `command` (already [`tie`]d) so that its whole process group
+/// ends with it or with this process, and limits its data segment to
+/// `memory` bytes (`RLIMIT_DATA`: the heap and private writable mappings).
+pub(crate) fn guard_group(command: &mut Command, memory: Option<u64>) {
+    // SAFETY: the closure runs in the child between fork and exec, after
+    // `tie`'s, and calls only async-signal-safe functions (setrlimit, fork,
+    // getpid); the warden's loop below does too.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(bytes) = memory {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &raw const limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let leader = libc::getpid();
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => warden(leader),
+                _ => Ok(()),
+            }
+        });
+    }
+}
+
+/// The warden of the process group of `leader`: waits for this process
+/// (the lifeline reads end-of-file) or the leader (the warden's parent
+/// changes) to end, then ends the group. Never returns.
+///
+/// # Safety
+/// Runs in a child just forked (one thread): it calls only
+/// async-signal-safe functions.
+unsafe fn warden(leader: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe calls on fds and signals of this process.
+    unsafe {
+        // the group's SIGTERM is for the others: the warden sends SIGKILL after
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        // hold nothing but the lifeline: not the child's stdout and stderr
+        // (whose reader waits for every writer), nor this process's fds
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        close_from(LIFELINE_FD + 1);
+        loop {
+            let mut lifeline = libc::pollfd {
+                fd: LIFELINE_FD,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // nobody writes the lifeline: readable means this process ended
+            if libc::poll(&raw mut lifeline, 1, 200) > 0 || libc::getppid() != leader {
+                break;
+            }
+        }
+        libc::kill(0, libc::SIGTERM);
+        let step = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        for _ in 0..WARDEN_GRACE_MS / 100 {
+            libc::nanosleep(&raw const step, std::ptr::null_mut());
+        }
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Closes every fd from `first` on.
+///
+/// # Safety
+/// Only in a child just forked, which owns its fd table.
+unsafe fn close_from(first: RawFd) {
+    // SAFETY: closing fds of this process; close_range is a plain syscall
+    unsafe {
+        let first = libc::c_uint::try_from(first).unwrap_or(0);
+        if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) == 0 {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let last = if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur.min(1 << 16)
+        } else {
+            1024
+        };
+        for fd in u64::from(first)..last {
+            libc::close(RawFd::try_from(fd).unwrap_or(RawFd::MAX));
+        }
+    }
 }
 
 fn owned(fd: RawFd) -> Result<OwnedFd, RpcError> {

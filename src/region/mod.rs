@@ -18,6 +18,7 @@
 //! one slot per endpoint, health-checked and published the same way, but
 //! never started, drained or stopped by this process.
 
+mod command;
 mod launch;
 mod lifeline;
 mod membership;
@@ -33,7 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::error::RpcError;
 use crate::function::HostedFunction;
-use crate::options::{Isolation, ServiceOptions};
+use crate::options::{Isolation, OptionError, ServiceOptions};
 use crate::wire::{BearerToken, InstanceStats, instance_stats};
 use launch::{InstanceSpec, Launcher};
 use lifeline::TokenFd;
@@ -53,6 +54,7 @@ pub struct RegionBuilder {
     /// Attach to these instances instead of starting any.
     endpoints: Vec<String>,
     names: Vec<String>,
+    command: Option<String>,
 }
 
 impl RegionBuilder {
@@ -82,7 +84,16 @@ impl RegionBuilder {
         for endpoint in &self.endpoints {
             crate::wire::check_endpoint(endpoint)?;
         }
-        if !self.endpoints.is_empty() && self.token.is_none() {
+        let mut options = self.options;
+        if let Some(command) = self.command {
+            options.set("command", &command)?;
+        }
+        let protocol = options.protocol;
+        if !protocol.is_rpcop() && self.endpoints.is_empty() && options.command.is_none() {
+            return Err(OptionError::ProtocolNeedsServer { protocol }.into());
+        }
+        // a server of another protocol takes no token; its instances get one
+        if !self.endpoints.is_empty() && protocol.is_rpcop() && self.token.is_none() {
             return Err(RpcError::MissingToken { service: self.name });
         }
         let token = match self.token {
@@ -90,11 +101,15 @@ impl RegionBuilder {
             None => random_token()?,
         };
         BearerToken::new(&token)?;
-        let mut options = self.options;
         let launcher = if !self.endpoints.is_empty() {
             options.parallelism = self.endpoints.len();
             Launcher::Remote {
                 endpoints: self.endpoints,
+            }
+        } else if let Some(command) = &options.command {
+            Launcher::Command {
+                command: command.clone(),
+                token: TokenFd::new(&token)?,
             }
         } else if options.isolation == Isolation::Process {
             let program = match self.serve_program {
@@ -179,6 +194,28 @@ impl ServiceRegion {
             token: None,
             serve_program: None,
             endpoints: Vec::new(),
+            command: None,
+        }
+    }
+
+    /// A region named `name` whose instances are `command`, run with
+    /// `sh -c`, each hosting `functions` (the command contract of
+    /// `docs/protocol.md`; with `protocol`, a Flight UDF server of another
+    /// kind). The command may also be given as the option `command`.
+    pub fn command(
+        name: impl Into<String>,
+        functions: Vec<String>,
+        command: impl Into<String>,
+    ) -> RegionBuilder {
+        RegionBuilder {
+            name: name.into(),
+            names: functions,
+            functions: Vec::new(),
+            options: ServiceOptions::default(),
+            token: None,
+            serve_program: None,
+            endpoints: Vec::new(),
+            command: Some(command.into()),
         }
     }
 
@@ -198,6 +235,7 @@ impl ServiceRegion {
             token: None,
             serve_program: None,
             endpoints,
+            command: None,
         }
     }
 

@@ -12,14 +12,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
 use super::lifeline::{TokenFd, tie};
-use super::running::{Running, describe_exit, with_last_words};
+use super::running::{LastWords, Running, describe_exit};
 use crate::error::RpcError;
 use crate::options::ServiceOptions;
 use crate::wire::TOKEN_PATH;
@@ -44,41 +44,162 @@ pub(crate) async fn launch_process(
     slot: usize,
     options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
-    let mut child = command(program, spec, slot, options)
-        .map_err(|e| format!("cannot start '{} serve': {e}", program.display()))?
-        .spawn()
+    let command = command(program, spec, slot, options)
         .map_err(|e| format!("cannot start '{} serve': {e}", program.display()))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| "the instance process has no stdout".to_string())?;
-    let last_words = Arc::new(Mutex::new(String::new()));
-    let relay = child.stderr.take().map(|stderr| {
-        tokio::spawn(relay_stderr(
-            stderr,
-            format!("{}[{slot}]", spec.service),
-            Arc::clone(&last_words),
-        ))
-    });
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::select! {
-        line = lines.next_line() => line.map_err(|e| e.to_string())?,
-        status = child.wait() => {
-            // the relay ends when the child's stderr closes: its last words are in
-            if let Some(relay) = relay {
-                let _ = tokio::time::timeout(Duration::from_secs(1), relay).await;
-            }
-            return Err(match status {
-                Ok(status) => with_last_words(
-                    format!("{} before it was ready", describe_exit(status)),
-                    &last_words,
-                ),
-                Err(e) => e.to_string(),
-            });
-        }
+    let child = ChildStart {
+        instance: format!("{}[{slot}]", spec.service),
+        what: format!("'{} serve'", program.display()),
+        startup_timeout: options.startup_timeout,
+        skipped: None,
+        hint: "is it the rpcop binary? Set RPCOP_SERVE_BIN to the rpcop binary",
     };
-    let address = read_address(program, first, lines)?;
-    Ok((address, Running::Process { child, last_words }))
+    let (address, running, _) = child.start(command).await?;
+    Ok((address, running))
+}
+
+/// What RisingWave's arrow-udf `UdfServer` prints on stdout for each
+/// function it adds, before anything else.
+pub(crate) const ARROW_UDF_LINE: &str = "added function: ";
+
+/// How long a child that closed its stdout has to exit, for its exit
+/// status to be the reason it gave no address.
+const EXIT_NOTICE: Duration = Duration::from_secs(1);
+
+/// Starting one child instance process and reading its address.
+pub(crate) struct ChildStart<'a> {
+    /// `service[slot]`, for the log.
+    pub(crate) instance: String,
+    /// What is started, for messages (`'rpcop serve'`, `command '...'`).
+    pub(crate) what: String,
+    /// How long it has to print its address.
+    pub(crate) startup_timeout: Duration,
+    /// Lines a known server prints before its address, passed over.
+    pub(crate) skipped: Option<&'a str>,
+    /// What to check when the first line is not an address.
+    pub(crate) hint: &'a str,
+}
+
+impl ChildStart<'_> {
+    /// Spawns `command` and waits, up to the start-up timeout, for the
+    /// address it prints first on stdout (`host:port`, or
+    /// `http://host:port`); returns it as `http://host:port`, the running
+    /// child and the lines it wrote to stderr so far. The child's stderr
+    /// is relayed to the log, named by its instance.
+    pub(crate) async fn start(
+        &self,
+        mut command: Command,
+    ) -> Result<(String, Running, Arc<LastWords>), String> {
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.what))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| "the instance process has no stdout".to_string())?;
+        let last_words = Arc::new(LastWords::default());
+        let relay = child.stderr.take().map(|stderr| {
+            tokio::spawn(relay_stderr(
+                stderr,
+                self.instance.clone(),
+                Arc::clone(&last_words),
+            ))
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::select! {
+            line = self.address_line(&mut lines) => line.map_err(|e| format!("cannot read its stdout: {e}")),
+            status = child.wait() => Err(match status {
+                Ok(status) => format!("{} before it printed its address", describe_exit(status)),
+                Err(e) => e.to_string(),
+            }),
+            () = tokio::time::sleep(self.startup_timeout) => Err(format!(
+                "printed no address within the startup_timeout of {:?}; raise startup_timeout \
+                 if it needs longer to load",
+                self.startup_timeout
+            )),
+        };
+        let first = match first {
+            // stdout closed: most often because the process is ending
+            Ok(None) => match tokio::time::timeout(EXIT_NOTICE, child.wait()).await {
+                Ok(Ok(status)) => Err(format!(
+                    "{} before it printed its address",
+                    describe_exit(status)
+                )),
+                _ => Err("it closed its stdout without printing its address".to_string()),
+            },
+            other => other,
+        };
+        let mut running = Running::Process {
+            child,
+            last_words: Arc::clone(&last_words),
+        };
+        let address = match first {
+            Ok(Some(line)) => self.read_address(&line, lines),
+            Ok(None) => Err("it closed its stdout without printing its address".to_string()),
+            Err(reason) => Err(reason),
+        };
+        match address {
+            Ok(address) => Ok((address, running, last_words)),
+            Err(reason) => {
+                // once the group is gone its stderr closes: its last lines are in
+                running.kill();
+                if let Some(relay) = relay {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), relay).await;
+                }
+                Err(self.failed(&reason, &last_words))
+            }
+        }
+    }
+
+    /// The first line of stdout that is not one a known server prints
+    /// before its address.
+    async fn address_line(
+        &self,
+        lines: &mut Lines<BufReader<ChildStdout>>,
+    ) -> std::io::Result<Option<String>> {
+        loop {
+            let line = lines.next_line().await?;
+            match (&line, self.skipped) {
+                (Some(text), Some(prefix)) if text.starts_with(prefix) => {
+                    tracing::info!(instance = %self.instance, "{text}");
+                }
+                _ => return Ok(line),
+            }
+        }
+    }
+
+    /// `line` as an address (`http://host:port`); keeps draining the
+    /// child's stdout afterwards.
+    fn read_address(
+        &self,
+        line: &str,
+        mut lines: Lines<BufReader<ChildStdout>>,
+    ) -> Result<String, String> {
+        // keep reading stdout so the child never blocks on a full pipe
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let address = line.trim();
+        let host_port = address.strip_prefix("http://").unwrap_or(address);
+        if host_port.parse::<SocketAddr>().is_err() {
+            let hint = if address.starts_with(ARROW_UDF_LINE) {
+                "RisingWave's arrow-udf servers print such lines: set protocol = 'arrow-udf'"
+            } else {
+                self.hint
+            };
+            return Err(format!(
+                "it printed '{address}' where its address (host:port) belongs; {hint}"
+            ));
+        }
+        Ok(format!("http://{host_port}"))
+    }
+
+    /// `reason`, naming the instance and what it runs, with its last lines
+    /// on stderr.
+    pub(crate) fn failed(&self, reason: &str, last_words: &LastWords) -> String {
+        let mut message = format!("instance {} ({}): {reason}", self.instance, self.what);
+        if let Some(lines) = last_words.joined() {
+            message.push_str(&format!("; its last lines on stderr: {lines}"));
+        }
+        message
+    }
 }
 
 /// The command that starts the instance of `slot`.
@@ -106,44 +227,25 @@ fn command(
     if let Some(devices) = options.devices_for(slot) {
         command.env("CUDA_VISIBLE_DEVICES", devices.join(","));
     }
+    piped(&mut command);
+    tie(&mut command, spec.token)?;
+    Ok(command)
+}
+
+/// stdin from `/dev/null`, stdout and stderr piped here; killed if dropped.
+pub(crate) fn piped(command: &mut Command) {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    tie(&mut command, spec.token)?;
-    Ok(command)
-}
-
-/// The address a child printed as its first line (`host:port`), as
-/// `http://host:port`; keeps draining its stdout afterwards.
-fn read_address(
-    program: &Path,
-    first: Option<String>,
-    mut lines: Lines<BufReader<ChildStdout>>,
-) -> Result<String, String> {
-    let address = first
-        .map(|line| line.trim().to_string())
-        .filter(|line| !line.is_empty())
-        .ok_or_else(|| "the instance process ended before printing its address".to_string())?;
-    // keep reading stdout so the child never blocks on a full pipe
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let host_port = address.strip_prefix("http://").unwrap_or(&address);
-    if host_port.parse::<SocketAddr>().is_err() {
-        return Err(format!(
-            "'{} serve' printed '{address}' where its address belongs; is it the rpcop binary? \
-             Set RPCOP_SERVE_BIN to the rpcop binary",
-            program.display()
-        ));
-    }
-    Ok(format!("http://{host_port}"))
 }
 
 /// Forwards a child's stderr to the log, remembering its last line.
 async fn relay_stderr(
     stderr: tokio::process::ChildStderr,
     instance: String,
-    last_words: Arc<Mutex<String>>,
+    last_words: Arc<LastWords>,
 ) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -155,10 +257,8 @@ async fn relay_stderr(
             // warnings, and what is not a log line (a panic): warn
             _ => tracing::warn!(%instance, "{line}"),
         }
-        if !is_backtrace_noise(&line)
-            && let Ok(mut last) = last_words.lock()
-        {
-            *last = line;
+        if !is_backtrace_noise(&line) {
+            last_words.push(line);
         }
     }
 }

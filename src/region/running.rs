@@ -1,7 +1,8 @@
 //! A launched instance, however it runs: how to learn that it ended (and
 //! why), and how to stop it, gently or at once.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -15,10 +16,12 @@ pub(crate) enum Running {
         shutdown: Option<oneshot::Sender<()>>,
         done: oneshot::Receiver<Result<(), RpcError>>,
     },
+    /// A child process, the leader of a process group of its own: signals
+    /// go to the whole group, so what a command started goes with it.
     Process {
         child: tokio::process::Child,
-        /// The last line the child wrote to stderr (its last words).
-        last_words: Arc<Mutex<String>>,
+        /// The last lines the child wrote to stderr.
+        last_words: Arc<LastWords>,
     },
     /// An instance that runs elsewhere: its health checks tell when it ends.
     Remote,
@@ -50,6 +53,7 @@ impl Running {
                 }
             }
             Running::Process { child, .. } => {
+                signal_group(child, libc::SIGKILL);
                 let _ = child.start_kill();
             }
             Running::Remote => {}
@@ -66,12 +70,7 @@ impl Running {
                 let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
             }
             Running::Process { child, .. } => {
-                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                    // SAFETY: sending SIGTERM to our own child process.
-                    unsafe {
-                        libc::kill(pid, libc::SIGTERM);
-                    }
-                }
+                signal_group(child, libc::SIGTERM);
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
             Running::Remote => {}
@@ -101,11 +100,52 @@ pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Sends `signal` to the process group `child` leads (its own, set up when
+/// it was started), while the child is not yet reaped.
+fn signal_group(child: &tokio::process::Child, signal: libc::c_int) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: signalling the process group of our own unreaped child.
+        unsafe {
+            libc::kill(-pid, signal);
+        }
+    }
+}
+
+/// The last lines an instance process wrote to stderr.
+#[derive(Debug, Default)]
+pub(crate) struct LastWords(Mutex<VecDeque<String>>);
+
+impl LastWords {
+    /// How many lines are kept.
+    const LINES: usize = 5;
+
+    /// Keeps `line`, forgetting the oldest beyond [`Self::LINES`].
+    pub(crate) fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The last line, if any.
+    pub(crate) fn last(&self) -> Option<String> {
+        let lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.back().cloned()
+    }
+
+    /// The kept lines, oldest first, joined by ` | `.
+    pub(crate) fn joined(&self) -> Option<String> {
+        let lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (!lines.is_empty()).then(|| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
+    }
+}
+
 /// `reason`, followed by the last line the instance process wrote to
 /// stderr, if it wrote one.
-pub(crate) fn with_last_words(reason: String, last_words: &Mutex<String>) -> String {
-    match last_words.lock() {
-        Ok(last) if !last.is_empty() => format!("{reason}; its last words: {last}"),
-        _ => reason,
+pub(crate) fn with_last_words(reason: String, last_words: &LastWords) -> String {
+    match last_words.last() {
+        Some(last) => format!("{reason}; its last words: {last}"),
+        None => reason,
     }
 }

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use super::launch::{InstanceSpec, Launcher};
 use super::membership::{MemberState, MembershipPublisher};
 use super::running::Running;
-use crate::options::ServiceOptions;
-use crate::wire::{self, BearerToken, FlightClient, action, connect, stats_of};
+use crate::options::{Protocol, ServiceOptions};
+use crate::wire::{self, BearerToken, FlightClient, action, connect, probe, stats_of};
 
 /// How often the supervisor checks an instance's health.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -199,18 +199,23 @@ impl Keeper {
             let _ = ready.send(Ok(()));
         }
         // one connection per instance for its health checks and drain
-        let control = BearerToken::new(&self.shared.spec.token)
+        let protocol = self.shared.options().protocol;
+        let control = BearerToken::for_protocol(&self.shared.spec.token, protocol)
             .ok()
             .and_then(|token| connect(&address, &token, HEALTH_INTERVAL * 2).ok());
         // an instance started here is replaced when wedged; one that runs
-        // elsewhere may serve others, and is not this region's to replace
+        // elsewhere may serve others, and is not this region's to replace;
+        // a server of another protocol has no stats, only its probe
         let shared = Arc::clone(&self.shared);
         let timeout = move || shared.options().timeout;
-        let wedged_after: Option<&(dyn Fn() -> Duration + Send + Sync)> =
-            (!self.shared.launcher.is_remote()).then_some(&timeout);
+        let check = match protocol {
+            Protocol::Rpcop if self.shared.launcher.is_remote() => Check::Health,
+            Protocol::Rpcop => Check::Stats(&timeout),
+            other => Check::Probe(other),
+        };
         let outcome = tokio::select! {
             reason = running.ended() => Outcome::Died(reason),
-            reason = unhealthy(control.as_ref(), wedged_after) => Outcome::Died(reason),
+            reason = unhealthy(control.as_ref(), check) => Outcome::Died(reason),
             command = commands.recv() => match command {
                 Some(SlotCommand::Kill(reply)) => Outcome::Killed(reply),
                 Some(SlotCommand::Stop) | None => Outcome::Stop,
@@ -224,7 +229,7 @@ impl Keeper {
                 // an instance that runs elsewhere may serve others: left running
                 if let Some(control) = control
                     .as_ref()
-                    .filter(|_| !self.shared.launcher.is_remote())
+                    .filter(|_| !self.shared.launcher.is_remote() && protocol.is_rpcop())
                 {
                     drain(control, self.shared.options().timeout).await;
                 }
@@ -265,45 +270,49 @@ async fn wait_or_stop(commands: &mut mpsc::Receiver<SlotCommand>, delay: Duratio
     }
 }
 
-/// Resolves when the instance has failed [`HEALTH_FAILURES`] health checks in
-/// a row, or, if `wedged_after` gives the service's current timeout, when a
-/// request has run on it for longer than that timeout plus [`WEDGE_GRACE`]:
-/// its caller gave up long ago, and the thread evaluating it (a function
-/// that sleeps or spins forever) would make every later request wait.
-async fn unhealthy(
-    control: Option<&FlightClient>,
-    wedged_after: Option<&(dyn Fn() -> Duration + Send + Sync)>,
-) -> String {
+/// How an instance's health is checked every [`HEALTH_INTERVAL`].
+enum Check<'a> {
+    /// rpcop's `health` action (an instance that runs elsewhere).
+    Health,
+    /// rpcop's `stats` action, which also tells a wedged instance: one
+    /// whose oldest request has run past the service's timeout (read
+    /// each time) plus [`WEDGE_GRACE`].
+    Stats(&'a (dyn Fn() -> Duration + Send + Sync)),
+    /// The probe of a server of another protocol.
+    Probe(Protocol),
+}
+
+/// Resolves, with why, when the instance failed [`HEALTH_FAILURES`] checks
+/// in a row or is wedged; never without a control connection.
+async fn unhealthy(control: Option<&FlightClient>, check: Check<'_>) -> String {
     let Some(control) = control else {
         return std::future::pending().await;
     };
     let mut failures = 0;
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
-        let Some(limit) = wedged_after.map(|timeout| timeout() + WEDGE_GRACE) else {
-            match action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2).await {
-                Some(_) => failures = 0,
-                None => failures += 1,
-            }
-            if failures >= HEALTH_FAILURES {
-                return format!("failed {failures} health checks in a row");
-            }
-            continue;
-        };
-        // the stats answer for health, and tell how long requests run
-        match stats_of(control).await {
-            Some(stats) => {
-                failures = 0;
-                let running = Duration::from_millis(stats.longest_running_ms);
-                if running > limit {
-                    return format!(
-                        "wedged: a request has run for {running:?}, past the timeout of {:?}                          (its caller gave up); the function never returned",
-                        limit - WEDGE_GRACE
-                    );
+        let healthy = match &check {
+            Check::Health => action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2)
+                .await
+                .is_some(),
+            Check::Probe(protocol) => probe(control, *protocol, HEALTH_INTERVAL * 2).await.is_ok(),
+            Check::Stats(timeout) => match stats_of(control).await {
+                Some(stats) => {
+                    let limit = timeout() + WEDGE_GRACE;
+                    let running = Duration::from_millis(stats.longest_running_ms);
+                    if running > limit {
+                        return format!(
+                            "wedged: a request has run for {running:?}, past the timeout of {:?} \
+                             (its caller gave up); the function never returned",
+                            limit - WEDGE_GRACE
+                        );
+                    }
+                    true
                 }
-            }
-            None => failures += 1,
-        }
+                None => false,
+            },
+        };
+        failures = if healthy { 0 } else { failures + 1 };
         if failures >= HEALTH_FAILURES {
             return format!("failed {failures} health checks in a row");
         }

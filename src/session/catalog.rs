@@ -33,6 +33,9 @@ pub(crate) struct ServiceEntry {
     pub(crate) signatures: BTreeMap<String, FunctionSignature>,
     /// Started for an annotated function, rather than by a named `CREATE`.
     pub(crate) implicit: bool,
+    /// The functions registered in the session for it, which have no code
+    /// here ([`super::remote::RemoteFunction`]).
+    pub(crate) registered: Vec<String>,
 }
 
 /// A service of the catalog, as [`ServiceCatalog::lookup`] finds it.

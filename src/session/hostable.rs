@@ -29,8 +29,9 @@ use crate::function::FunctionLibrary;
 pub(crate) enum Source {
     /// Instances started here, from the session's function library.
     Library,
-    /// Instances started elsewhere (`ENDPOINTS`), which say what they host.
-    Endpoints,
+    /// Instances of other code (`ENDPOINTS`, a `command`), which say what
+    /// they host.
+    Elsewhere,
 }
 
 /// Fails, saying why, if `function` cannot be hosted by a service.
@@ -65,7 +66,7 @@ pub(crate) fn check(
     }
     match source {
         // the instances say what they host when the service attaches
-        Source::Endpoints => Ok(()),
+        Source::Elsewhere => Ok(()),
         Source::Library if library.get(function).is_some() => Ok(()),
         Source::Library => Err(plan_error(unknown(registry, library, function))),
     }
@@ -169,6 +170,6 @@ mod tests {
         }
         check(&state, &library, "random", Source::Library, true).unwrap();
         // instances started elsewhere say what they host
-        check(&state, &library, "remote_model", Source::Endpoints, false).unwrap();
+        check(&state, &library, "remote_model", Source::Elsewhere, false).unwrap();
     }
 }

@@ -19,6 +19,7 @@ mod annotated;
 mod catalog;
 mod fold;
 mod hostable;
+mod remote;
 mod rpc_call;
 mod services;
 mod tables;
@@ -232,7 +233,9 @@ impl RpcSession {
         let mut plan = plan;
         if RpcopConfig::rewrite_enabled(state.config_options()) {
             let services = &self.services;
-            services.start_implicit(called_functions(&plan)?).await?;
+            services
+                .start_implicit(called_functions(&plan)?, &self.ctx)
+                .await?;
             plan = fold::fold_constants(plan, &state, &services.catalog).await?;
         }
         self.ctx.execute_logical_plan(plan).await
@@ -258,7 +261,7 @@ impl RpcSession {
                 services.alter(&name, &options).await?;
             }
             Statement::Rpc(RpcStatement::Drop { name, if_exists }) => {
-                services.drop_service(&name, if_exists).await?;
+                services.drop_service(&name, if_exists, &self.ctx).await?;
             }
             Statement::Rpc(RpcStatement::Show) => {
                 return Ok(vec![tables::services(&services.catalog).await?]);

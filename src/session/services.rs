@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
 use rpcop_planner::ServiceDirectory;
 use rpcop_sql::statement::{CreateService, OptionValue};
 use tokio::sync::Mutex;
@@ -20,10 +23,12 @@ use tokio::sync::Mutex;
 use super::advice::{option_error, plan_error, rpc_error};
 use super::catalog::{Service, ServiceCatalog, ServiceEntry};
 use super::hostable::{self, Source};
+use super::remote::RemoteFunction;
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::options::{OptionError, ServiceOptions};
 use crate::region::ServiceRegion;
+use crate::wire::FunctionSignature;
 
 /// What a list of options is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +68,46 @@ fn apply(options: &mut ServiceOptions, changes: &[OptionValue], target: Target) 
     options.validate().map_err(|e| option_error(&e, None))
 }
 
+/// The token in the file at `path` (option `token_file`).
+fn read_token(path: &str) -> Result<String> {
+    crate::wire::read_token_file(std::path::Path::new(path)).map_err(|e| {
+        plan_error(match e {
+            RpcError::TokenFile { source, .. } => {
+                format!("cannot read token_file '{path}': {source}")
+            }
+            other => format!("token_file '{path}': {other}"),
+        })
+    })
+}
+
+/// Does the session's own `udf` return what the service `described` for
+/// the described argument types? (Else SQL would plan one type and the
+/// service answer another.)
+fn same_type(udf: &ScalarUDF, described: &FunctionSignature) -> std::result::Result<(), String> {
+    let arguments: Vec<DataType> = described
+        .arguments
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let wanted = described.result.data_type();
+    let shown: Vec<String> = arguments.iter().map(ToString::to_string).collect();
+    match udf.return_type(&arguments) {
+        Ok(local) if &local == wanted => Ok(()),
+        Ok(local) => Err(format!(
+            "its instances describe it as ({}) -> {wanted}, but this session's function of that \
+             name returns {local} for those arguments; SQL would plan one type and the service \
+             answer another: make them agree, or host it under another name",
+            shown.join(", ")
+        )),
+        Err(e) => Err(format!(
+            "its instances describe it as ({}) -> {wanted}, but this session's function of that \
+             name cannot take those arguments: {}",
+            shown.join(", "),
+            e.strip_backtrace()
+        )),
+    }
+}
+
 /// The services of a session and the statements that change them.
 #[derive(Debug)]
 pub(crate) struct Services {
@@ -97,7 +142,7 @@ impl Services {
     pub(crate) async fn create(
         &self,
         create: CreateService,
-        registry: &(dyn FunctionRegistry + Sync),
+        ctx: &SessionContext,
     ) -> Result<Option<String>> {
         let _one_at_a_time = self.lock.lock().await;
         let target = if create.endpoints.is_empty() {
@@ -140,22 +185,35 @@ impl Services {
                 ),
             }));
         }
-        let source = match target {
-            Target::Endpoints => Source::Endpoints,
-            _ => Source::Library,
+        // the functions of ENDPOINTS or a command are whatever their
+        // instances say they host
+        let source = if target == Target::Endpoints || options.command.is_some() {
+            Source::Elsewhere
+        } else {
+            Source::Library
         };
         for function in &create.functions {
-            hostable::check(
-                registry,
-                &self.library,
-                function,
-                source,
-                options.allow_volatile,
-            )?;
+            hostable::check(ctx, &self.library, function, source, options.allow_volatile)?;
         }
         self.check_unserved(&create.functions)?;
         if target == Target::Endpoints {
-            return self.attach(name, &create, options).await.map(|()| None);
+            return self
+                .attach(name, &create, options, ctx)
+                .await
+                .map(|()| None);
+        }
+        // a command's function this session has no code for cannot be
+        // planned before its instances describe it: started now
+        let unknown_here = |f: &String| ctx.udf(f).is_err();
+        if create.name.is_none()
+            && options.command.is_some()
+            && create.functions.iter().any(unknown_here)
+        {
+            let functions = create.functions.clone();
+            return self
+                .start(name, functions, options, true, ctx)
+                .await
+                .map(|()| None);
         }
         if create.name.is_none() {
             // an annotation: the first query that calls it starts the service
@@ -169,7 +227,7 @@ impl Services {
             .iter()
             .filter(|f| self.catalog.annotation(f).is_some())
             .collect();
-        self.start(name.clone(), create.functions.clone(), options, false)
+        self.start(name.clone(), create.functions.clone(), options, false, ctx)
             .await?;
         let notes: Vec<String> = asleep
             .iter()
@@ -204,17 +262,26 @@ impl Services {
         functions: Vec<String>,
         options: ServiceOptions,
         implicit: bool,
+        ctx: &SessionContext,
     ) -> Result<()> {
-        let functions = self
-            .library
-            .select(&functions)
-            .map_err(|e| plan_error(e.to_string()))?;
-        let mut builder = ServiceRegion::builder(name.clone(), functions).options(options);
-        if let Some(program) = &self.serve_program {
-            builder = builder.serve_program(program);
-        }
-        let region = builder.start().await.map_err(rpc_error)?;
-        self.enter(name, region, implicit).await
+        let builder = match &options.command {
+            Some(command) => ServiceRegion::command(name.clone(), functions, command.clone()),
+            None => {
+                let functions = self
+                    .library
+                    .select(&functions)
+                    .map_err(|e| plan_error(e.to_string()))?;
+                let builder = ServiceRegion::builder(name.clone(), functions);
+                match &self.serve_program {
+                    Some(program) => builder.serve_program(program),
+                    None => builder,
+                }
+            }
+        };
+        let region = Box::pin(builder.options(options).start())
+            .await
+            .map_err(rpc_error)?;
+        Box::pin(self.enter(name, region, implicit, ctx)).await
     }
 
     /// `CREATE RPC SERVICE ... ENDPOINTS (...)`: a service of instances that
@@ -224,38 +291,50 @@ impl Services {
         name: String,
         create: &CreateService,
         options: ServiceOptions,
+        ctx: &SessionContext,
     ) -> Result<()> {
-        let Some(path) = &options.token_file else {
-            return Err(plan_error(format!(
-                "a service with ENDPOINTS needs the token its instances were started with \
-                 (rpcop serve --token-file): CREATE RPC SERVICE {name} ... WITH (token_file = '/path/to/token')"
-            )));
+        let protocol = options.protocol;
+        let token = match (&options.token_file, protocol.is_rpcop()) {
+            (Some(path), true) => Some(read_token(path)?),
+            (None, true) => {
+                return Err(plan_error(format!(
+                    "a service with ENDPOINTS needs the token its instances were started with \
+                     (rpcop serve --token-file): CREATE RPC SERVICE {name} ... WITH (token_file = '/path/to/token')"
+                )));
+            }
+            (Some(_), false) => {
+                return Err(plan_error(format!(
+                    "option 'token_file' is the token of rpcop's instances; '{protocol}' \
+                     servers take none: leave it out"
+                )));
+            }
+            (None, false) => None,
         };
-        let token = crate::wire::read_token_file(std::path::Path::new(path)).map_err(|e| {
-            plan_error(match e {
-                RpcError::TokenFile { source, .. } => {
-                    format!("cannot read token_file '{path}': {source}")
-                }
-                other => format!("token_file '{path}': {other}"),
-            })
-        })?;
-        let region = ServiceRegion::attach(
+        let mut builder = ServiceRegion::attach(
             name.clone(),
             create.functions.clone(),
             create.endpoints.clone(),
         )
-        .options(options)
-        .token(token)
-        .start()
-        .await
-        .map_err(rpc_error)?;
-        self.enter(name, region, false).await
+        .options(options);
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let region = Box::pin(builder.start()).await.map_err(rpc_error)?;
+        Box::pin(self.enter(name, region, false, ctx)).await
     }
 
     /// Enters a started region in the catalog, with the signature of each
     /// function as its instances describe it; a function they do not host
-    /// stops the region and fails.
-    async fn enter(&self, name: String, region: ServiceRegion, implicit: bool) -> Result<()> {
+    /// stops the region and fails. A described function the session has
+    /// no code for is registered ([`RemoteFunction`]); one it has must
+    /// return the described type.
+    async fn enter(
+        &self,
+        name: String,
+        region: ServiceRegion,
+        implicit: bool,
+        ctx: &SessionContext,
+    ) -> Result<()> {
         let client = region.client().map_err(rpc_error)?;
         let mut signatures = BTreeMap::new();
         for function in region.functions() {
@@ -271,11 +350,35 @@ impl Services {
                 Err(_) => {}
             }
         }
+        let options = region.options();
+        let elsewhere = region.is_remote() || options.command.is_some();
+        let mut registered = Vec::new();
+        for (function, signature) in signatures.iter().filter(|_| elsewhere) {
+            let known = match ctx.udf(function) {
+                Ok(udf) => udf,
+                Err(_) => {
+                    let remote = RemoteFunction::new(&name, options.protocol, signature);
+                    ctx.register_udf(ScalarUDF::new_from_impl(remote));
+                    registered.push(function.clone());
+                    continue;
+                }
+            };
+            if let Err(mismatch) = same_type(&known, signature) {
+                for function in &registered {
+                    ctx.deregister_udf(function);
+                }
+                region.shutdown().await;
+                return Err(plan_error(format!(
+                    "function '{function}' of RPC service '{name}': {mismatch}"
+                )));
+            }
+        }
         let entry = ServiceEntry {
             region: Arc::new(region),
             client,
             signatures,
             implicit,
+            registered,
         };
         self.catalog.insert(name, entry);
         Ok(())
@@ -307,11 +410,20 @@ impl Services {
     }
 
     /// `DROP RPC SERVICE [IF EXISTS] name`.
-    pub(crate) async fn drop_service(&self, name: &str, if_exists: bool) -> Result<()> {
+    pub(crate) async fn drop_service(
+        &self,
+        name: &str,
+        if_exists: bool,
+        ctx: &SessionContext,
+    ) -> Result<()> {
         let _one_at_a_time = self.lock.lock().await;
         let missing = self.catalog.get(name).err();
         // new queries stop reaching it at once; running ones drain
         if let Some(entry) = self.catalog.remove(name) {
+            // its functions without code here go with it
+            for function in &entry.registered {
+                ctx.deregister_udf(function);
+            }
             if entry.implicit {
                 // its function runs in-process again
                 self.catalog.remove_annotation(name);
@@ -334,6 +446,7 @@ impl Services {
     pub(crate) async fn start_implicit(
         &self,
         called: impl IntoIterator<Item = String>,
+        ctx: &SessionContext,
     ) -> Result<()> {
         for function in called {
             let asleep = || self.catalog.is_served(&function);
@@ -351,7 +464,7 @@ impl Services {
             if self.catalog.contains(&function) || asleep() {
                 continue;
             }
-            self.start(function.clone(), vec![function.clone()], options, true)
+            self.start(function.clone(), vec![function.clone()], options, true, ctx)
                 .await
                 .map_err(|e| {
                     plan_error(format!(

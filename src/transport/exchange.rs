@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arrow_flight::FlightData;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -34,8 +35,12 @@ struct Pending {
     closed: Option<String>,
 }
 
-/// One `DoExchange` stream to one instance for one function.
+/// One `DoExchange` stream to one instance for one function, for argument
+/// batches of one schema: a request of another schema opens a new
+/// exchange, since pyarrow's Flight readers (and so Python instances)
+/// cannot read a schema change within a stream.
 pub(crate) struct Exchange {
+    schema: SchemaRef,
     writer: tokio::sync::Mutex<Writer>,
     pending: Arc<Mutex<Pending>>,
 }
@@ -53,10 +58,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Exchange {
-    pub(crate) fn open(client: &FlightClient, address: &str, function: &str) -> Arc<Self> {
+    pub(crate) fn open(
+        client: &FlightClient,
+        address: &str,
+        function: &str,
+        schema: &SchemaRef,
+    ) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel(16);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let session = Arc::new(Self {
+            schema: Arc::clone(schema),
             writer: tokio::sync::Mutex::new(Writer {
                 encoder: BatchEncoder::new(Some(wire::function_descriptor(function))),
                 sender,
@@ -94,8 +105,9 @@ impl Exchange {
         session
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.pending).closed.is_some()
+    /// Can it carry a request of `schema`?
+    pub(crate) fn serves(&self, schema: &SchemaRef) -> bool {
+        lock(&self.pending).closed.is_none() && &self.schema == schema
     }
 
     /// Sends one request and waits for its answer.

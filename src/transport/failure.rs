@@ -38,9 +38,21 @@ pub(crate) fn is_transport(status: &Status) -> bool {
     }
 }
 
+/// Where a pyarrow server's message turns into its traceback (which is in
+/// the server's own log).
+const PYTHON_DETAIL: &str = ". Detail: Python exception";
+
+/// A status's message without a pyarrow server's traceback.
+pub(crate) fn message_of(status: &Status) -> &str {
+    let message = status.message();
+    message
+        .split_once(PYTHON_DETAIL)
+        .map_or(message, |(said, _)| said)
+}
+
 /// What a status from the instance at `address` means for the request.
 pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
-    let reason = format!("{address}: {} ({:?})", status.message(), status.code());
+    let reason = format!("{address}: {} ({:?})", message_of(status), status.code());
     match status.code() {
         Code::InvalidArgument
         | Code::NotFound
@@ -58,6 +70,18 @@ pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_tracebacks_are_cut() {
+        let status = Status::invalid_argument(
+            "cannot reverse boom. Detail: Python exception: Traceback (most recent call last):\n  File",
+        );
+        assert_eq!(message_of(&status), "cannot reverse boom");
+        let Failure::Reject(reason) = failure_of(&status, "h") else {
+            panic!("a function's error is refused");
+        };
+        assert_eq!(reason, "h: cannot reverse boom (InvalidArgument)");
+    }
 
     #[test]
     fn status_classes() {

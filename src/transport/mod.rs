@@ -4,24 +4,30 @@
 //! An instance serving in this process (a `thread` instance, with
 //! `transport = 'auto'`) is handed the batch directly: no IPC encoding, no
 //! socket. Any other is reached over Flight, on one persistent `DoExchange`
-//! per function (`exchange`), multiplexed by sequence number. Either way an
+//! per function (`exchange`), multiplexed by sequence number; a Flight UDF
+//! server of another protocol, on an exchange per request in flight
+//! (`udf_server`). Either way an
 //! attempt fails with a [`Failure`] that tells the client whether another
 //! instance could do better.
 
 mod exchange;
 mod failure;
+mod udf_server;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::instance::LocalInstance;
+use crate::options::Protocol;
 use crate::wire::FlightClient;
 use exchange::{Exchange, lock};
 pub(crate) use failure::{Failure, MAX_COLLATERAL_RESENDS, failure_of};
+use udf_server::UdfServer;
 
 /// A connection to one instance and its exchanges, one per function.
 pub(crate) struct Connection {
@@ -36,27 +42,33 @@ pub(crate) struct Connection {
     /// The instance itself, when it serves in this process and the
     /// service's transport allows reaching it directly.
     local: Option<LocalInstance>,
+    /// The server, when it speaks another protocol than rpcop's.
+    udf_server: Option<UdfServer>,
     /// Requests outstanding on it from this client.
     pub(crate) outstanding: AtomicUsize,
     exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
 }
 
 impl Connection {
-    /// A connection to the instance `id` at `address`; `direct` allows the
-    /// in-process hand-off when the instance serves in this process.
+    /// A connection to the instance `id` at `address`, which speaks
+    /// `protocol`; `direct` allows the in-process hand-off when the
+    /// instance serves in this process.
     pub(crate) fn new(
         id: u64,
         slot: usize,
         address: &str,
         client: FlightClient,
         direct: bool,
+        protocol: Protocol,
     ) -> Self {
+        let udf_server = (!protocol.is_rpcop()).then(|| UdfServer::new(client.clone(), address));
         Self {
             id,
             slot,
             address: address.to_string(),
             client,
             local: direct.then(|| LocalInstance::find(address)).flatten(),
+            udf_server,
             outstanding: AtomicUsize::new(0),
             exchanges: Mutex::new(HashMap::new()),
         }
@@ -71,6 +83,9 @@ impl Connection {
         arguments: &RecordBatch,
         seq: u64,
     ) -> Result<ArrayRef, Failure> {
+        if let Some(server) = &self.udf_server {
+            return server.evaluate(function, arguments).await;
+        }
         match &self.local {
             // handed over in-process: the array itself comes back
             Some(local) => local
@@ -78,7 +93,8 @@ impl Connection {
                 .await
                 .map_err(|status| failure_of(&status, &self.address)),
             None => {
-                let answer = self.exchange(function).request(seq, arguments).await?;
+                let exchange = self.exchange(function, arguments.schema_ref());
+                let answer = exchange.request(seq, arguments).await?;
                 match answer.columns() {
                     [column] => Ok(Arc::clone(column)),
                     columns => Err(Failure::Retry(format!(
@@ -91,13 +107,14 @@ impl Connection {
         }
     }
 
-    /// The open exchange for `function`, or a new one.
-    fn exchange(&self, function: &str) -> Arc<Exchange> {
+    /// The open exchange for `function` and arguments of `schema`, or a
+    /// new one (the old one ends once its requests are answered).
+    fn exchange(&self, function: &str, schema: &SchemaRef) -> Arc<Exchange> {
         let mut exchanges = lock(&self.exchanges);
         match exchanges.get(function) {
-            Some(exchange) if !exchange.is_closed() => Arc::clone(exchange),
+            Some(exchange) if exchange.serves(schema) => Arc::clone(exchange),
             _ => {
-                let exchange = Exchange::open(&self.client, &self.address, function);
+                let exchange = Exchange::open(&self.client, &self.address, function, schema);
                 exchanges.insert(function.to_string(), Arc::clone(&exchange));
                 exchange
             }

@@ -6,6 +6,7 @@ use tonic::{Request, Status};
 
 use super::constants::AUTHORIZATION_KEY;
 use crate::error::RpcError;
+use crate::options::Protocol;
 
 /// The `authorization` metadata value for `token`.
 pub fn bearer(token: &str) -> String {
@@ -53,9 +54,10 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, RpcError> {
     Ok(token)
 }
 
-/// Adds the region's bearer token to every call.
+/// Adds the region's bearer token to every call (or, for a server of
+/// another protocol, which takes none, nothing).
 #[derive(Debug, Clone)]
-pub(crate) struct BearerToken(MetadataValue<Ascii>);
+pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
 
 impl BearerToken {
     /// The interceptor for `token`, which must be non-empty printable ASCII
@@ -65,16 +67,33 @@ impl BearerToken {
             return Err(RpcError::InvalidToken);
         }
         MetadataValue::try_from(bearer(token))
-            .map(Self)
+            .map(|value| Self(Some(value)))
             .map_err(|_| RpcError::InvalidToken)
+    }
+
+    /// `token` for instances of rpcop's protocol; none for the others.
+    pub(crate) fn for_protocol(token: &str, protocol: Protocol) -> Result<Self, RpcError> {
+        if protocol.is_rpcop() {
+            Self::new(token)
+        } else {
+            Ok(Self::none())
+        }
+    }
+
+    /// No token: for Flight UDF servers of other protocols, which take
+    /// none (and should not learn the region's).
+    pub(crate) fn none() -> Self {
+        Self(None)
     }
 }
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(AUTHORIZATION_KEY, self.0.clone());
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION_KEY, value.clone());
+        }
         Ok(request)
     }
 }

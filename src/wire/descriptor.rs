@@ -10,6 +10,11 @@ use arrow_flight::{FlightDescriptor, FlightInfo};
 use datafusion::arrow::datatypes::{FieldRef, Schema};
 use datafusion::arrow::error::ArrowError;
 
+/// The schema-metadata key in which Databend's UDF servers (`databend-udf`)
+/// give a function's number of arguments (their `total_records` counts the
+/// result too).
+pub const DATABEND_INPUT_COUNT_KEY: &str = "x-databend-udf-input-count";
+
 /// The descriptor that names `function` in the first message of an exchange.
 pub fn function_descriptor(function: &str) -> FlightDescriptor {
     FlightDescriptor::new_path(vec![function.to_string()])
@@ -61,13 +66,27 @@ pub fn signature_of(info: FlightInfo) -> Result<FunctionSignature, ArrowError> {
         .as_ref()
         .and_then(|d| function_of(d).ok().map(str::to_string))
         .ok_or_else(|| ArrowError::InvalidArgumentError("FlightInfo names no function".into()))?;
-    let arguments = usize::try_from(info.total_records).map_err(|_| {
-        ArrowError::InvalidArgumentError(format!(
-            "FlightInfo of '{name}' has total_records {}, not a number of arguments",
-            info.total_records
-        ))
-    })?;
+    let total_records = info.total_records;
     let schema = info.try_decode_schema()?;
+    // Databend's servers count every field in total_records and the
+    // arguments in a schema-metadata entry
+    let databend = schema
+        .metadata()
+        .get(DATABEND_INPUT_COUNT_KEY)
+        .map(|count| (count.as_str(), count.parse::<usize>().ok()));
+    let arguments = match databend {
+        Some((_, Some(count))) => count,
+        Some((count, None)) => {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "FlightInfo of '{name}' has {DATABEND_INPUT_COUNT_KEY} '{count}', not a number of arguments"
+            )));
+        }
+        None => usize::try_from(total_records).map_err(|_| {
+            ArrowError::InvalidArgumentError(format!(
+                "FlightInfo of '{name}' has total_records {total_records}, not a number of arguments"
+            ))
+        })?,
+    };
     let mut fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
     if fields.len() != arguments + 1 {
         return Err(ArrowError::InvalidArgumentError(format!(
@@ -111,6 +130,21 @@ mod tests {
         };
         let info = function_info(&signature).unwrap();
         assert_eq!(info.total_records, 2);
+        assert_eq!(signature_of(info).unwrap(), signature);
+        // Databend's way: total_records counts every field, the metadata the arguments
+        let fields: Vec<FieldRef> = signature
+            .arguments
+            .iter()
+            .chain([&signature.result])
+            .cloned()
+            .collect();
+        let schema = Schema::new(fields)
+            .with_metadata([(DATABEND_INPUT_COUNT_KEY.to_string(), "2".to_string())].into());
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .unwrap()
+            .with_descriptor(function_descriptor("f"))
+            .with_total_records(3);
         assert_eq!(signature_of(info).unwrap(), signature);
     }
 }

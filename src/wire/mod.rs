@@ -23,6 +23,10 @@
 //!   [`ACTION_STATS`] (an [`InstanceStats`] as JSON) and
 //!   [`ACTION_PROTOCOL_VERSION`].
 //!
+//! Flight UDF servers of other protocols (RisingWave's `arrow-udf`,
+//! `databend-udf`) are probed by what each answers (`probe`), and described
+//! the same way, Databend's with [`DATABEND_INPUT_COUNT_KEY`].
+//!
 //! [`BatchEncoder`] turns batches into `FlightData` messages, each with its
 //! own `app_metadata`; a dictionary of dictionaries, which Arrow IPC cannot
 //! carry, travels as one dictionary of the innermost values.
@@ -34,6 +38,7 @@ mod constants;
 mod descriptor;
 mod dictionaries;
 mod encoder;
+mod probe;
 mod sequence;
 mod session;
 mod stats;
@@ -46,10 +51,13 @@ pub(crate) use connection::{
 };
 pub use constants::*;
 pub use descriptor::{
-    FunctionSignature, function_descriptor, function_info, function_of, signature_of,
+    DATABEND_INPUT_COUNT_KEY, FunctionSignature, function_descriptor, function_info, function_of,
+    signature_of,
 };
 pub(crate) use dictionaries::received;
 pub use encoder::BatchEncoder;
+pub use probe::{ARROW_UDF_PROTOCOL_VERSION, DATABEND_HEALTH_FUNCTION};
+pub(crate) use probe::{ProbeFailure, probe};
 pub use sequence::{decode_sequence, encode_sequence};
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};

@@ -158,3 +158,34 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))
 }
+
+/// The Python of rpcop's Python environment (pyarrow, pytest, arrow-udf,
+/// databend-udf and this checkout's kit), made or refreshed by
+/// `scripts/python-env` on first use.
+pub fn python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/python-env");
+            let output = std::process::Command::new("timeout")
+                .args(["1200", script])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("scripts/python-env runs");
+            assert!(
+                output.status.success(),
+                "scripts/python-env failed ({}); it installs pyarrow, pytest, arrow-udf and \
+                 databend-udf from PyPI",
+                output.status
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let path = stdout.lines().last().expect("the python's path").trim();
+            std::path::PathBuf::from(path)
+        })
+        .clone()
+}
+
+/// The folder of the Python test servers (`tests/python`).
+pub fn python_tests() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}

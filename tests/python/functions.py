@@ -1,0 +1,60 @@
+"""The functions rpcop's language tests serve: plain Python, with their SQL
+signatures, so that the kit, arrow-udf and databend-udf servers host the
+very same code, and `direct.py` computes the expected results with it."""
+
+import math
+import os
+import time
+
+
+def reverse_text(s):
+    if s == "boom":
+        raise ValueError("cannot reverse boom")
+    return None if s is None else s[::-1]
+
+
+def gcd(x, y):
+    if x is None or y is None:
+        return None
+    while y:
+        x, y = y, x % y
+    return abs(x)
+
+
+def word_count(texts):
+    """Batched: a list of strings in, a list of counts out."""
+    return [None if t is None else len(t.split()) for t in texts]
+
+
+def slow_square(x):
+    """Row-wise, 2 ms a row: a query over it runs long enough to lose an
+    instance in the middle."""
+    time.sleep(0.002)
+    return None if x is None else x * x
+
+
+def hypot(x, y):
+    if x is None or y is None:
+        return None
+    return math.hypot(x, y)
+
+
+def instance_info(x):
+    """Where the row was evaluated: the instance's contract variables."""
+    keys = ["RPCOP_SERVICE", "RPCOP_INSTANCE", "CUDA_VISIBLE_DEVICES", "RPCOP_MEMORY_LIMIT", "EXTRA"]
+    return "|".join([os.environ.get(k, "") for k in keys] + [os.getcwd()])
+
+
+# name: (argument types, result type, batched)
+SIGNATURES = {
+    "reverse_text": (["VARCHAR"], "VARCHAR", False),
+    "gcd": (["BIGINT", "BIGINT"], "BIGINT", False),
+    "word_count": (["VARCHAR"], "BIGINT", True),
+    "slow_square": (["BIGINT"], "BIGINT", False),
+    "hypot": (["FLOAT64", "FLOAT64"], "FLOAT64", False),
+    "instance_info": (["BIGINT"], "VARCHAR", False),
+}
+
+
+def plain(name):
+    return globals()[name]
