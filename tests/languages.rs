@@ -304,12 +304,14 @@ impl ArrowUdfServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("the server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let address = BufReader::new(stdout)
-            .lines()
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let address = lines
+            .by_ref()
             .map_while(Result::ok)
             .find(|line| !line.starts_with("added function"))
             .expect("the server prints its address");
+        // read on: arrow-udf prints each error's traceback on stdout
+        std::thread::spawn(move || lines.for_each(drop));
         Self {
             child,
             address: format!("http://{address}"),

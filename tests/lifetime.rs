@@ -1,5 +1,6 @@
 //! Instance processes live and die with the shell that started them, and a
-//! Ctrl-C cancels the shell's statement without reaching them.
+//! Ctrl-C cancels the shell's statement without reaching them. So do
+//! command instances, and every process their command started.
 //!
 //! Each test starts the `rpcop` shell with a service of `isolation =
 //! 'process'` instances, finds its children in `/proc`, and then kills the
@@ -13,6 +14,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// A running shell: its input, and its output lines as they come.
 struct Shell {
     child: Child,
@@ -24,6 +27,16 @@ impl Shell {
     /// The shell in a process group of its own (as a terminal starts it),
     /// with a pool of two process instances up and answering.
     fn with_process_instances() -> Self {
+        Self::with_service(
+            "CREATE RPC SERVICE p FOR FUNCTION upper, model_sim \
+             WITH (isolation = 'process', parallelism = 2);",
+            "SELECT upper('ready') AS r;",
+            "READY",
+        )
+    }
+
+    /// The shell, once `create` ran and `ready` printed `answer`.
+    fn with_service(create: &str, ready: &str, answer: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rpcop"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -51,12 +64,9 @@ impl Shell {
             input,
             lines,
         };
-        shell.send(
-            "CREATE RPC SERVICE p FOR FUNCTION upper, model_sim \
-             WITH (isolation = 'process', parallelism = 2);",
-        );
-        shell.send("SELECT upper('ready') AS r;");
-        shell.expect("READY");
+        shell.send(create);
+        shell.send(ready);
+        shell.expect(answer);
         shell
     }
 
@@ -190,4 +200,53 @@ fn ctrl_c_cancels_the_statement_not_the_instances() {
     assert!(instances.iter().all(|p| !gone(*p)));
     shell.send("\\q");
     shell.child.wait().expect("the shell ends");
+}
+
+/// A command instance and what its command started in the background (a
+/// process that ignores SIGTERM and never reads the lifeline) all go when
+/// the shell goes, however it goes.
+fn command_instances_die_with_the_shell(signal: i32) {
+    let dir = std::env::temp_dir().join(format!("rpcop-lifetime-{}-{signal}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    let command = format!(
+        "sh -c \"trap '' TERM HUP; exec sleep 600\" & echo $! > {}/background-$RPCOP_INSTANCE; \
+         cd {} && exec {} kit_server.py",
+        dir.display(),
+        common::python_tests().display(),
+        common::python().display()
+    );
+    let mut shell = Shell::with_service(
+        &format!(
+            "CREATE RPC SERVICE c FOR FUNCTION reverse_text \
+             WITH (command = '{}', parallelism = 2);",
+            command.replace('\'', "''")
+        ),
+        "SELECT upper(reverse_text('ydaer')) AS r;",
+        "READY",
+    );
+    let read_pid = |name: &str| -> i32 {
+        let text = std::fs::read_to_string(dir.join(name)).expect("the pid file");
+        text.trim().parse().expect("a pid")
+    };
+    let mut processes = children_of(shell.pid());
+    assert_eq!(processes.len(), 2, "two command instances: {processes:?}");
+    processes.extend([read_pid("background-0"), read_pid("background-1")]);
+    assert!(processes.iter().all(|p| !gone(*p)), "{processes:?} run");
+    shell.signal(signal);
+    shell.child.wait().expect("the shell ends");
+    wait_until(
+        "the instances and their background processes are gone",
+        || processes.iter().all(|p| gone(*p)),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn command_instances_die_when_the_shell_is_terminated() {
+    command_instances_die_with_the_shell(libc::SIGTERM);
+}
+
+#[test]
+fn command_instances_die_when_the_shell_is_killed() {
+    command_instances_die_with_the_shell(libc::SIGKILL);
 }
