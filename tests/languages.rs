@@ -514,3 +514,35 @@ async fn bad_commands_get_clear_errors() {
         assert!(e.contains(wanted), "{sql}: {e}");
     }
 }
+
+#[test]
+fn the_python_example_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = python().parent().expect("the venv's bin").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("timeout")
+        .arg("300")
+        .arg(env!("CARGO_BIN_EXE_rpcop"))
+        .args(["-f", "examples/python_service/demo.sql"])
+        .current_dir(root)
+        .env("PATH", path)
+        .output()
+        .expect("rpcop runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in [
+        "| 1  | fast-great         | positive | 6     |",
+        "| 3  | creme-brulee-maker | neutral  | 4     |",
+        "| slugify  | implicit | slugify               | 1/1         |",
+    ] {
+        assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
+    }
+}

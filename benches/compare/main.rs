@@ -13,13 +13,15 @@
 //! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each | in-process and an async UDF, `target_partitions` = cores | within 15% of ideal, ≥ 3× both |
 //! | bounded memory | 20M rows through a service 10× slower than its input | the same at 2M rows | peak within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
+//! | Python functions | `x + 1` in Python, row-wise and batched, 1M rows, on rpcop's kit (2 command instances) | the same Python code on RisingWave's arrow-udf server (2 command instances) | ≤ 1.0 |
 //!
 //! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
-//! some scenarios: cheap, pass-through, cpu, latency, memory, shared). `tests/compare_smoke.rs` runs every
+//! some scenarios: cheap, pass-through, cpu, latency, memory, shared, python). `tests/compare_smoke.rs` runs every
 //! scenario at a tiny scale in the test suite and checks only the results.
 //!
 //! One file per scenario beside this one (`cheap.rs`, `pass_through.rs` with
-//! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `memory.rs`, `shared.rs`); the
+//! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `memory.rs`, `shared.rs`,
+//! `python.rs`, whose servers are `tests/python/`); the
 //! shared helpers in `harness.rs`, the bench's own functions in
 //! `functions.rs`. Each module names its file: this file is also included as
 //! a module by `tests/compare_smoke.rs`.
@@ -28,6 +30,8 @@
 
 #[path = "cheap.rs"]
 mod cheap;
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "cpu_heavy.rs"]
 mod cpu_heavy;
 #[path = "functions.rs"]
@@ -40,6 +44,8 @@ mod latency;
 mod memory;
 #[path = "pass_through.rs"]
 mod pass_through;
+#[path = "python.rs"]
+mod python;
 #[path = "shared.rs"]
 mod shared;
 #[path = "socket.rs"]
@@ -76,6 +82,9 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
     }
     if wanted("shared") {
         rows.push(shared::shared(scale, reps).await);
+    }
+    if wanted("python") {
+        rows.extend(python::python_servers(scale, reps).await);
     }
     rows
 }

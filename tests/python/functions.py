@@ -39,6 +39,16 @@ def hypot(x, y):
     return math.hypot(x, y)
 
 
+def add_one(x):
+    """The trivial function of the Python bench (row-wise)."""
+    return None if x is None else x + 1
+
+
+def add_one_batch(xs):
+    """The same, batched: a list in, a list out."""
+    return [None if x is None else x + 1 for x in xs]
+
+
 def instance_info(x):
     """Where the row was evaluated: the instance's contract variables."""
     keys = ["RPCOP_SERVICE", "RPCOP_INSTANCE", "CUDA_VISIBLE_DEVICES", "RPCOP_MEMORY_LIMIT", "EXTRA"]
@@ -53,6 +63,8 @@ SIGNATURES = {
     "slow_square": (["BIGINT"], "BIGINT", False),
     "hypot": (["FLOAT64", "FLOAT64"], "FLOAT64", False),
     "instance_info": (["BIGINT"], "VARCHAR", False),
+    "add_one": (["BIGINT"], "BIGINT", False),
+    "add_one_batch": (["BIGINT"], "BIGINT", True),
 }
 
 
