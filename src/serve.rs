@@ -6,7 +6,10 @@
 //!
 //! The first line printed on stdout is the bound address as a URL
 //! (`http://host:port`, as `ENDPOINTS` takes it), so a parent that passed
-//! port 0 learns the port the system chose.
+//! port 0 learns the port the system chose. It follows the command contract
+//! of `command` instances too: `RPCOP_BIND`, `RPCOP_TOKEN_FILE`,
+//! `RPCOP_THREADS` and `RPCOP_MEMORY_LIMIT` stand in for the flags, so
+//! `command = 'rpcop serve --function upper'` is an instance.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -24,23 +27,23 @@ use crate::wire::{BearerToken, LIFELINE_ENV};
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. Loopback unless told
     /// otherwise.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "RPCOP_BIND", default_value = "127.0.0.1:50051")]
     pub bind: SocketAddr,
     /// A function to host (repeatable).
     #[arg(long = "function", required = true)]
     pub functions: Vec<String>,
     /// File holding the bearer token callers must send.
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, env = "RPCOP_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// The bearer token callers must send (prefer --token-file: argv is
     /// visible to other users of the machine).
     #[arg(long)]
     pub token: Option<String>,
     /// Requests evaluated at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "RPCOP_THREADS", default_value_t = 1)]
     pub threads: usize,
     /// Limit of the process's heap in bytes; exceeding it ends the process.
-    #[arg(long)]
+    #[arg(long, env = "RPCOP_MEMORY_LIMIT")]
     pub memory_limit: Option<u64>,
 }
 

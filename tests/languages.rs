@@ -181,6 +181,13 @@ async fn assert_calls_match_python(session: &RpcSession, service: &str) {
     }
 }
 
+/// Runs a statement that must succeed.
+async fn run(session: &RpcSession, sql: &str) {
+    within(Box::pin(session.sql(sql)))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 async fn error(session: &RpcSession, sql: &str) -> String {
     within(Box::pin(session.sql(sql)))
         .await
@@ -196,9 +203,7 @@ async fn python_functions_served_by_the_kit_equal_python() {
          WITH (command = '{}', parallelism = 2, batch_size = 100)",
         quoted(&command("kit_server.py"))
     );
-    within(Box::pin(session.sql(&create)))
-        .await
-        .expect("the kit starts");
+    run(&session, &create).await;
     assert_calls_match_python(&session, "py").await;
     // a Python exception is the function's error, with its message; the
     // instance survives it
@@ -242,9 +247,7 @@ async fn arrow_udf_servers_by_command_and_by_endpoint() {
          WITH (command = '{}', protocol = 'arrow-udf', parallelism = 2, batch_size = 100)",
         quoted(&command("arrow_udf_server.py"))
     );
-    within(Box::pin(session.sql(&create)))
-        .await
-        .expect("the arrow-udf servers start");
+    run(&session, &create).await;
     assert_calls_match_python(&session, "au").await;
     let e = error(&session, "SELECT reverse_text('boom')").await;
     assert!(e.contains("cannot reverse boom"), "{e}");
@@ -283,9 +286,7 @@ async fn databend_udf_servers_by_command() {
          WITH (command = '{}', protocol = 'databend', parallelism = 2, batch_size = 100)",
         quoted(&command("databend_server.py"))
     );
-    within(Box::pin(session.sql(&create)))
-        .await
-        .expect("the databend-udf servers start");
+    run(&session, &create).await;
     assert_calls_match_python(&session, "db").await;
 }
 
@@ -326,33 +327,49 @@ impl Drop for ArrowUdfServer {
     }
 }
 
-/// A query over `slow_square` loses an instance in its middle (killed with
-/// SIGKILL) and still answers every row, equal to Python.
-async fn survives_a_killed_instance(server: &str, protocol: &str) {
+/// The query of the tests that disturb a service in the middle of one.
+const SLOW_QUERY: &str = "SELECT slow_square(a) FROM t ORDER BY id";
+
+/// A session whose service `s` hosts `slow_square` on `parallelism`
+/// instances of `server`, with small requests; and the query's rows as
+/// Python computes them.
+async fn slow_square_service(
+    server: &str,
+    protocol: &str,
+    parallelism: usize,
+) -> (RpcSession, Vec<Value>) {
     let session = session().await;
     let create = format!(
         "CREATE RPC SERVICE s FOR FUNCTION slow_square \
-         WITH (command = '{}', protocol = '{protocol}', parallelism = 2, batch_size = 20, \
-               max_in_flight = 2)",
+         WITH (command = '{}', protocol = '{protocol}', parallelism = {parallelism}, \
+               batch_size = 20, max_in_flight = 2)",
         quoted(&command(server))
     );
-    within(Box::pin(session.sql(&create)))
-        .await
-        .expect("started");
-    let region = session.service("s").expect("the region");
+    run(&session, &create).await;
     let rows = arguments(&session, "a").await;
     let expected = direct("slow_square", &rows);
-    let query = columns(&session, "SELECT slow_square(a) FROM t ORDER BY id");
+    (session, expected)
+}
+
+/// Waits until the query is under way: 4 requests answered.
+async fn under_way(session: &RpcSession) {
+    let client = session.client("s").expect("a client");
+    while client.stats().requests < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A query over `slow_square` loses an instance in its middle (killed with
+/// SIGKILL) and still answers every row, equal to Python.
+async fn survives_a_killed_instance(server: &str, protocol: &str) {
+    let (session, expected) = slow_square_service(server, protocol, 2).await;
+    let region = session.service("s").expect("the region");
     let killer = async {
-        // once the query is under way on both instances, one dies
-        let client = session.client("s").expect("a client");
-        while client.stats().requests < 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        under_way(&session).await;
         let victim = region.members()[0].id;
         assert!(region.kill(victim).await, "the instance was killed");
     };
-    let (got, ()) = within(async { tokio::join!(query, killer) }).await;
+    let (got, ()) = within(async { tokio::join!(columns(&session, SLOW_QUERY), killer) }).await;
     assert_same(&got[0], &expected, "slow_square with a killed instance");
     let restarts = columns(&session, "SELECT sum(restarts) FROM rpc_instances('s')").await;
     assert_eq!(
@@ -373,6 +390,22 @@ async fn an_arrow_udf_server_killed_mid_query_loses_no_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kit_service_shrunk_mid_query_loses_no_row() {
+    let (session, expected) = slow_square_service("kit_server.py", "rpcop", 3).await;
+    let shrink = async {
+        under_way(&session).await;
+        // drained: the two instances leaving finish what they have
+        Box::pin(session.sql("ALTER RPC SERVICE s SET (parallelism = 1)"))
+            .await
+            .expect("shrunk");
+    };
+    let (got, ()) = within(async { tokio::join!(columns(&session, SLOW_QUERY), shrink) }).await;
+    assert_same(&got[0], &expected, "slow_square while the service shrinks");
+    let instances = columns(&session, "SELECT count(*) FROM rpc_instances('s')").await;
+    assert_eq!(instances, vec![vec![json!(1)]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_get_the_command_contract() {
     let session = session().await;
     let create = format!(
@@ -383,9 +416,7 @@ async fn instances_get_the_command_contract() {
         python().display(),
         python_tests().display()
     );
-    within(Box::pin(session.sql(&create)))
-        .await
-        .expect("started");
+    run(&session, &create).await;
     let got = columns(
         &session,
         "SELECT DISTINCT instance_info(a) AS i FROM t WHERE id < 20 ORDER BY i",
@@ -395,8 +426,8 @@ async fn instances_get_the_command_contract() {
     assert_eq!(
         got[0],
         vec![
-            json!(format!("env|0|3|2147483648|two words|{dir}")),
-            json!(format!("env|1|5|2147483648|two words|{dir}")),
+            json!(format!("env|0|3|2147483648|two words|2147483648|{dir}")),
+            json!(format!("env|1|5|2147483648|two words|2147483648|{dir}")),
         ]
     );
 }
@@ -545,4 +576,22 @@ fn the_python_example_runs() {
     ] {
         assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpcop_serve_follows_the_command_contract() {
+    let session = RpcSession::new();
+    let create = format!(
+        "CREATE RPC SERVICE s FOR FUNCTION upper, classify \
+         WITH (command = '{} serve --function upper --function classify', parallelism = 2)",
+        env!("CARGO_BIN_EXE_rpcop")
+    );
+    run(&session, &create).await;
+    let got = columns(
+        &session,
+        "SELECT upper(column1), classify(column1) FROM (VALUES ('the election'), ('rust gpu'))",
+    )
+    .await;
+    assert_eq!(got[0], vec![json!("THE ELECTION"), json!("RUST GPU")]);
+    assert_eq!(got[1], vec![json!("news"), json!("tech")]);
 }

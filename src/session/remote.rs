@@ -33,10 +33,15 @@ pub(crate) struct RemoteFunction {
 }
 
 impl RemoteFunction {
-    /// The function `described` by the instances of `service`.
-    pub(crate) fn new(service: &str, protocol: Protocol, described: &FunctionSignature) -> Self {
+    /// The function `name`, as the instances of `service` describe it.
+    pub(crate) fn new(
+        name: &str,
+        service: &str,
+        protocol: Protocol,
+        described: &FunctionSignature,
+    ) -> Self {
         Self {
-            name: described.name.clone(),
+            name: name.to_string(),
             service: service.to_string(),
             protocol,
             arguments: described
@@ -120,7 +125,7 @@ mod tests {
             arguments: vec![Arc::new(Field::new("s", DataType::Utf8, true))],
             result: Arc::new(Field::new("reverse_text", DataType::Utf8, true)),
         };
-        let f = RemoteFunction::new("py", Protocol::ArrowUdf, &described);
+        let f = RemoteFunction::new("reverse_text", "py", Protocol::ArrowUdf, &described);
         assert_eq!(
             f.coerce_types(&[DataType::LargeUtf8]).unwrap(),
             vec![DataType::Utf8]

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::error::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{ReturnFieldArgs, ScalarUDF};
 use datafusion::prelude::SessionContext;
 use rpcop_planner::ServiceDirectory;
 use rpcop_sql::statement::{CreateService, OptionValue};
@@ -91,7 +91,19 @@ fn same_type(udf: &ScalarUDF, described: &FunctionSignature) -> std::result::Res
         .collect();
     let wanted = described.result.data_type();
     let shown: Vec<String> = arguments.iter().map(ToString::to_string).collect();
-    match udf.return_type(&arguments) {
+    let fields: Vec<FieldRef> = described
+        .arguments
+        .iter()
+        .map(|f| Arc::new(Field::new(f.name(), f.data_type().clone(), true)))
+        .collect();
+    let scalars = vec![None; fields.len()];
+    let local = udf
+        .return_field_from_args(ReturnFieldArgs {
+            arg_fields: &fields,
+            scalar_arguments: &scalars,
+        })
+        .map(|field| field.data_type().clone());
+    match local {
         Ok(local) if &local == wanted => Ok(()),
         Ok(local) => Err(format!(
             "its instances describe it as ({}) -> {wanted}, but this session's function of that \
@@ -357,7 +369,7 @@ impl Services {
             let known = match ctx.udf(function) {
                 Ok(udf) => udf,
                 Err(_) => {
-                    let remote = RemoteFunction::new(&name, options.protocol, signature);
+                    let remote = RemoteFunction::new(function, &name, options.protocol, signature);
                     ctx.register_udf(ScalarUDF::new_from_impl(remote));
                     registered.push(function.clone());
                     continue;

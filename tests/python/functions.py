@@ -4,6 +4,7 @@ very same code, and `direct.py` computes the expected results with it."""
 
 import math
 import os
+import resource
 import time
 
 
@@ -52,7 +53,8 @@ def add_one_batch(xs):
 def instance_info(x):
     """Where the row was evaluated: the instance's contract variables."""
     keys = ["RPCOP_SERVICE", "RPCOP_INSTANCE", "CUDA_VISIBLE_DEVICES", "RPCOP_MEMORY_LIMIT", "EXTRA"]
-    return "|".join([os.environ.get(k, "") for k in keys] + [os.getcwd()])
+    data_limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    return "|".join([os.environ.get(k, "") for k in keys] + [str(data_limit), os.getcwd()])
 
 
 # name: (argument types, result type, batched)
