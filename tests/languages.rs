@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::DataType;
 use rpcop::RpcSession;
 use serde_json::{Value, json};
 
-use common::{python, python_tests, within};
+use common::{address_of, python, python_tests, within};
 
 /// Rows of the test table `t`.
 const ROWS: usize = 1500;
@@ -155,6 +155,21 @@ fn assert_same(got: &[Value], expected: &[Value], what: &str) {
     }
 }
 
+/// A session whose service `service` runs `server` (a file of
+/// `tests/python`) speaking `protocol`, 2 instances, for the calls of
+/// [`CALLS`]; each call checked against Python.
+async fn calls_served_by(service: &str, server: &str, protocol: &str) -> RpcSession {
+    let session = session().await;
+    let create = format!(
+        "CREATE RPC SERVICE {service} FOR FUNCTION reverse_text, gcd, word_count, hypot \
+         WITH (command = '{}', protocol = '{protocol}', parallelism = 2, batch_size = 100)",
+        quoted(&command(server))
+    );
+    run(&session, &create).await;
+    assert_calls_match_python(&session, service).await;
+    session
+}
+
 /// The hosted calls compared with Python, with the columns they take.
 const CALLS: [(&str, &str); 4] = [
     ("reverse_text", "s"),
@@ -197,14 +212,7 @@ async fn error(session: &RpcSession, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_functions_served_by_the_kit_equal_python() {
-    let session = session().await;
-    let create = format!(
-        "CREATE RPC SERVICE py FOR FUNCTION reverse_text, gcd, word_count, hypot \
-         WITH (command = '{}', parallelism = 2, batch_size = 100)",
-        quoted(&command("kit_server.py"))
-    );
-    run(&session, &create).await;
-    assert_calls_match_python(&session, "py").await;
+    let session = calls_served_by("py", "kit_server.py", "rpcop").await;
     // a Python exception is the function's error, with its message; the
     // instance survives it
     let e = error(&session, "SELECT reverse_text('boom')").await;
@@ -241,14 +249,7 @@ async fn python_functions_served_by_the_kit_equal_python() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arrow_udf_servers_by_command_and_by_endpoint() {
-    let session = session().await;
-    let create = format!(
-        "CREATE RPC SERVICE au FOR FUNCTION reverse_text, gcd, word_count, hypot \
-         WITH (command = '{}', protocol = 'arrow-udf', parallelism = 2, batch_size = 100)",
-        quoted(&command("arrow_udf_server.py"))
-    );
-    run(&session, &create).await;
-    assert_calls_match_python(&session, "au").await;
+    let session = calls_served_by("au", "arrow_udf_server.py", "arrow-udf").await;
     let e = error(&session, "SELECT reverse_text('boom')").await;
     assert!(e.contains("cannot reverse boom"), "{e}");
 
@@ -280,14 +281,7 @@ async fn arrow_udf_servers_by_command_and_by_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databend_udf_servers_by_command() {
-    let session = session().await;
-    let create = format!(
-        "CREATE RPC SERVICE db FOR FUNCTION reverse_text, gcd, word_count, hypot \
-         WITH (command = '{}', protocol = 'databend', parallelism = 2, batch_size = 100)",
-        quoted(&command("databend_server.py"))
-    );
-    run(&session, &create).await;
-    assert_calls_match_python(&session, "db").await;
+    calls_served_by("db", "databend_server.py", "databend").await;
 }
 
 /// An arrow-udf server this test runs itself, as someone else's would be.
@@ -305,18 +299,8 @@ impl ArrowUdfServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("the server starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let address = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|line| !line.starts_with("added function"))
-            .expect("the server prints its address");
-        // read on: arrow-udf prints each error's traceback on stdout
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            address: format!("http://{address}"),
-        }
+        let address = address_of(&mut child);
+        Self { child, address }
     }
 }
 

@@ -58,6 +58,21 @@ pub struct RegionBuilder {
 }
 
 impl RegionBuilder {
+    /// A builder of a region hosting `functions` by name only: their code
+    /// is elsewhere (a command's, or the endpoints').
+    fn of_names(name: String, functions: Vec<String>) -> Self {
+        Self {
+            name,
+            names: functions,
+            functions: Vec::new(),
+            options: ServiceOptions::default(),
+            token: None,
+            serve_program: None,
+            endpoints: Vec::new(),
+            command: None,
+        }
+    }
+
     /// The service's options (parallelism, isolation, profile, ...).
     pub fn options(mut self, options: ServiceOptions) -> Self {
         self.options = options;
@@ -208,14 +223,8 @@ impl ServiceRegion {
         command: impl Into<String>,
     ) -> RegionBuilder {
         RegionBuilder {
-            name: name.into(),
-            names: functions,
-            functions: Vec::new(),
-            options: ServiceOptions::default(),
-            token: None,
-            serve_program: None,
-            endpoints: Vec::new(),
             command: Some(command.into()),
+            ..RegionBuilder::of_names(name.into(), functions)
         }
     }
 
@@ -228,14 +237,8 @@ impl ServiceRegion {
         endpoints: Vec<String>,
     ) -> RegionBuilder {
         RegionBuilder {
-            name: name.into(),
-            names: functions,
-            functions: Vec::new(),
-            options: ServiceOptions::default(),
-            token: None,
-            serve_program: None,
             endpoints,
-            command: None,
+            ..RegionBuilder::of_names(name.into(), functions)
         }
     }
 

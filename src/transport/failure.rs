@@ -4,6 +4,8 @@
 
 use tonic::{Code, Status};
 
+use crate::wire::message_of;
+
 /// How many times a request is re-sent because another request's failure
 /// ended the exchange it was on, before such failures count as its own.
 pub(crate) const MAX_COLLATERAL_RESENDS: usize = 8;
@@ -38,18 +40,6 @@ pub(crate) fn is_transport(status: &Status) -> bool {
     }
 }
 
-/// Where a pyarrow server's message turns into its traceback (which is in
-/// the server's own log).
-const PYTHON_DETAIL: &str = ". Detail: Python exception";
-
-/// A status's message without a pyarrow server's traceback.
-pub(crate) fn message_of(status: &Status) -> &str {
-    let message = status.message();
-    message
-        .split_once(PYTHON_DETAIL)
-        .map_or(message, |(said, _)| said)
-}
-
 /// What a status from the instance at `address` means for the request.
 pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
     let reason = format!("{address}: {} ({:?})", message_of(status), status.code());
@@ -72,11 +62,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn python_tracebacks_are_cut() {
+    fn python_tracebacks_are_left_out() {
         let status = Status::invalid_argument(
             "cannot reverse boom. Detail: Python exception: Traceback (most recent call last):\n  File",
         );
-        assert_eq!(message_of(&status), "cannot reverse boom");
         let Failure::Reject(reason) = failure_of(&status, "h") else {
             panic!("a function's error is refused");
         };

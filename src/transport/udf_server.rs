@@ -24,7 +24,7 @@ use arrow_flight::error::FlightError;
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
@@ -192,23 +192,17 @@ fn conform(
     signature: &FunctionSignature,
     address: &str,
 ) -> Result<RecordBatch, Failure> {
-    let given: Vec<String> = arguments
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.data_type().to_string())
-        .collect();
-    let described: Vec<String> = signature
-        .arguments
-        .iter()
-        .map(|f| f.data_type().to_string())
-        .collect();
+    // the signatures are written out only when a request does not fit
+    let types = |fields: &mut dyn Iterator<Item = &FieldRef>| -> String {
+        let names: Vec<String> = fields.map(|f| f.data_type().to_string()).collect();
+        names.join(", ")
+    };
     let mismatch = |why: String| {
         Failure::Reject(format!(
             "{address}: function '{}' takes ({}), called with ({}): {why}",
             signature.name,
-            described.join(", "),
-            given.join(", ")
+            types(&mut signature.arguments.iter()),
+            types(&mut arguments.schema_ref().fields().iter())
         ))
     };
     if arguments.num_columns() != signature.arguments.len() {

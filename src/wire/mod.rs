@@ -38,6 +38,7 @@ mod constants;
 mod descriptor;
 mod dictionaries;
 mod encoder;
+mod message;
 mod probe;
 mod sequence;
 mod session;
@@ -56,6 +57,7 @@ pub use descriptor::{
 };
 pub(crate) use dictionaries::received;
 pub use encoder::BatchEncoder;
+pub(crate) use message::message_of;
 pub use probe::{ARROW_UDF_PROTOCOL_VERSION, DATABEND_HEALTH_FUNCTION};
 pub(crate) use probe::{ProbeFailure, probe};
 pub use sequence::{decode_sequence, encode_sequence};

@@ -19,6 +19,7 @@ use tonic::Code;
 use super::connection::{FlightClient, NoAnswer, try_action};
 use super::constants::{ACTION_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use super::descriptor::function_descriptor;
+use super::message::message_of;
 use crate::options::Protocol;
 
 /// The body of arrow-udf's answer to `protocol_version`.
@@ -37,19 +38,11 @@ pub(crate) enum ProbeFailure {
     WrongProtocol(String),
 }
 
-/// A status's message without what pyarrow appends (`. Detail: ...`).
-fn said(status: &tonic::Status) -> &str {
-    let message = status.message();
-    message
-        .split_once(". Detail: ")
-        .map_or(message, |(said, _)| said)
-}
-
 impl std::fmt::Display for ProbeFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unanswered(NoAnswer::Status(status)) => {
-                write!(f, "{} ({:?})", said(status), status.code())
+                write!(f, "{} ({:?})", message_of(status), status.code())
             }
             Self::Unanswered(NoAnswer::Silent(timeout)) => {
                 write!(f, "no answer within {timeout:?}")
@@ -107,14 +100,14 @@ fn version_answer(protocol: Protocol, answer: Result<Bytes, NoAnswer>) -> Result
             Code::Unauthenticated if protocol != Protocol::Rpcop => {
                 Err(ProbeFailure::WrongProtocol(format!(
                     "it asks for a token ({}): it speaks rpcop's protocol; set protocol = 'rpcop'",
-                    said(&status)
+                    message_of(&status)
                 )))
             }
             Code::Unimplemented | Code::InvalidArgument => {
                 Err(ProbeFailure::WrongProtocol(format!(
                     "it has no protocol_version action ({}), which {} servers answer; a \
                      databend-udf server has none: set protocol = 'databend'",
-                    said(&status).lines().next().unwrap_or_default(),
+                    message_of(&status).lines().next().unwrap_or_default(),
                     protocol
                 )))
             }
@@ -131,7 +124,7 @@ fn databend_answer(answer: Result<Bytes, NoAnswer>) -> Result<(), ProbeFailure> 
         Err(NoAnswer::Status(status)) => match status.code() {
             Code::Unauthenticated => Err(ProbeFailure::WrongProtocol(format!(
                 "it asks for a token ({}): it speaks rpcop's protocol; set protocol = 'rpcop'",
-                said(&status)
+                message_of(&status)
             ))),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 Err(ProbeFailure::Unanswered(NoAnswer::Status(status)))
@@ -139,7 +132,7 @@ fn databend_answer(answer: Result<Bytes, NoAnswer>) -> Result<(), ProbeFailure> 
             _ => Err(ProbeFailure::WrongProtocol(format!(
                 "it does not describe {DATABEND_HEALTH_FUNCTION}, the health function every \
                  databend-udf server has ({}); an arrow-udf server: set protocol = 'arrow-udf'",
-                said(&status).lines().next().unwrap_or_default()
+                message_of(&status).lines().next().unwrap_or_default()
             ))),
         },
         Err(other) => Err(ProbeFailure::Unanswered(other)),

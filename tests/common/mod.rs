@@ -189,3 +189,21 @@ pub fn python() -> std::path::PathBuf {
 pub fn python_tests() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
 }
+
+/// The address a server child prints first on stdout (after the `added
+/// function: ...` lines of RisingWave's arrow-udf servers), as
+/// `http://host:port`. Its stdout is read on afterwards: a server that
+/// prints (arrow-udf prints each error's traceback) must not fail on a
+/// closed pipe.
+pub fn address_of(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the server's stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| !line.starts_with("added function"))
+        .expect("the server prints its address");
+    std::thread::spawn(move || lines.for_each(drop));
+    format!("http://{}", line.trim().trim_start_matches("http://"))
+}

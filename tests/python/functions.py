@@ -5,6 +5,7 @@ very same code, and `direct.py` computes the expected results with it."""
 import math
 import os
 import resource
+import sys
 import time
 
 
@@ -72,3 +73,15 @@ SIGNATURES = {
 
 def plain(name):
     return globals()[name]
+
+
+def serve_on(server_class, hosted):
+    """Serves every function on a Flight UDF server of `server_class`
+    (arrow-udf's or databend-udf's), following rpcop's command contract: it
+    listens on argv[1] or RPCOP_BIND and prints the address it bound."""
+    bind = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RPCOP_BIND", "127.0.0.1:0")
+    server = server_class(location=bind)
+    for name in SIGNATURES:
+        server.add_function(hosted(name))
+    print(f"{bind.rpartition(':')[0]}:{server.port}", flush=True)
+    server.serve()
