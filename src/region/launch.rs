@@ -54,7 +54,7 @@ impl Launcher {
         options: &ServiceOptions,
     ) -> Result<(String, Running), String> {
         match self {
-            Launcher::Thread => launch_thread(spec, slot, options.threads).await,
+            Launcher::Thread => launch_thread(spec, slot, options).await,
             Launcher::Process { program, token } => {
                 let process = ProcessSpec {
                     service: &spec.service,
@@ -164,11 +164,18 @@ fn root_cause(status: &tonic::Status) -> String {
 
 /// An instance in this process: its own runtime (one I/O thread) and
 /// `threads` evaluation threads, apart from the runtime that runs queries.
+/// With `gpus`, its device set's first device is its CUDA device (as this
+/// process numbers them: a thread cannot have a `CUDA_VISIBLE_DEVICES` of
+/// its own).
 async fn launch_thread(
     spec: &InstanceSpec,
     slot: usize,
-    threads: usize,
+    options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
+    let cuda_device = options
+        .devices_for(slot)
+        .and_then(|set| set.first())
+        .and_then(|device| device.parse::<usize>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(1)
@@ -176,13 +183,24 @@ async fn launch_thread(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build the instance's runtime: {e}"))?;
-    let config =
-        InstanceConfig::new(spec.functions.clone(), spec.token.as_str()).with_threads(threads);
-    let instance = runtime
+    let config = InstanceConfig::new(spec.functions.clone(), spec.token.as_str())
+        .with_threads(options.threads)
+        .with_cuda_device(cuda_device);
+    let loaded = runtime
         .spawn_blocking(move || Instance::load(&config))
         .await
-        .map_err(|e| format!("loading panicked: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("loading panicked: {e}"))
+        .and_then(|loaded| loaded.map_err(|e| e.to_string()));
+    let instance = match loaded {
+        Ok(instance) => instance,
+        Err(reason) => {
+            // dropped here, in a task, the runtime would panic ("cannot drop
+            // a runtime in a context where blocking is not allowed") and the
+            // reason would be lost
+            runtime.shutdown_background();
+            return Err(reason);
+        }
+    };
     let (address_tx, address_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel();
