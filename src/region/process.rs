@@ -107,10 +107,17 @@ impl ChildStart<'_> {
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::select! {
             line = self.address_line(&mut lines) => line.map_err(|e| format!("cannot read its stdout: {e}")),
-            status = child.wait() => Err(match status {
-                Ok(status) => format!("{} before it printed its address", describe_exit(status)),
-                Err(e) => e.to_string(),
-            }),
+            status = child.wait() => {
+                // what it printed before it ended is still in the pipe, and
+                // says more than its exit ('echo hello' printed 'hello')
+                match tokio::time::timeout(EXIT_NOTICE, self.address_line(&mut lines)).await {
+                    Ok(Ok(Some(line))) => Ok(Some(line)),
+                    _ => Err(match status {
+                        Ok(status) => format!("{} before it printed its address", describe_exit(status)),
+                        Err(e) => e.to_string(),
+                    }),
+                }
+            }
             () = tokio::time::sleep(self.startup_timeout) => Err(format!(
                 "printed no address within the startup_timeout of {:?}; raise startup_timeout \
                  if it needs longer to load",
@@ -225,7 +232,9 @@ fn command(
         command.arg("--memory-limit").arg(memory.to_string());
     }
     if let Some(devices) = options.devices_for(slot) {
+        // the instance sees its devices only, numbered from 0
         command.env("CUDA_VISIBLE_DEVICES", devices.join(","));
+        command.arg("--cuda-device").arg("0");
     }
     piped(&mut command);
     tie(&mut command, spec.token)?;
