@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Limit of the process's heap in bytes; exceeding it ends the process.
     #[arg(long, env = "RPCOP_MEMORY_LIMIT")]
     pub memory_limit: Option<u64>,
+    /// The CUDA device (an ordinal of those `CUDA_VISIBLE_DEVICES` shows)
+    /// a function with a model runs on; without it, the CPU.
+    #[arg(long, env = "RPCOP_CUDA_DEVICE")]
+    pub cuda_device: Option<usize>,
 }
 
 impl ServeArgs {
@@ -114,7 +118,9 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     }
     let token = args.token()?;
     let functions = library.select(&args.functions)?;
-    let config = InstanceConfig::new(functions, token).with_threads(args.threads);
+    let config = InstanceConfig::new(functions, token)
+        .with_threads(args.threads)
+        .with_cuda_device(args.cuda_device);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("rpcop-serve")

@@ -34,7 +34,7 @@ fn hosted_by_child(name: &str) -> HostedFunction {
     let owner = name.to_string();
     HostedFunction::with_loader(
         name,
-        Arc::new(move || Err(format!("'{owner}' is hosted by the serve program"))),
+        Arc::new(move |_| Err(format!("'{owner}' is hosted by the serve program"))),
     )
 }
 

@@ -257,7 +257,7 @@ async fn the_start_up_runs_once_per_instance_and_is_counted() {
         let counter = Arc::clone(&loads);
         let slow_upper = rpcop::HostedFunction::with_loader(
             "upper",
-            Arc::new(move || {
+            Arc::new(move |_| {
                 std::thread::sleep(Duration::from_millis(150));
                 counter.fetch_add(1, Ordering::SeqCst);
                 Ok(datafusion::functions::string::upper())

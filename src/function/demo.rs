@@ -24,9 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Builder, StringBuilder,
-};
+use datafusion::arrow::array::{Array, AsArray, FixedSizeListArray, Float32Builder, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
@@ -35,6 +33,7 @@ use datafusion::logical_expr::{
 };
 
 use super::library::{FunctionLibrary, HostedFunction};
+use super::text::{first_arg, text_signature, texts};
 
 /// Dimension of `embed`'s vectors.
 pub const EMBED_DIM: i32 = 16;
@@ -91,7 +90,7 @@ pub fn demo_udfs() -> Vec<ScalarUDF> {
 fn demo(name: &'static str, build: fn() -> ScalarUDF) -> HostedFunction {
     HostedFunction::with_loader(
         name,
-        Arc::new(move || {
+        Arc::new(move |_| {
             let startup = env_millis("RPCOP_DEMO_STARTUP_MS");
             if !startup.is_zero() {
                 std::thread::sleep(startup);
@@ -148,34 +147,6 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })
-}
-
-fn text_signature() -> Signature {
-    Signature::one_of(
-        vec![
-            TypeSignature::Exact(vec![DataType::Utf8]),
-            TypeSignature::Exact(vec![DataType::LargeUtf8]),
-            TypeSignature::Exact(vec![DataType::Utf8View]),
-        ],
-        Volatility::Immutable,
-    )
-}
-
-/// The text argument as an iterator of optional strings, whatever its string type.
-fn texts(array: &ArrayRef) -> Result<Box<dyn Iterator<Item = Option<&str>> + '_>> {
-    Ok(match array.data_type() {
-        DataType::Utf8 => Box::new(array.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => Box::new(array.as_string::<i64>().iter()),
-        DataType::Utf8View => Box::new(array.as_string_view().iter()),
-        other => return exec_err!("expected a text argument, got {other}"),
-    })
-}
-
-fn first_arg(args: &ScalarFunctionArgs) -> Result<ArrayRef> {
-    match args.args.first() {
-        Some(value) => value.to_array(args.number_rows),
-        None => exec_err!("missing the text argument"),
-    }
 }
 
 /// `embed(text)`: a deterministic unit vector of hashed character trigrams.
@@ -407,7 +378,7 @@ mod tests {
     fn loads_are_counted() {
         let before = startups();
         let f = demo_functions().remove(0);
-        f.load().unwrap();
+        f.load(&crate::function::LoadContext::new(1)).unwrap();
         assert!(startups() > before);
     }
 }

@@ -14,7 +14,37 @@ use super::loaded::LoadedFunction;
 use crate::error::FunctionError;
 
 /// Builds a function for one instance; may be slow (a model load).
-pub type Loader = Arc<dyn Fn() -> Result<Arc<ScalarUDF>, String> + Send + Sync>;
+pub type Loader = Arc<dyn Fn(&LoadContext) -> Result<Arc<ScalarUDF>, String> + Send + Sync>;
+
+/// What a [`Loader`] is told of the instance it loads for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadContext {
+    /// The instance's threads (the service's `threads`): the requests it
+    /// evaluates at once, and the compute threads a model may use.
+    pub threads: usize,
+    /// The CUDA device (an ordinal of those this process sees) the instance
+    /// was given with `gpus`, if any.
+    pub cuda_device: Option<usize>,
+}
+
+impl LoadContext {
+    /// An instance of `threads` threads, without a GPU.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+            cuda_device: None,
+        }
+    }
+
+    /// The same, on CUDA device `device`.
+    pub fn with_cuda_device(self, device: Option<usize>) -> Self {
+        Self {
+            cuda_device: device,
+            ..self
+        }
+    }
+}
 
 /// A function a service can host: its name and its loader.
 #[derive(Clone)]
@@ -36,7 +66,7 @@ impl HostedFunction {
     pub fn shared(udf: Arc<ScalarUDF>) -> Self {
         Self {
             name: udf.name().to_string(),
-            loader: Arc::new(move || Ok(Arc::clone(&udf))),
+            loader: Arc::new(move |_| Ok(Arc::clone(&udf))),
         }
     }
 
@@ -54,8 +84,8 @@ impl HostedFunction {
     }
 
     /// Runs the loader (once per instance).
-    pub(crate) fn load(&self) -> Result<LoadedFunction, FunctionError> {
-        let udf = (self.loader)().map_err(|reason| FunctionError::Load {
+    pub(crate) fn load(&self, context: &LoadContext) -> Result<LoadedFunction, FunctionError> {
+        let udf = (self.loader)(context).map_err(|reason| FunctionError::Load {
             function: self.name.clone(),
             reason,
         })?;
@@ -66,7 +96,8 @@ impl HostedFunction {
 /// The set of functions an rpcop binary can host, by name.
 ///
 /// [`FunctionLibrary::default`] holds DataFusion's built-in scalar functions
-/// (the `rpcop` binary adds the demo models: [`crate::demo::library`]);
+/// (the `rpcop` binary adds the demo models, [`crate::demo::library`], and
+/// the real ones, `FunctionLibrary::with_models`);
 /// `rpcop serve --function NAME` looks names up here, and a user's own
 /// binary adds its functions with [`FunctionLibrary::with`] or
 /// [`FunctionLibrary::with_udf`].
@@ -78,7 +109,7 @@ impl HostedFunction {
 ///
 /// # fn my_model() -> ScalarUDF { datafusion::functions::string::upper().as_ref().clone() }
 /// // a model loaded once per instance when the instance starts
-/// let model = HostedFunction::with_loader("my_model", Arc::new(|| Ok(Arc::new(my_model()))));
+/// let model = HostedFunction::with_loader("my_model", Arc::new(|_| Ok(Arc::new(my_model()))));
 /// let library = FunctionLibrary::default().with(model);
 /// assert!(library.get("my_model").is_some() && library.get("upper").is_some());
 /// let hosted = library.select(&["my_model".to_string()])?;

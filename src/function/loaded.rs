@@ -214,7 +214,11 @@ mod tests {
     }
 
     fn loaded(name: &str) -> LoadedFunction {
-        crate::demo::library().get(name).unwrap().load().unwrap()
+        crate::demo::library()
+            .get(name)
+            .unwrap()
+            .load(&crate::function::LoadContext::new(1))
+            .unwrap()
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::error::{FunctionError, RpcError};
-use crate::function::HostedFunction;
+use crate::function::{HostedFunction, LoadContext};
 use crate::wire::{self, check_token};
 use counters::Counters;
 use evaluator::Evaluator;
@@ -47,6 +47,7 @@ pub(crate) struct InstanceConfig {
     functions: Vec<HostedFunction>,
     token: Arc<str>,
     threads: usize,
+    cuda_device: Option<usize>,
 }
 
 impl InstanceConfig {
@@ -56,12 +57,19 @@ impl InstanceConfig {
             functions,
             token: token.into(),
             threads: 1,
+            cuda_device: None,
         }
     }
 
     /// Requests evaluated at once (the instance's worker threads).
     pub(crate) fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// The CUDA device (an ordinal this process sees) of a GPU instance.
+    pub(crate) fn with_cuda_device(mut self, device: Option<usize>) -> Self {
+        self.cuda_device = device;
         self
     }
 }
@@ -90,8 +98,9 @@ impl Instance {
         let counters = Counters::default();
         let start = Instant::now();
         let mut functions = BTreeMap::new();
+        let context = LoadContext::new(config.threads).with_cuda_device(config.cuda_device);
         for hosted in &config.functions {
-            let loaded = hosted.load()?;
+            let loaded = hosted.load(&context)?;
             counters.loads.fetch_add(1, Ordering::Relaxed);
             functions.insert(hosted.name().to_string(), loaded);
         }
