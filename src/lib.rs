@@ -18,7 +18,8 @@
 //! - [`ServiceRegion`]: a supervised pool of instances, with its
 //!   [`Membership`] pushed to callers.
 //! - [`FunctionLibrary`] and [`HostedFunction`]: what an instance can host;
-//!   [`demo`]: model-like demo functions.
+//!   [`demo`]: model-like demo functions; [`model`]: a real model
+//!   (all-MiniLM-L6-v2 with candle), its files and `embed_text`.
 //! - [`ServiceOptions`]: every option of a service, declared once
 //!   ([`options`]).
 //! - [`wire`]: the protocol's constants and codecs; [`serve`]: `rpcop serve`
@@ -51,6 +52,7 @@ mod exec;
 mod function;
 mod instance;
 pub mod malloc;
+pub mod model;
 pub mod options;
 mod region;
 pub mod serve;
@@ -61,7 +63,7 @@ pub mod wire;
 pub use client::{CallReport, ClientStats, ServiceClient};
 pub use error::{FunctionError, RpcError};
 pub use function::demo;
-pub use function::{FunctionLibrary, HostedFunction, Loader};
+pub use function::{FunctionLibrary, HostedFunction, LoadContext, Loader};
 pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions, Transport};
 pub use region::{Member, MemberState, Membership, MembershipWatch, RegionBuilder, ServiceRegion};
-pub use session::{RpcFunction, RpcSession, RpcSessionBuilder};
+pub use session::{RpcFunction, RpcSession, RpcSessionBuilder, Startup};

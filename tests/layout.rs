@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["region"],
     &["instance"],
     &["function"],
+    &["model"],
     &["wire"],
     &["error"],
     &["options", "malloc"],

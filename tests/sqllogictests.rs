@@ -114,6 +114,7 @@ async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
             Ok::<_, SltError>(RpcDb {
                 session: RpcSession::builder()
                     .with_demo_functions()
+                    .with_model_functions()
                     .serve_program(env!("CARGO_BIN_EXE_rpcop"))
                     .build(),
             })

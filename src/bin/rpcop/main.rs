@@ -1,10 +1,14 @@
 //! The `rpcop` binary: the SQL shell (with an embedded service region per
-//! service), and `rpcop serve`, one standalone service instance.
+//! service), `rpcop serve`, one standalone service instance, and `rpcop
+//! model`, the models' files on this machine.
 
 mod command;
+mod model;
+mod progress;
 mod shell;
 
 use clap::{Parser, Subcommand};
+use model::{ModelArgs, model_main};
 use rpcop::serve::{ServeArgs, serve_main};
 use shell::{ShellArgs, shell_main};
 
@@ -25,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run one standalone service instance.
     Serve(ServeArgs),
+    /// Fetch or list the models' files (`rpcop model fetch all-MiniLM-L6-v2`).
+    Model(ModelArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,8 +47,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => {
-            serve_main(&args, &rpcop::demo::library()).map_err(|e| e.to_string())
+            serve_main(&args, &rpcop::demo::library().with_models()).map_err(|e| e.to_string())
         }
+        Some(Command::Model(args)) => model_main(&args).map_err(|e| e.to_string()),
         None => run_shell(&cli.shell),
     };
     match result {
