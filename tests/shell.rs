@@ -207,3 +207,33 @@ fn a_reader_that_goes_away_ends_the_shell_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+#[test]
+fn a_statement_waiting_for_instances_to_load_says_so() {
+    // each instance takes 1.5 s to load: the shell shows them coming up,
+    // for a CREATE and for the first query of an annotated function
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
+        .args([
+            "-q",
+            "-c",
+            "CREATE RPC SERVICE sim FOR FUNCTION model_sim WITH (parallelism = 2)",
+            "-c",
+            "SELECT classify('the election') AS topic",
+        ])
+        .env("RPCOP_DEMO_STARTUP_MS", "1500")
+        .output()
+        .expect("rpcop runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sim: 0/2 instances ready, loading…"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("classify: 0/2 instances ready, loading…"),
+        "{stderr}"
+    );
+    // a line per state on a pipe, not one per tick
+    let lines = stderr.lines().filter(|l| l.starts_with("sim: ")).count();
+    assert!((1..=3).contains(&lines), "{stderr}");
+}

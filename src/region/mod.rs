@@ -95,6 +95,16 @@ impl RegionBuilder {
     /// Starts the instances and returns when all are ready, or with the
     /// first instance's start-up error.
     pub async fn start(self) -> Result<ServiceRegion, RpcError> {
+        self.start_watched(|_| {}).await
+    }
+
+    /// [`Self::start`], handing `watch` the region's membership once its
+    /// instances are launching, so a caller can follow them while they load
+    /// (`minilm: 1/2 instances ready`).
+    pub async fn start_watched(
+        self,
+        watch: impl FnOnce(MembershipWatch) + Send,
+    ) -> Result<ServiceRegion, RpcError> {
         self.options.validate()?;
         for endpoint in &self.endpoints {
             crate::wire::check_endpoint(endpoint)?;
@@ -158,6 +168,7 @@ impl RegionBuilder {
             shared,
             slots: tokio::sync::Mutex::new(Vec::new()),
         };
+        watch(region.membership());
         if let Err(error) = region.grow_or_shrink(parallelism).await {
             region.shutdown().await;
             return Err(error);

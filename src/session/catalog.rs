@@ -10,7 +10,8 @@
 //! [`ServiceDirectory`] and the physical planner's [`ClientSource`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use datafusion::error::DataFusionError;
 use rpcop_planner::{ServiceDirectory, ServiceRef};
@@ -18,7 +19,7 @@ use rpcop_planner::{ServiceDirectory, ServiceRef};
 use crate::client::ServiceClient;
 use crate::exec::ClientSource;
 use crate::options::ServiceOptions;
-use crate::region::ServiceRegion;
+use crate::region::{MemberState, MembershipWatch, ServiceRegion};
 use crate::wire::FunctionSignature;
 
 /// A running service.
@@ -48,15 +49,123 @@ pub(crate) enum Service {
     Pending(ServiceOptions),
 }
 
+/// A service whose instances are not all ready yet: what a statement that
+/// waits for it is waiting for ([`crate::RpcSession::startups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Startup {
+    /// The service.
+    pub service: String,
+    /// Its instances that are ready.
+    pub ready: usize,
+    /// Its instances that are still starting (loading their functions).
+    pub starting: usize,
+    /// How many it should have (`parallelism`).
+    pub wanted: usize,
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}/{} instances ready, loading…",
+            self.service, self.ready, self.wanted
+        )
+    }
+}
+
+impl Startup {
+    /// The start-up of a service with these members, if any is starting
+    /// (or, while it is `created`, not ready yet).
+    fn of(service: &str, watch: &MembershipWatch, wanted: usize, created: bool) -> Option<Self> {
+        let members = Arc::clone(&watch.borrow());
+        let count = |state| members.members.iter().filter(|m| m.state == state).count();
+        let (ready, starting) = (count(MemberState::Ready), count(MemberState::Starting));
+        (starting > 0 || (created && ready < wanted)).then(|| Self {
+            service: service.to_string(),
+            ready,
+            starting,
+            wanted,
+        })
+    }
+}
+
 /// The running services of a session, by name.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceCatalog {
     services: RwLock<BTreeMap<String, ServiceEntry>>,
     /// The service options of each annotated function's implicit service.
     annotations: RwLock<BTreeMap<String, ServiceOptions>>,
+    /// Services being started (not in `services` yet).
+    starting: Mutex<BTreeMap<String, Launching>>,
+}
+
+/// A service being started.
+#[derive(Debug, Clone)]
+pub(crate) struct Launching {
+    /// Its instances.
+    pub(crate) watch: MembershipWatch,
+    /// How many it should have.
+    pub(crate) wanted: usize,
+    /// The functions it will host.
+    pub(crate) functions: Vec<String>,
+    /// Started for an annotated function.
+    pub(crate) implicit: bool,
+    /// Its options.
+    pub(crate) options: ServiceOptions,
+}
+
+/// Keeps a service among those starting until dropped.
+pub(crate) struct StartingGuard<'a> {
+    catalog: &'a ServiceCatalog,
+    name: String,
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.catalog.starting().remove(&self.name);
+    }
 }
 
 impl ServiceCatalog {
+    fn starting(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Launching>> {
+        self.starting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Follows the start of service `name` until the guard is dropped.
+    pub(crate) fn follow_start(&self, name: &str, launching: Launching) -> StartingGuard<'_> {
+        self.starting().insert(name.to_string(), launching);
+        StartingGuard {
+            catalog: self,
+            name: name.to_string(),
+        }
+    }
+
+    /// The services being started, and the running ones with instances
+    /// not all ready (a restart, a resize), by name.
+    pub(crate) fn startups(&self) -> Vec<Startup> {
+        let mut out: BTreeMap<String, Startup> = BTreeMap::new();
+        for (name, launching) in self.starting().iter() {
+            if let Some(startup) = Startup::of(name, &launching.watch, launching.wanted, true) {
+                out.insert(name.clone(), startup);
+            }
+        }
+        for (name, entry) in self.read().iter() {
+            let wanted = entry.region.options().parallelism;
+            if let Some(startup) = Startup::of(name, &entry.region.membership(), wanted, false) {
+                out.insert(name.clone(), startup);
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// The services being started, by name.
+    pub(crate) fn launching(&self) -> Vec<(String, Launching)> {
+        self.starting()
+            .iter()
+            .map(|(name, l)| (name.clone(), l.clone()))
+            .collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServiceEntry>> {
         self.services.read().unwrap_or_else(PoisonError::into_inner)
     }

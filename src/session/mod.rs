@@ -41,12 +41,13 @@ use rpcop_sql::statement::RpcStatement;
 pub use annotated::RpcFunction;
 use annotated::called_functions;
 use catalog::ServiceCatalog;
+pub use catalog::Startup;
 use services::Services;
 use tables::{RpcInstances, RpcOptions, RpcServices};
 
 use crate::client::ServiceClient;
 use crate::exec::{ClientSource, RpcQueryPlanner};
-use crate::function::{FunctionLibrary, demo};
+use crate::function::{FunctionLibrary, cosine_similarity_udf, demo, embed_text_udf};
 use crate::options::ServiceOptions;
 use crate::region::ServiceRegion;
 
@@ -125,6 +126,17 @@ impl RpcSessionBuilder {
         self
     }
 
+    /// Registers the functions of the real models rpcop ships (see
+    /// [`FunctionLibrary::with_models`]): `embed_text` runs in-process
+    /// (loading its model at the first call) until a service hosts it;
+    /// `cosine_similarity` beside DataFusion's `cosine_distance`.
+    pub fn with_model_functions(mut self) -> Self {
+        self.library = self.library.with_models();
+        self.udfs.push(embed_text_udf());
+        self.udfs.push(cosine_similarity_udf());
+        self
+    }
+
     /// The `rpcop` binary that `isolation = 'process'` services start.
     pub fn serve_program(mut self, program: impl Into<PathBuf>) -> Self {
         self.serve_program = Some(program.into());
@@ -175,10 +187,14 @@ impl RpcSessionBuilder {
 }
 
 impl RpcSession {
-    /// A session with the demo functions (`embed` and `classify` annotated)
-    /// and every built-in hostable by a service.
+    /// A session with the demo functions (`embed` and `classify` annotated),
+    /// the model functions (`embed_text`, `cosine_similarity`) and every
+    /// built-in hostable by a service.
     pub fn new() -> Self {
-        Self::builder().with_demo_functions().build()
+        Self::builder()
+            .with_demo_functions()
+            .with_model_functions()
+            .build()
     }
 
     /// A builder of a session with DataFusion's built-ins and the functions
@@ -195,6 +211,14 @@ impl RpcSession {
     /// The DataFusion context.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The services whose instances are not all ready: those being started
+    /// (by `CREATE RPC SERVICE`, or by the first query that calls an
+    /// annotated function) and running ones with an instance starting
+    /// again. What a statement that seems slow may be waiting for.
+    pub fn startups(&self) -> Vec<Startup> {
+        self.services.catalog.startups()
     }
 
     /// The running service called `name`.
@@ -427,5 +451,80 @@ mod tests {
             "{e}"
         );
         session.sql("DROP RPC SERVICE embed").await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod startup_tests {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    use super::*;
+    use crate::function::HostedFunction;
+
+    /// A session whose `upper` loads only when the test lets it, one
+    /// instance per `()` sent.
+    fn gated_session() -> (Arc<RpcSession>, mpsc::Sender<()>) {
+        let (open, gate) = mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let upper = datafusion::functions::string::upper();
+        let loader: crate::Loader = Arc::new(move |_| {
+            let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            Ok(Arc::clone(&upper))
+        });
+        let mut builder = RpcSession::builder();
+        builder.library = builder
+            .library
+            .with(HostedFunction::with_loader("upper", loader));
+        (Arc::new(builder.build()), open)
+    }
+
+    /// Waits (bounded) until the session's start-ups are `want`.
+    async fn until(session: &RpcSession, want: &[(usize, usize)]) {
+        for _ in 0..2000 {
+            let now: Vec<(usize, usize)> = session
+                .startups()
+                .iter()
+                .map(|s| (s.ready, s.starting))
+                .collect();
+            if now == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("start-ups never became {want:?}: {:?}", session.startups());
+    }
+
+    async fn instances(session: &RpcSession) -> String {
+        let batches = session
+            .sql("SELECT instances FROM rpc_services() WHERE name = 'text'")
+            .await
+            .unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_still_loading_are_shown_while_create_waits() {
+        let (session, open) = gated_session();
+        let creating = Arc::clone(&session);
+        let create = tokio::spawn(async move {
+            creating
+                .sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (parallelism = 2)")
+                .await
+        });
+        until(&session, &[(0, 2)]).await;
+        let startup = &session.startups()[0];
+        assert_eq!(startup.to_string(), "text: 0/2 instances ready, loading…");
+        assert!(instances(&session).await.contains("0/2 (2 starting)"));
+        open.send(()).unwrap();
+        until(&session, &[(1, 1)]).await;
+        assert!(instances(&session).await.contains("1/2 (1 starting)"));
+        open.send(()).unwrap();
+        create.await.unwrap().unwrap();
+        assert!(session.startups().is_empty());
+        assert!(instances(&session).await.contains("| 2/2 "));
     }
 }

@@ -21,7 +21,7 @@ use rpcop_sql::statement::{CreateService, OptionValue};
 use tokio::sync::Mutex;
 
 use super::advice::{option_error, plan_error, rpc_error};
-use super::catalog::{Service, ServiceCatalog, ServiceEntry};
+use super::catalog::{Launching, Service, ServiceCatalog, ServiceEntry};
 use super::hostable::{self, Source};
 use super::remote::RemoteFunction;
 use crate::error::RpcError;
@@ -276,6 +276,7 @@ impl Services {
         implicit: bool,
         ctx: &SessionContext,
     ) -> Result<()> {
+        let hosted = functions.clone();
         let builder = match &options.command {
             Some(command) => ServiceRegion::command(name.clone(), functions, command.clone()),
             None => {
@@ -290,10 +291,26 @@ impl Services {
                 }
             }
         };
-        let region = Box::pin(builder.options(options).start())
+        // followed while it starts: SHOW RPC SERVICES and the shell's
+        // progress line see its instances load
+        let shown = options.clone();
+        let mut following = None;
+        let follow = |watch| {
+            let launching = Launching {
+                watch,
+                wanted: shown.parallelism,
+                functions: hosted,
+                implicit,
+                options: shown,
+            };
+            following = Some(self.catalog.follow_start(&name, launching));
+        };
+        let region = Box::pin(builder.options(options).start_watched(follow))
             .await
             .map_err(rpc_error)?;
-        Box::pin(self.enter(name, region, implicit, ctx)).await
+        let entered = Box::pin(self.enter(name, region, implicit, ctx)).await;
+        drop(following);
+        entered
     }
 
     /// `CREATE RPC SERVICE ... ENDPOINTS (...)`: a service of instances that

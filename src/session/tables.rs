@@ -85,6 +85,22 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
             rows.insert(function, (text, [0, 0]));
         }
     }
+    for (name, launching) in catalog.launching() {
+        let members = Arc::clone(&launching.watch.borrow());
+        let text = [
+            if launching.implicit {
+                "implicit"
+            } else {
+                "explicit"
+            }
+            .to_string(),
+            launching.functions.join(", "),
+            instances_text(&members.members, launching.wanted),
+            launching.options.isolation.to_string(),
+            launching.options.load_balance.to_string(),
+        ];
+        rows.insert(name, (text, [0, 0]));
+    }
     for entry in catalog.entries() {
         rows.insert(entry.region.name().to_string(), running_row(&entry).await);
     }
@@ -112,16 +128,24 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(services_schema(), columns)?)
 }
 
+/// `ready/wanted`, and how many are starting if any are: `1/2 (1 starting)`.
+fn instances_text(members: &[Member], wanted: usize) -> String {
+    let count = |state| members.iter().filter(|m| m.state == state).count();
+    let (ready, starting) = (count(MemberState::Ready), count(MemberState::Starting));
+    if starting == 0 {
+        format!("{ready}/{wanted}")
+    } else {
+        format!("{ready}/{wanted} ({starting} starting)")
+    }
+}
+
 /// The `rpc_services()` row of a running service (after its name): text
 /// columns, then counts.
 async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
     let region = &entry.region;
     let options = region.options();
     let stats = region.stats().await;
-    let ready = stats
-        .iter()
-        .filter(|(m, _)| m.state == MemberState::Ready)
-        .count();
+    let members: Vec<Member> = stats.iter().map(|(m, _)| m.clone()).collect();
     // as this session's callers saw them: an attempt that timed out or
     // lost its instance (a crash), or a request answered NULL under
     // on_error = 'null', is an error though no instance reported one
@@ -135,7 +159,7 @@ async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
     let text = [
         kind.to_string(),
         region.functions().join(", "),
-        format!("{ready}/{}", options.parallelism),
+        instances_text(&members, options.parallelism),
         if region.is_remote() {
             "remote".to_string()
         } else {

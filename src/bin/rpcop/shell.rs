@@ -9,7 +9,8 @@
 //! run in process groups of their own, so the terminal's SIGINT does not
 //! reach them. Statements run in an [`RpcSession`]: the RPC service
 //! statements start, resize, show and stop service regions, and the demo
-//! functions are registered.
+//! and model functions are registered. While a statement waits for
+//! instances to start, a line on stderr says so (`progress`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use rpcop_sql::parser::parse_sql;
 use rustyline::DefaultEditor;
 
 use crate::command::{Command, HELP};
+use crate::progress;
 use rpcop::RpcSession;
 use rustyline::error::ReadlineError;
 
@@ -88,7 +90,8 @@ impl Shell {
         let statements = parse_sql(sql).map_err(DataFusionError::from)?;
         for statement in statements {
             let start = Instant::now();
-            let batches = self.session.execute(statement).await?;
+            let batches =
+                progress::reporting(&self.session, self.session.execute(statement)).await?;
             self.print(&batches, out)?;
             if !self.quiet {
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
