@@ -14,14 +14,15 @@
 //! | bounded memory | 20M rows through a service 10× slower than its input | the same at 2M rows | peak within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
 //! | Python functions | `x + 1` in Python, row-wise and batched, 1M rows, on rpcop's kit (2 command instances) | the same Python code on RisingWave's arrow-udf server (2 command instances) | ≤ 1.0 |
+//! | a real model | `embed_text` (all-MiniLM-L6-v2, candle) of 2,089 help-center texts, 2 thread and 2 process instances of 1 thread (and, without a target, the kit's numpy implementation) | candle in-process, 2 partitions sharing 2 threads | ≤ 1.1 |
 //!
 //! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
-//! some scenarios: cheap, pass-through, cpu, latency, memory, shared, python). `tests/compare_smoke.rs` runs every
+//! some scenarios: cheap, pass-through, cpu, latency, memory, shared, python, model). `tests/compare_smoke.rs` runs every
 //! scenario at a tiny scale in the test suite and checks only the results.
 //!
 //! One file per scenario beside this one (`cheap.rs`, `pass_through.rs` with
 //! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `memory.rs`, `shared.rs`,
-//! `python.rs`, whose servers are `tests/python/`); the
+//! `python.rs`, whose servers are `tests/python/`, `model.rs`); the
 //! shared helpers in `harness.rs`, the bench's own functions in
 //! `functions.rs`. Each module names its file: this file is also included as
 //! a module by `tests/compare_smoke.rs`.
@@ -42,6 +43,8 @@ mod harness;
 mod latency;
 #[path = "memory.rs"]
 mod memory;
+#[path = "model.rs"]
+mod model;
 #[path = "pass_through.rs"]
 mod pass_through;
 #[path = "python.rs"]
@@ -85,6 +88,9 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
     }
     if wanted("python") {
         rows.extend(python::python_servers(scale, reps).await);
+    }
+    if wanted("model") {
+        rows.extend(model::minilm(scale, reps).await);
     }
     rows
 }

