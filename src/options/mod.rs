@@ -286,7 +286,7 @@ declare_options! {
     threads: usize = 1, Count { min: 1, max: MAX_INSTANCE_THREADS }, Resource;
     /// Memory limit of each instance process, in bytes; needs isolation = 'process' or a command.
     memory: Option<u64> = None, Limit { min: MIN_INSTANCE_MEMORY }, Resource;
-    /// Device sets handed to instances as CUDA_VISIBLE_DEVICES; instance i gets set i mod n.
+    /// Device sets, instance i gets set i mod n: a process instance as its CUDA_VISIBLE_DEVICES, a thread instance runs on its set's first device number.
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
     /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;

@@ -164,18 +164,24 @@ fn root_cause(status: &tonic::Status) -> String {
 
 /// An instance in this process: its own runtime (one I/O thread) and
 /// `threads` evaluation threads, apart from the runtime that runs queries.
-/// With `gpus`, its device set's first device is its CUDA device (as this
-/// process numbers them: a thread cannot have a `CUDA_VISIBLE_DEVICES` of
+/// With `gpus`, its device set's first device is its CUDA device, as this
+/// process numbers them (a thread cannot have a `CUDA_VISIBLE_DEVICES` of
 /// its own).
 async fn launch_thread(
     spec: &InstanceSpec,
     slot: usize,
     options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
-    let cuda_device = options
-        .devices_for(slot)
-        .and_then(|set| set.first())
-        .and_then(|device| device.parse::<usize>().ok());
+    let cuda_device = match options.devices_for(slot).and_then(|set| set.first()) {
+        None => None,
+        Some(device) => Some(device.parse::<usize>().map_err(|_| {
+            format!(
+                "GPU '{device}' of option gpus: a thread instance takes a device number as this \
+                 process sees them; for a GPU UUID use isolation = 'process', whose \
+                 CUDA_VISIBLE_DEVICES takes it"
+            )
+        })?),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(1)
@@ -183,29 +189,21 @@ async fn launch_thread(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build the instance's runtime: {e}"))?;
+    let handle = runtime.handle().clone();
+    let mut runtime = StartingRuntime(Some(runtime));
     let config = InstanceConfig::new(spec.functions.clone(), spec.token.as_str())
         .with_threads(options.threads)
         .with_cuda_device(cuda_device);
-    let loaded = runtime
+    let instance = handle
         .spawn_blocking(move || Instance::load(&config))
         .await
-        .map_err(|e| format!("loading panicked: {e}"))
-        .and_then(|loaded| loaded.map_err(|e| e.to_string()));
-    let instance = match loaded {
-        Ok(instance) => instance,
-        Err(reason) => {
-            // dropped here, in a task, the runtime would panic ("cannot drop
-            // a runtime in a context where blocking is not allowed") and the
-            // reason would be lost
-            runtime.shutdown_background();
-            return Err(reason);
-        }
-    };
+        .map_err(|e| format!("loading panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
     let (address_tx, address_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel();
     let bind_to = SocketAddr::from((BIND_HOST, 0));
-    runtime.spawn(async move {
+    handle.spawn(async move {
         let listener = match bind(bind_to).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -226,7 +224,7 @@ async fn launch_thread(
         let _ = done_tx.send(result);
     });
     let running = Running::Thread {
-        runtime: Some(runtime),
+        runtime: runtime.0.take(),
         shutdown: Some(shutdown_tx),
         done: done_rx,
     };
@@ -234,4 +232,18 @@ async fn launch_thread(
         .await
         .map_err(|_| "the instance stopped before listening".to_string())??;
     Ok((address, running))
+}
+
+/// The runtime of a thread instance until it serves. Dropped on the way
+/// (the load failed, or the start was cancelled: a `DROP`, Ctrl-C) it shuts
+/// down in the background: a runtime dropped inside a task makes tokio
+/// panic, and the reason would be lost.
+struct StartingRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for StartingRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

