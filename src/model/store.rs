@@ -114,6 +114,21 @@ pub const MINILM_L6_V2: ModelSpec = ModelSpec {
     ],
 };
 
+/// A model of one 5-byte file, `sub/a.txt` = `hello`, for tests.
+#[cfg(test)]
+pub(super) const TINY: ModelSpec = ModelSpec {
+    name: "tiny",
+    package: "tiny-model",
+    version: "1",
+    archive: "tiny/model.zip",
+    files: &[ModelFile {
+        path: "sub/a.txt",
+        size: 5,
+        // SHA-256 of "hello"
+        sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+    }],
+};
+
 /// The models rpcop knows.
 pub const MODELS: &[ModelSpec] = &[MINILM_L6_V2];
 
@@ -288,36 +303,24 @@ mod tests {
 
     #[test]
     fn a_missing_or_altered_file_is_named() {
-        const SPEC: ModelSpec = ModelSpec {
-            name: "tiny",
-            package: "tiny-model",
-            version: "1",
-            archive: "tiny/model.zip",
-            files: &[ModelFile {
-                path: "sub/a.txt",
-                size: 5,
-                // SHA-256 of "hello"
-                sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
-            }],
-        };
         let (_dir, store) = store();
-        assert_eq!(store.status(&SPEC, Check::Contents), ModelStatus::Absent);
-        let err = store.ready(&SPEC).unwrap_err().to_string();
+        assert_eq!(store.status(&TINY, Check::Contents), ModelStatus::Absent);
+        let err = store.ready(&TINY).unwrap_err().to_string();
         assert!(err.contains("rpcop model fetch tiny"), "{err}");
 
-        let path = store.dir(&SPEC).join("sub/a.txt");
+        let path = store.dir(&TINY).join("sub/a.txt");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "hell").unwrap();
         assert!(
-            matches!(store.status(&SPEC, Check::Sizes), ModelStatus::Damaged(m) if m.contains("4 bytes"))
+            matches!(store.status(&TINY, Check::Sizes), ModelStatus::Damaged(m) if m.contains("4 bytes"))
         );
         std::fs::write(&path, "jello").unwrap();
-        assert_eq!(store.status(&SPEC, Check::Sizes), ModelStatus::Ready);
+        assert_eq!(store.status(&TINY, Check::Sizes), ModelStatus::Ready);
         assert!(
-            matches!(store.status(&SPEC, Check::Contents), ModelStatus::Damaged(m) if m.contains("SHA-256"))
+            matches!(store.status(&TINY, Check::Contents), ModelStatus::Damaged(m) if m.contains("SHA-256"))
         );
         std::fs::write(&path, "hello").unwrap();
-        assert_eq!(store.status(&SPEC, Check::Contents), ModelStatus::Ready);
-        assert_eq!(store.ready(&SPEC).unwrap(), store.dir(&SPEC));
+        assert_eq!(store.status(&TINY, Check::Contents), ModelStatus::Ready);
+        assert_eq!(store.ready(&TINY).unwrap(), store.dir(&TINY));
     }
 }
