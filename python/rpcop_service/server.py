@@ -80,6 +80,7 @@ class _Stats:
                     "startup_ms": self.startup_ms,
                     "draining": self.draining,
                     "longest_running_ms": int((now - oldest) * 1000),
+                    "pid": os.getpid(),
                 }
             ).encode()
 

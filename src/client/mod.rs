@@ -6,11 +6,14 @@
 //! ([`crate::transport`]). A request that fails on an instance (the instance
 //! died, closed the stream, answered wrongly) or times out is re-sent to
 //! another instance, up to `retries` times; services are stateless, so a
-//! retry cannot duplicate a result. [`ServiceClient::call_stream`] cuts
+//! retry cannot duplicate a result. With `hedge_after`, a request still
+//! unanswered after that long is also sent to a second instance and the
+//! first answer wins (`hedging`). [`ServiceClient::call_stream`] cuts
 //! batches into requests (`batching`), keeps up to `max_in_flight` of them
 //! outstanding and yields results in request order.
 
 mod batching;
+mod hedging;
 mod routing;
 mod stats;
 
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
@@ -26,13 +29,15 @@ use tonic::Code;
 
 pub(crate) use batching::slices;
 
+use hedging::{Latencies, Winner, race};
 use routing::Router;
-use stats::Counters;
+pub(crate) use stats::OpenStream;
 pub use stats::{CallReport, ClientStats};
+use stats::{Counters, InFlight};
 
 use crate::error::RpcError;
 use crate::options::{OnError, ServiceOptions};
-use crate::region::{MembershipWatch, ServiceRegion};
+use crate::region::{MembershipWatch, ServiceRegion, may_blame_request};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
 use crate::wire::{self, BearerToken, FunctionSignature};
 
@@ -62,6 +67,8 @@ struct Inner {
     router: Arc<Router>,
     sequence: AtomicU64,
     counters: Arc<Counters>,
+    /// Recent answer times, for `hedge_after = 'auto'`.
+    latencies: Latencies,
 }
 
 /// A caller of one service. Cheap to clone; clones share connections.
@@ -128,6 +135,7 @@ impl ServiceClient {
                 router,
                 sequence: AtomicU64::new(0),
                 counters: Arc::default(),
+                latencies: Latencies::default(),
             }),
         })
     }
@@ -172,14 +180,38 @@ impl ServiceClient {
         let function: Arc<str> = Arc::from(function);
         let options = self.options();
         let (rows, bytes) = (options.batch_size, options.max_batch_bytes);
+        let open = self.open_stream();
         input
             .flat_map(move |batch| stream::iter(slices(&batch, rows, bytes)))
             .map(move |request| {
+                let _open = &open;
                 let client = client.clone();
                 let function = Arc::clone(&function);
                 async move { client.call(&function, request).await }
             })
             .buffered(options.max_in_flight)
+    }
+
+    /// Counts a stream of this client's (a query partition calling the
+    /// service) as open until the guard is dropped.
+    pub(crate) fn open_stream(&self) -> OpenStream {
+        OpenStream::enter(&self.inner.counters)
+    }
+
+    /// Resolves once no stream of the service's callers is open: every
+    /// query running through it has ended (clients that took over this
+    /// one's counters, after an `ALTER`, count with it).
+    pub(crate) async fn streams_closed(&self) {
+        let counters = &self.inner.counters;
+        loop {
+            let closed = counters.streams_closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if counters.open_streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// Evaluates `function` like [`Self::call`], with the result cast to
@@ -198,10 +230,23 @@ impl ServiceClient {
             .await
             .and_then(|result| {
                 if result.data_type() == result_type {
-                    Ok(result)
-                } else {
-                    Ok(cast(&result, result_type)?)
+                    return Ok(result);
                 }
+                // strict: a value that does not fit is an error, not a NULL
+                let strict = CastOptions {
+                    safe: false,
+                    ..CastOptions::default()
+                };
+                cast_with_options(&result, result_type, &strict).map_err(|e| RpcError::Rejected {
+                    service: self.inner.service.clone(),
+                    function: function.to_string(),
+                    reason: format!(
+                        "function '{function}' answered values of type {} that do not \
+                             cast to the type it was planned with, {result_type} ({e}): a bug \
+                             in the function's implementation",
+                        result.data_type()
+                    ),
+                })
             });
         match result {
             Ok(result) => Ok((result, report)),
@@ -222,6 +267,7 @@ impl ServiceClient {
         report: &mut CallReport,
     ) -> Result<ArrayRef, RpcError> {
         let inner = &self.inner;
+        let _in_flight = InFlight::enter(&inner.counters.in_flight);
         if arguments.num_rows() == 1 {
             // a request of one row is as small as requests get
             let bytes = argument_bytes(arguments);
@@ -247,7 +293,7 @@ impl ServiceClient {
                 Counters::add(&inner.counters.retries, 1);
                 report.retries += 1;
             }
-            let outcome = self.attempt(&connection, function, arguments).await;
+            let (connection, outcome) = self.hedged(connection, function, arguments).await;
             inner.router.prune_if_idle(&connection);
             if let Err(failure) = &outcome {
                 tracing::debug!(service = %inner.service, function, ?failure, "attempt failed");
@@ -290,7 +336,9 @@ impl ServiceClient {
                     tried.push(connection.address.clone());
                     last = match inner.router.death_of(connection.id, connection.slot).await {
                         Some(why) => {
-                            deaths.push(format!("{}: {why}", connection.address));
+                            if may_blame_request(&why) {
+                                deaths.push(format!("{}: {why}", connection.address));
+                            }
                             if deaths.len() >= POISON_PILL_DEATHS {
                                 Counters::add(&inner.counters.failures, 1);
                                 return Err(RpcError::PoisonPill {
@@ -317,6 +365,41 @@ impl ServiceClient {
         })
     }
 
+    /// One attempt on `connection`, hedged on another instance by the
+    /// service's `hedge_after`; returns the connection whose outcome it is.
+    async fn hedged(
+        &self,
+        connection: Arc<Connection>,
+        function: &str,
+        arguments: &RecordBatch,
+    ) -> (Arc<Connection>, Result<ArrayRef, Failure>) {
+        let inner = &self.inner;
+        let delay = inner.latencies.delay(inner.options.hedge_after);
+        let mut second = None;
+        let hedge = || {
+            let other = inner.router.try_pick_other(connection.id)?;
+            Counters::add(&inner.counters.hedges, 1);
+            second = Some(Arc::clone(&other));
+            Some(Box::pin(async move {
+                self.attempt(&other, function, arguments).await
+            }))
+        };
+        // boxed: two attempts side by side would double every caller's future
+        let primary = Box::pin(self.attempt(&connection, function, arguments));
+        let (winner, outcome) = race(delay, primary, hedge).await;
+        match (winner, second) {
+            (Winner::Hedge, Some(second)) => {
+                if outcome.is_ok() {
+                    Counters::add(&inner.counters.hedge_wins, 1);
+                    // routed around from now on, in proportion
+                    connection.lost_hedge();
+                }
+                (second, outcome)
+            }
+            _ => (connection, outcome),
+        }
+    }
+
     /// One attempt on one instance, within the timeout, checked to answer
     /// one value per row.
     async fn attempt(
@@ -326,21 +409,36 @@ impl ServiceClient {
         arguments: &RecordBatch,
     ) -> Result<ArrayRef, Failure> {
         connection.outstanding.fetch_add(1, Ordering::Relaxed);
-        let _outstanding = Outstanding(connection);
+        let started = tokio::time::Instant::now();
+        let mut outstanding = Outstanding {
+            connection,
+            started,
+            answered: false,
+        };
         let timeout = self.inner.options.timeout;
         let seq = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
-        let answer = tokio::time::timeout(timeout, connection.evaluate(function, arguments, seq))
-            .await
-            .map_err(|_| {
+        let evaluate = tokio::time::timeout(timeout, connection.evaluate(function, arguments, seq));
+        // an instance that left the service (it died, wedged, was replaced)
+        // answers nothing more: its requests go elsewhere now
+        let answer = tokio::select! {
+            answer = evaluate => answer.map_err(|_| {
                 Counters::add(&self.inner.counters.timeouts, 1);
                 Failure::Retry(format!(
                     "{}: no answer within the timeout of {timeout:?}",
                     connection.address
                 ))
-            })??;
+            })??,
+            reason = connection.abandoned() => {
+                return Err(Failure::Lost(format!("{}: {reason}", connection.address)));
+            }
+        };
+        outstanding.answered = true;
+        self.inner.latencies.record(started.elapsed());
+        // any instance of the same code would answer the same: not retried
         if answer.len() != arguments.num_rows() {
-            return Err(Failure::Retry(format!(
-                "{}: answered {} rows for a request of {} rows; expected as many",
+            return Err(Failure::Reject(format!(
+                "{}: function '{function}' answered {} values for a request of {} rows, where \
+                 one value per row is due: a bug in the function's implementation",
                 connection.address,
                 answer.len(),
                 arguments.num_rows()
@@ -400,11 +498,19 @@ impl ServiceClient {
     }
 }
 
-/// Counts a request outstanding on an instance until dropped.
-struct Outstanding<'a>(&'a Connection);
+/// Counts a request outstanding on an instance until dropped, and notes
+/// how long it was outstanding (answered or given up) in the instance's
+/// latency, which routing weighs.
+struct Outstanding<'a> {
+    connection: &'a Connection,
+    started: tokio::time::Instant,
+    answered: bool,
+}
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let connection = self.connection;
+        connection.outstanding.fetch_sub(1, Ordering::Relaxed);
+        connection.record_latency(self.started.elapsed(), self.answered);
     }
 }

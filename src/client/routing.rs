@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::error::RpcError;
 use crate::options::{LoadBalance, Protocol, ServiceOptions, Transport};
-use crate::region::{Member, MemberState, MembershipWatch};
+use crate::region::{Member, MemberState, Membership, MembershipWatch};
 use crate::transport::Connection;
 use crate::wire::{BearerToken, connect};
 
@@ -97,8 +97,14 @@ impl Router {
                 // the instances this request tried least: each in turn
                 let tries = |m: &Member| tried.iter().filter(|id| **id == m.id).count();
                 let least = ready.iter().map(|m| tries(m)).min().unwrap_or(0);
-                let candidates: Vec<&Member> =
+                let mut candidates: Vec<&Member> =
                     ready.into_iter().filter(|m| tries(m) == least).collect();
+                // in turn: not the one it just failed on, if there is another
+                if candidates.len() > 1
+                    && let Some(last) = tried.last()
+                {
+                    candidates.retain(|m| m.id != *last);
+                }
                 let connections = self.connections_for(&candidates)?;
                 return Ok(self.choose(connections));
             }
@@ -120,6 +126,18 @@ impl Router {
         }
     }
 
+    /// A ready instance other than `id`, by policy, without waiting: the
+    /// target of a hedge. `None` if `id` is the only one.
+    pub(crate) fn try_pick_other(&self, id: u64) -> Option<Arc<Connection>> {
+        let snapshot = Arc::clone(&self.membership.borrow());
+        let others: Vec<&Member> = snapshot.ready().filter(|m| m.id != id).collect();
+        if others.is_empty() {
+            return None;
+        }
+        let connections = self.connections_for(&others).ok()?;
+        Some(self.choose(connections))
+    }
+
     /// Why the instance `id` (of `slot`) died, if it did: waits (up to
     /// [`DEATH_NOTICE`]) for the region to publish that it left the ready
     /// set and why. `None` if it is still ready when the wait ends, or left
@@ -130,18 +148,20 @@ impl Router {
         loop {
             {
                 let snapshot = watch.borrow_and_update();
-                let alive = snapshot
-                    .members
-                    .iter()
-                    .any(|m| m.id == id && m.state == MemberState::Ready);
-                let why = snapshot
-                    .members
-                    .iter()
-                    .filter(|m| m.slot == slot)
-                    .find_map(|m| m.last_error.clone());
+                let member = snapshot.members.iter().find(|m| m.id == id);
+                let gone = member.is_none_or(|m| m.state == MemberState::Gone);
+                // its own reason, or the one its successor in the slot
+                // carries (a gone member is soon removed)
+                let why = member.and_then(|m| m.last_error.clone()).or_else(|| {
+                    snapshot
+                        .members
+                        .iter()
+                        .filter(|m| m.slot == slot && m.id > id)
+                        .find_map(|m| m.last_error.clone())
+                });
                 // gone, and its reason published (its last words may come
                 // a moment after its exit)
-                if !alive && why.is_some() {
+                if gone && why.is_some() {
                     return why;
                 }
             }
@@ -178,7 +198,22 @@ impl Router {
 
     fn choose(&self, mut connections: Vec<Arc<Connection>>) -> Arc<Connection> {
         let n = connections.len();
-        let load = |c: &Arc<Connection>| c.outstanding.load(Ordering::Relaxed);
+        // the expected wait at an instance: its requests outstanding (and
+        // this one) times its recent answer time, so a straggler gets fewer;
+        // an instance not yet timed counts as the fastest timed one
+        let fastest = connections
+            .iter()
+            .map(|c| c.latency_us())
+            .filter(|l| *l > 0)
+            .min()
+            .unwrap_or(1);
+        let load = |c: &Arc<Connection>| {
+            let latency = match c.latency_us() {
+                0 => fastest,
+                l => l,
+            };
+            (c.outstanding.load(Ordering::Relaxed) as u64 + 1).saturating_mul(latency)
+        };
         let index = match self.policy {
             LoadBalance::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
             LoadBalance::LeastOutstanding => {
@@ -228,7 +263,8 @@ impl Router {
 }
 
 /// Closes idle connections to members that left the ready set, whenever the
-/// membership changes; ends with the router or the region.
+/// membership changes, and fails the requests still waiting on a member
+/// that is gone (died, replaced); ends with the router or the region.
 async fn prune_on_change(router: Weak<Router>, mut watch: MembershipWatch) {
     while watch.changed().await.is_ok() {
         let Some(router) = router.upgrade() else {
@@ -236,7 +272,30 @@ async fn prune_on_change(router: Weak<Router>, mut watch: MembershipWatch) {
         };
         let snapshot = Arc::clone(&watch.borrow_and_update());
         router.connections().retain(|id, connection| {
+            let member = snapshot.members.iter().find(|m| m.id == *id);
+            if member.is_none_or(|m| m.state == MemberState::Gone) {
+                connection.abandon(gone_reason(&snapshot, *id, connection.slot, member));
+                return false;
+            }
             snapshot.is_ready(*id) || connection.outstanding.load(Ordering::Relaxed) > 0
         });
     }
+}
+
+/// Why the member `id` of `slot` left: its own last error, or the one its
+/// successor in the slot carries (a gone member is soon removed).
+fn gone_reason(snapshot: &Membership, id: u64, slot: usize, member: Option<&Member>) -> String {
+    member
+        .and_then(|m| m.last_error.clone())
+        .or_else(|| {
+            snapshot
+                .members
+                .iter()
+                .filter(|m| m.slot == slot && m.id > id)
+                .find_map(|m| m.last_error.clone())
+        })
+        .map_or_else(
+            || "the instance left the service".to_string(),
+            |why| format!("the instance left the service: {why}"),
+        )
 }

@@ -30,17 +30,31 @@ pub struct ClientStats {
     /// Attempts that failed: an error, a timeout, an instance lost (each
     /// failed attempt of a request that then succeeded elsewhere, too).
     pub errors: u64,
+    /// Requests outstanding now: sent, or waiting for a ready instance.
+    pub in_flight: u64,
+    /// Attempts also sent to a second instance because the first was late
+    /// (`hedge_after`).
+    pub hedges: u64,
+    /// Hedges whose answer came first.
+    pub hedge_wins: u64,
 }
 
-/// The live counters behind [`ClientStats`].
+/// The live counters behind [`ClientStats`], and the callers' streams open
+/// now (a query's partitions running through the service).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) open_streams: AtomicU64,
+    /// Told when the last open stream closes.
+    pub(crate) streams_closed: tokio::sync::Notify,
     pub(crate) requests: AtomicU64,
     pub(crate) rows: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) hedges: AtomicU64,
+    pub(crate) hedge_wins: AtomicU64,
 }
 
 impl Counters {
@@ -52,10 +66,49 @@ impl Counters {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            hedges: self.hedges.load(Ordering::Relaxed),
+            hedge_wins: self.hedge_wins.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counts a caller's stream as open until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenStream(std::sync::Arc<Counters>);
+
+impl OpenStream {
+    pub(crate) fn enter(counters: &std::sync::Arc<Counters>) -> Self {
+        counters.open_streams.fetch_add(1, Ordering::Relaxed);
+        Self(std::sync::Arc::clone(counters))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.open_streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.streams_closed.notify_waiters();
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped (answered, failed, or its
+/// caller gave up).
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

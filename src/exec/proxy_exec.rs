@@ -206,7 +206,14 @@ impl ExecutionPlan for RpcProxyExec {
             wait_time: metrics.wait_time.clone(),
             since: None,
         }
-        .map(move |batch| Ok(batch?.record_output(&metrics.baseline)));
+        .map({
+            // the service's DROP waits until the query is done with it
+            let open = self.client.open_stream();
+            move |batch| {
+                let _open = &open;
+                Ok(batch?.record_output(&metrics.baseline))
+            }
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
 

@@ -12,6 +12,10 @@ pub(crate) struct Counters {
     pub(crate) rows: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// Requests received and not finished (queued or running), and the
+    /// most there were at once.
+    pub(crate) outstanding: AtomicU64,
+    pub(crate) peak_outstanding: AtomicU64,
     pub(crate) open_streams: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) startup_ms: AtomicU64,
@@ -31,6 +35,9 @@ impl Counters {
             startup_ms: self.startup_ms.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
             longest_running_ms: 0,
+            pid: None,
+            cancelled: 0,
+            peak_outstanding: self.peak_outstanding.load(Ordering::Relaxed),
         }
     }
 
@@ -53,6 +60,24 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request received and not finished (queued or running); counted in
+/// `outstanding` (and its peak) until dropped.
+pub(crate) struct Outstanding<'a>(&'a Counters);
+
+impl<'a> Outstanding<'a> {
+    pub(crate) fn enter(counters: &'a Counters) -> Self {
+        let now = counters.outstanding.fetch_add(1, Ordering::Relaxed) + 1;
+        counters.peak_outstanding.fetch_max(now, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

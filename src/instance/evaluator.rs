@@ -53,6 +53,8 @@ pub(crate) struct Evaluator {
     /// `epoch` plus one; 0 while it waits for work.
     started: Arc<[AtomicU64]>,
     epoch: Instant,
+    /// Jobs skipped because their caller gave up before a thread took them.
+    skipped: Arc<AtomicU64>,
 }
 
 impl Evaluator {
@@ -87,6 +89,7 @@ impl Evaluator {
             stopped,
             started,
             epoch,
+            skipped: Arc::default(),
         })
     }
 
@@ -102,6 +105,12 @@ impl Evaluator {
             .unwrap_or_default()
     }
 
+    /// How many queued jobs were skipped because their caller gave up
+    /// (cancelled them, or stopped waiting) before a thread took them.
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
     /// Queues `work` and waits for its result.
     pub(crate) async fn run<R, F>(&self, work: F) -> Result<R, Unfinished>
     where
@@ -109,9 +118,11 @@ impl Evaluator {
         F: FnOnce() -> R + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
+        let skipped = Arc::clone(&self.skipped);
         let job: Job = Box::new(move || {
             // the caller gave up (timeout, cancelled query): skip the work
             if answer.is_closed() {
+                skipped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let outcome = catch_unwind(AssertUnwindSafe(work))

@@ -22,9 +22,6 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use bytes::Bytes;
-use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, stream};
 
 use tokio::sync::mpsc;
@@ -32,12 +29,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::counters::OpenStream;
+use super::exchange::{self, DecodedRequest};
 use super::host::Host;
 use crate::function::LoadedFunction;
-use crate::wire::{self, BatchEncoder};
-
-/// A request the instance decoded: its sequence number, if any, and arguments.
-type DecodedRequest = (Option<u64>, RecordBatch);
+use crate::wire;
 
 /// The Flight service of one instance.
 /// Time an exchange has to send its first message (the descriptor).
@@ -51,9 +46,12 @@ pub(crate) struct FlightHandler {
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The requests of an exchange, decoded; the sequence number of each
+/// cancel message goes to `cancels` as it is read.
 fn decode_requests(
     first: FlightData,
     rest: Streaming<FlightData>,
+    cancels: mpsc::UnboundedSender<u64>,
 ) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
     // a caller silent for EXCHANGE_IDLE_TIMEOUT ends its exchange (after the
     // answers to its requests): it opens a new one when it has more
@@ -71,10 +69,22 @@ fn decode_requests(
             std::future::ready(next)
         });
     // a message without an IPC header carries only the descriptor or
-    // app_metadata (pyarrow opens an exchange with one): nothing to decode
+    // app_metadata (pyarrow opens an exchange with one): nothing to decode,
+    // but it may cancel a request
     let input = stream::once(async { Ok(first) })
         .chain(rest)
-        .filter(|m| std::future::ready(!matches!(m, Ok(m) if m.data_header.is_empty())))
+        .filter(move |m| {
+            let header = match m {
+                Ok(m) if m.data_header.is_empty() => {
+                    if let Some(seq) = wire::decode_cancel(&m.app_metadata) {
+                        let _ = cancels.send(seq);
+                    }
+                    false
+                }
+                _ => true,
+            };
+            std::future::ready(header)
+        })
         .map(|m| m.map_err(FlightError::from));
     // A malformed body can panic inside Arrow's IPC reader (a buffer offset
     // past the body's end). That is the request's fault: answered as an error
@@ -231,22 +241,19 @@ impl FlightService for FlightHandler {
         })?;
         let name = wire::function_of(descriptor).map_err(Status::invalid_argument)?;
         let function = host.function(name)?.clone();
-        let function_name = name.to_string();
         let open = OpenStream::enter(&host.counters);
 
-        let evaluator = Arc::clone(host);
-        let results = decode_requests(first, input)
-            .map(move |request| {
-                let host = Arc::clone(&evaluator);
-                let function = function.clone();
-                async move {
-                    let (seq, batch) = request?;
-                    host.evaluate(function, seq, batch).await
-                }
-            })
-            .buffered(host.threads);
+        let (cancel, cancels) = mpsc::unbounded_channel();
+        let requests = decode_requests(first, input, cancel);
         let (sender, receiver) = mpsc::channel(2);
-        tokio::spawn(answer(results, sender, open, function_name));
+        tokio::spawn(exchange::serve(
+            requests,
+            cancels,
+            Arc::clone(host),
+            function,
+            sender,
+            open,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -299,53 +306,5 @@ impl FlightService for FlightHandler {
             })
         });
         Ok(Response::new(Box::pin(stream::iter(actions))))
-    }
-}
-
-/// Encodes results in request order and sends them, ending at the first error.
-async fn answer(
-    results: impl Stream<Item = Result<(Option<u64>, ArrayRef), Status>> + Send,
-    sender: mpsc::Sender<Result<FlightData, Status>>,
-    open: OpenStream,
-    function: String,
-) {
-    let _open = open;
-    let mut results = std::pin::pin!(results);
-    let mut encoder = BatchEncoder::new(None);
-    let mut messages = Vec::new();
-    while let Some(result) = results.next().await {
-        let sent = match result.and_then(|(seq, array)| {
-            let schema = Arc::new(Schema::new(vec![Field::new(
-                function.as_str(),
-                array.data_type().clone(),
-                true,
-            )]));
-            let batch = RecordBatch::try_new(schema, vec![array])
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let metadata = seq.map(wire::encode_sequence).unwrap_or_default();
-            messages.clear();
-            encoder
-                .encode(&batch, metadata, &mut messages)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            Ok(())
-        }) {
-            Ok(()) => {
-                let mut ok = true;
-                for message in messages.drain(..) {
-                    if sender.send(Ok(message)).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-                ok
-            }
-            Err(status) => {
-                let _ = sender.send(Err(status)).await;
-                false
-            }
-        };
-        if !sent {
-            return;
-        }
     }
 }

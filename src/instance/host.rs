@@ -11,7 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::config::ConfigOptions;
 use tonic::Status;
 
-use super::counters::{Counters, InFlight};
+use super::counters::{Counters, InFlight, Outstanding};
 use super::evaluator::{Evaluator, Unfinished};
 use crate::error::FunctionError;
 use crate::function::LoadedFunction;
@@ -53,6 +53,8 @@ impl Host {
         let longest = self.evaluator.longest_running().as_millis();
         InstanceStats {
             longest_running_ms: u64::try_from(longest).unwrap_or(u64::MAX),
+            pid: Some(std::process::id()),
+            cancelled: self.evaluator.skipped(),
             ..self.counters.snapshot()
         }
     }
@@ -65,6 +67,7 @@ impl Host {
         seq: Option<u64>,
         arguments: RecordBatch,
     ) -> Result<(Option<u64>, ArrayRef), Status> {
+        let _outstanding = Outstanding::enter(&self.counters);
         let rows = arguments.num_rows() as u64;
         let config = self
             .options(arguments.schema_ref().metadata())

@@ -1,7 +1,9 @@
 //! One service instance: an Arrow Flight server hosting a service's functions.
 //!
 //! An [`Instance`] loads its functions once (the "model load"), then serves
-//! the wire protocol (`flight`). Up to `threads` requests are evaluated at
+//! the wire protocol (`flight`; each exchange is served by `exchange`, which
+//! reads requests ahead so that a caller's cancel reaches them before they
+//! run). Up to `threads` requests are evaluated at
 //! once, on the instance's own evaluation threads fed by one queue
 //! (`evaluator`), apart from the runtime that serves its network I/O, so a
 //! slow function never stalls it. The instance checks every call's bearer
@@ -14,6 +16,7 @@
 
 mod counters;
 mod evaluator;
+mod exchange;
 mod flight;
 mod host;
 mod listener;

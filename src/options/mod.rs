@@ -13,10 +13,12 @@ mod values;
 
 use std::time::Duration;
 
-use values::{Choice, Count, Devices, Environment, Flag, Limit, Positive, Size, Text, ValueKind};
+use values::{
+    Choice, Count, Devices, Environment, Flag, HedgeKind, Limit, Positive, Size, Text, ValueKind,
+};
 pub use values::{
-    DeviceSet, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration, parse_bytes,
-    parse_duration,
+    DeviceSet, Hedge, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration,
+    parse_bytes, parse_duration,
 };
 
 /// Where an option applies, and whether it may change while its service runs.
@@ -104,6 +106,14 @@ pub enum OptionError {
         "option 'memory' limits an instance process: set isolation = 'process' (or a command) with it"
     )]
     MemoryNeedsProcess,
+    /// GPUs for a thread instance in a build that cannot use them.
+    #[error(
+        "option 'gpus' with isolation = 'thread' needs rpcop built with the feature 'cuda' \
+         (a thread instance runs on a device this process opens, and this build opens none); \
+         set isolation = 'process' to give each instance process its CUDA_VISIBLE_DEVICES, \
+         or leave gpus out"
+    )]
+    GpusNeedCuda,
     /// A protocol of other servers, for a pool of rpcop's own instances.
     #[error(
         "protocol = '{protocol}' is spoken by servers rpcop does not build: give their \
@@ -276,6 +286,8 @@ declare_options! {
     timeout: Duration = Duration::from_secs(30), Positive, Routing;
     /// Re-sends to another instance after a failure or timeout.
     retries: usize = 3, Count { min: 0, max: 100 }, Routing;
+    /// A request unanswered this long is also sent to a second instance, and the first answer is taken: 'off', a duration, or 'auto' (the service's observed 95th-percentile latency).
+    hedge_after: Hedge = Hedge::Off, HedgeKind, Routing;
     /// A request failed after its retries: 'fail' fails the query, 'null' gives its rows NULL.
     on_error: OnError = OnError::Fail, Choice::<OnError>::new(), Routing;
     /// How a caller picks an instance.
@@ -286,7 +298,7 @@ declare_options! {
     threads: usize = 1, Count { min: 1, max: MAX_INSTANCE_THREADS }, Resource;
     /// Memory limit of each instance process, in bytes; needs isolation = 'process' or a command.
     memory: Option<u64> = None, Limit { min: MIN_INSTANCE_MEMORY }, Resource;
-    /// Device sets, instance i gets set i mod n: a process instance as its CUDA_VISIBLE_DEVICES, a thread instance runs on its set's first device number.
+    /// Device sets, instance i gets set i mod n: a process instance as its CUDA_VISIBLE_DEVICES, a thread instance (in a build with the feature cuda; refused otherwise) runs on its set's first device number.
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
     /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
@@ -355,6 +367,9 @@ impl ServiceOptions {
     pub fn validate(&self) -> Result<(), OptionError> {
         if self.memory.is_some() && self.isolation != Isolation::Process {
             return Err(OptionError::MemoryNeedsProcess);
+        }
+        if !self.gpus.is_empty() && self.isolation == Isolation::Thread && !cfg!(feature = "cuda") {
+            return Err(OptionError::GpusNeedCuda);
         }
         if self.command.is_none() {
             let defaults = Self::default();
@@ -515,6 +530,15 @@ mod tests {
         let mut o = ServiceOptions::default();
         o.set("memory", "1GiB").unwrap();
         assert_eq!(o.validate(), Err(OptionError::MemoryNeedsProcess));
+        let mut gpus = ServiceOptions::default();
+        gpus.set("gpus", "0").unwrap();
+        if cfg!(feature = "cuda") {
+            gpus.validate().unwrap();
+        } else {
+            assert_eq!(gpus.validate(), Err(OptionError::GpusNeedCuda));
+        }
+        gpus.set("isolation", "process").unwrap();
+        gpus.validate().unwrap();
         o.set("command", "python3 model.py").unwrap();
         assert_eq!(o.isolation, Isolation::Process);
         o.validate().unwrap();

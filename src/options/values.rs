@@ -64,12 +64,15 @@ macro_rules! named_values {
 named_values! {
     /// How a caller picks the instance that serves its next request.
     pub enum LoadBalance {
-        /// The ready instance with the fewest requests outstanding from this client.
+        /// The ready instance with the fewest requests outstanding from this
+        /// client, weighted by its recent answer time (a straggler counts as
+        /// busier than its count).
         #[default]
         LeastOutstanding = "least_outstanding",
         /// Each ready instance in turn.
         RoundRobin = "round_robin",
-        /// Two ready instances drawn at random; the one with fewer outstanding wins.
+        /// Two ready instances drawn at random; the one with fewer outstanding
+        /// (weighted the same way) wins.
         PowerOfTwo = "power_of_two",
     }
 }
@@ -128,6 +131,52 @@ impl Protocol {
     /// Is it rpcop's own contract?
     pub fn is_rpcop(self) -> bool {
         self == Self::Rpcop
+    }
+}
+
+/// When a request still unanswered is also sent to a second instance
+/// (hedged), the first answer taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hedge {
+    /// Never: a slow request waits for its instance (or its timeout).
+    #[default]
+    Off,
+    /// After this long without an answer.
+    After(Duration),
+    /// After the service's observed 95th-percentile latency.
+    Auto,
+}
+
+impl fmt::Display for Hedge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Auto => f.write_str("auto"),
+            Self::After(delay) => f.write_str(&format_duration(*delay)),
+        }
+    }
+}
+
+/// `'off'`, `'auto'`, or a duration of at least [`MIN_DURATION`].
+pub(crate) struct HedgeKind;
+
+impl ValueKind for HedgeKind {
+    type Value = Hedge;
+
+    fn parse(&self, text: &str) -> Option<Hedge> {
+        match text.to_ascii_lowercase().as_str() {
+            "off" | "none" => Some(Hedge::Off),
+            "auto" => Some(Hedge::Auto),
+            _ => Positive.parse(text).map(Hedge::After),
+        }
+    }
+
+    fn format(&self, value: &Hedge) -> String {
+        value.to_string()
+    }
+
+    fn expected(&self) -> String {
+        "'off', 'auto', or a duration of at least 1ms such as '200ms'".to_string()
     }
 }
 
@@ -361,10 +410,13 @@ impl ValueKind for Environment {
             .into_iter()
             .map(|word| {
                 let (name, value) = word.split_once('=')?;
-                let valid = name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                // control characters in a value would not survive printing
+                // and reading back, nor most programs that read it
+                let valid = !value.chars().any(char::is_control)
+                    && name
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 valid.then(|| (name.to_string(), value.to_string()))
             })
@@ -404,7 +456,10 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         "h" => number * 3600.0,
         _ => return None,
     };
-    (seconds.is_finite() && (0.0..1e9).contains(&seconds)).then(|| Duration::from_secs_f64(seconds))
+    // whole milliseconds, the precision durations print with, so a value
+    // printed reads back the same
+    (seconds.is_finite() && (0.0..1e9).contains(&seconds))
+        .then(|| Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.

@@ -2,11 +2,12 @@
 //!
 //! The supervisor publishes a new [`Membership`] on a `tokio::sync::watch`
 //! channel at every change of any instance's state (starting, ready,
-//! draining, gone); callers hold a [`MembershipWatch`] and route only to
+//! draining, gone, and a slot restarting); callers hold a [`MembershipWatch`] and route only to
 //! [`MemberState::Ready`] members. Nobody polls.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -19,8 +20,14 @@ pub enum MemberState {
     Ready,
     /// Takes no new request; finishes those in flight, then stops.
     Draining,
+    /// Missed its last health check: takes no new request until it answers
+    /// one again, and is replaced after missing a few in a row.
+    Unresponsive,
     /// Stopped or dead.
     Gone,
+    /// Not an instance yet: its slot's instance died (or failed to start)
+    /// and the next one starts at [`Member::next_start`], after a backoff.
+    Restarting,
 }
 
 impl fmt::Display for MemberState {
@@ -29,7 +36,9 @@ impl fmt::Display for MemberState {
             Self::Starting => "starting",
             Self::Ready => "ready",
             Self::Draining => "draining",
+            Self::Unresponsive => "unresponsive",
             Self::Gone => "gone",
+            Self::Restarting => "restarting",
         })
     }
 }
@@ -49,6 +58,8 @@ pub struct Member {
     pub restarts: u32,
     /// Why the instance (or the one before it in its slot) failed, if it did.
     pub last_error: Option<String>,
+    /// When a [`MemberState::Restarting`] slot starts its next instance.
+    pub next_start: Option<Instant>,
 }
 
 /// A snapshot of a service's instances.
@@ -117,6 +128,7 @@ impl MembershipPublisher {
                         state: MemberState::Starting,
                         restarts: 0,
                         last_error: None,
+                        next_start: None,
                     });
                     next.members.len() - 1
                 }

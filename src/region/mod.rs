@@ -41,6 +41,7 @@ use lifeline::TokenFd;
 use membership::MembershipPublisher;
 pub use membership::{Member, MemberState, Membership, MembershipWatch};
 use process::random_token;
+pub(crate) use supervisor::may_blame_request;
 use supervisor::{RegionShared, Slot, SlotCommand};
 
 /// Builds and starts a [`ServiceRegion`].
@@ -163,6 +164,7 @@ impl RegionBuilder {
             publisher: MembershipPublisher::new(),
             next_id: AtomicU64::new(1),
             options: Mutex::new(options),
+            restarts: AtomicU64::new(0),
         });
         let region = ServiceRegion {
             shared,
@@ -309,6 +311,14 @@ impl ServiceRegion {
     /// The instances now.
     pub fn members(&self) -> Vec<Member> {
         self.shared.publisher.current().members.clone()
+    }
+
+    /// How many instances were restarted (after dying, wedging or failing
+    /// their health checks) over the region's life.
+    pub fn restarts(&self) -> u64 {
+        self.shared
+            .restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets the number of instances. Growing returns when the new instances

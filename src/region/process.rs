@@ -142,6 +142,7 @@ impl ChildStart<'_> {
         let mut running = Running::Process {
             child,
             last_words: Arc::clone(&last_words),
+            relay,
         };
         let address = match first {
             Ok(Some(line)) => self.read_address(&line, lines),
@@ -153,9 +154,7 @@ impl ChildStart<'_> {
             Err(reason) => {
                 // once the group is gone its stderr closes: its last lines are in
                 running.kill();
-                if let Some(relay) = relay {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), relay).await;
-                }
+                running.relayed().await;
                 Err(self.failed(&reason, &last_words))
             }
         }

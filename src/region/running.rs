@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::error::RpcError;
 
@@ -22,6 +23,9 @@ pub(crate) enum Running {
         child: tokio::process::Child,
         /// The last lines the child wrote to stderr.
         last_words: Arc<LastWords>,
+        /// The task that relays its stderr (and keeps those lines); it ends
+        /// once every process of the group closed its stderr.
+        relay: Option<JoinHandle<()>>,
     },
     /// An instance that runs elsewhere: its health checks tell when it ends.
     Remote,
@@ -36,11 +40,28 @@ impl Running {
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => "the instance's runtime stopped".to_string(),
             },
-            Running::Process { child, last_words } => match child.wait().await {
-                Ok(status) => with_last_words(describe_exit(status), last_words),
-                Err(error) => format!("cannot wait for the instance process: {error}"),
-            },
+            Running::Process {
+                child,
+                last_words,
+                relay,
+            } => {
+                let status = child.wait().await;
+                // its last lines may still be in the pipe
+                read_to_end(relay).await;
+                match status {
+                    Ok(status) => with_last_words(describe_exit(status), last_words),
+                    Err(error) => format!("cannot wait for the instance process: {error}"),
+                }
+            }
             Running::Remote => std::future::pending().await,
+        }
+    }
+
+    /// Waits (up to a second) until a process's stderr has been read to
+    /// its end, so its last words are in.
+    pub(crate) async fn relayed(&mut self) {
+        if let Running::Process { relay, .. } = self {
+            read_to_end(relay).await;
         }
     }
 
@@ -82,6 +103,13 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits (up to a second) for a stderr relay to end, once.
+async fn read_to_end(relay: &mut Option<JoinHandle<()>>) {
+    if let Some(relay) = relay.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), relay).await;
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! A slot's keeper launches its instance, publishes every change of its
 //! state on the region's membership watch, watches it (its exit, and a
-//! `health` call every second), restarts it with exponential backoff when it
-//! dies or stops answering, and on `Stop` drains it (no new requests;
+//! `health` call every half second: one unanswered takes it out of
+//! routing, three in a row replace it), restarts it with exponential backoff when it
+//! dies or stops answering (meanwhile the slot is listed as restarting, with
+//! why and when it starts again), and on `Stop` drains it (no new requests;
 //! in-flight ones finish) before stopping it. An instance whose *first*
 //! start fails ends its slot: that is the caller's error, not a restart loop.
 
@@ -19,18 +21,45 @@ use super::launch::{InstanceSpec, Launcher};
 use super::membership::{MemberState, MembershipPublisher};
 use super::running::Running;
 use crate::options::{Protocol, ServiceOptions};
-use crate::wire::{self, BearerToken, FlightClient, action, connect, probe, stats_of};
+use crate::wire::{
+    self, BearerToken, FlightClient, action, connect, probe, stats_of, stats_within,
+};
 
 /// How often the supervisor checks an instance's health.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Health checks failed in a row before an instance is restarted.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a health check waits for its answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Health checks failed in a row before an instance is replaced; the
+/// first failed one takes it out of routing. An instance that stops
+/// answering (frozen, SIGSTOP) is therefore unresponsive within
+/// `HEALTH_INTERVAL + HEALTH_TIMEOUT` (1.5 s) and replaced within
+/// [`UNRESPONSIVE_BOUND`].
 const HEALTH_FAILURES: u32 = 3;
+/// How long after an instance stops answering it is replaced, at most:
+/// documented in `docs/architecture.md`.
+const UNRESPONSIVE_BOUND: Duration = Duration::from_millis(
+    (HEALTH_FAILURES as u64)
+        * (HEALTH_INTERVAL.as_millis() as u64 + HEALTH_TIMEOUT.as_millis() as u64),
+);
 /// How far past the service's timeout a request may run before its
 /// instance counts as wedged and is replaced.
 const WEDGE_GRACE: Duration = Duration::from_secs(1);
 /// First and largest wait before a restart.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why an instance killed with [`super::ServiceRegion::kill`] ended.
+const KILLED_ON_REQUEST: &str = "killed on request";
+/// How the reason of an instance replaced for missing health checks starts.
+const STOPPED_ANSWERING: &str = "stopped answering";
+
+/// Could the request an instance was evaluating have caused its end, as
+/// told by `reason` (its member's `last_error`)? A crash, an abort or a
+/// wedge could be the request's doing; a kill on request, or missed health
+/// checks (a frozen process, an overloaded host), are not.
+pub(crate) fn may_blame_request(reason: &str) -> bool {
+    !(reason.starts_with(KILLED_ON_REQUEST) || reason.starts_with(STOPPED_ANSWERING))
+}
 
 /// What the slots of one region share.
 pub(crate) struct RegionShared {
@@ -41,6 +70,8 @@ pub(crate) struct RegionShared {
     pub(crate) publisher: MembershipPublisher,
     pub(crate) next_id: AtomicU64,
     pub(crate) options: Mutex<ServiceOptions>,
+    /// Instances restarted, over the region's life.
+    pub(crate) restarts: AtomicU64,
 }
 
 impl RegionShared {
@@ -89,6 +120,7 @@ impl Slot {
             backoff: BACKOFF_START,
             restarts: 0,
             last_error: None,
+            restarting: None,
         };
         let task = tokio::spawn(keeper.keep(receiver));
         Self { commands, task }
@@ -117,6 +149,9 @@ struct Keeper {
     backoff: Duration,
     restarts: u32,
     last_error: Option<String>,
+    /// The id of the slot's next instance while the slot is listed as
+    /// restarting; that instance takes it when it starts.
+    restarting: Option<u64>,
 }
 
 impl Keeper {
@@ -139,7 +174,12 @@ impl Keeper {
                 Ok((address, running)) => self.watch(id, address, running, &mut commands).await,
                 Err(reason) => self.failed_start(id, reason),
             };
-            if matches!(next, Next::End) || wait_or_stop(&mut commands, self.backoff).await {
+            if matches!(next, Next::End) {
+                return;
+            }
+            let next = self.restarting(self.backoff);
+            if wait_or_stop(&mut commands, self.backoff).await {
+                self.publish_gone(next);
                 return;
             }
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -147,13 +187,33 @@ impl Keeper {
     }
 
     /// Publishes a new member of this slot, starting; returns its id.
-    fn starting(&self) -> u64 {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+    fn starting(&mut self) -> u64 {
+        let id = self
+            .restarting
+            .take()
+            .unwrap_or_else(|| self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let (restarts, error) = (self.restarts, self.last_error.clone());
         self.shared.publisher.update(id, self.slot, |m| {
             m.state = MemberState::Starting;
             m.restarts = restarts;
             m.last_error = error;
+            m.next_start = None;
+        });
+        id
+    }
+
+    /// Publishes the slot's next member as restarting in `delay`, with why
+    /// its last instance ended; returns its id.
+    fn restarting(&mut self, delay: Duration) -> u64 {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.restarting = Some(id);
+        let (restarts, error) = (self.restarts, self.last_error.clone());
+        let at = std::time::Instant::now() + delay;
+        self.shared.publisher.update(id, self.slot, |m| {
+            m.state = MemberState::Restarting;
+            m.restarts = restarts;
+            m.last_error = error;
+            m.next_start = Some(at);
         });
         id
     }
@@ -179,6 +239,7 @@ impl Keeper {
             return Next::End;
         }
         self.restarts += 1;
+        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         Next::Restart
     }
 
@@ -202,7 +263,7 @@ impl Keeper {
         let protocol = self.shared.options().protocol;
         let control = BearerToken::for_protocol(&self.shared.spec.token, protocol)
             .ok()
-            .and_then(|token| connect(&address, &token, HEALTH_INTERVAL * 2).ok());
+            .and_then(|token| connect(&address, &token, HEALTH_TIMEOUT).ok());
         // an instance started here is replaced when wedged; one that runs
         // elsewhere may serve others, and is not this region's to replace;
         // a server of another protocol has no stats, only its probe
@@ -213,9 +274,20 @@ impl Keeper {
             Protocol::Rpcop => Check::Stats(&timeout),
             other => Check::Probe(other),
         };
+        // out of routing while it misses health checks, back when it answers
+        let (publisher, slot) = (&self.shared.publisher, self.slot);
+        let responsive = |answering: bool| {
+            publisher.update(id, slot, |m| {
+                m.state = if answering {
+                    MemberState::Ready
+                } else {
+                    MemberState::Unresponsive
+                };
+            });
+        };
         let outcome = tokio::select! {
             reason = running.ended() => Outcome::Died(reason),
-            reason = unhealthy(control.as_ref(), check) => Outcome::Died(reason),
+            reason = unhealthy(control.as_ref(), check, responsive) => Outcome::Died(reason),
             command = commands.recv() => match command {
                 Some(SlotCommand::Kill(reply)) => Outcome::Killed(reply),
                 Some(SlotCommand::Stop) | None => Outcome::Stop,
@@ -241,7 +313,7 @@ impl Keeper {
                 running.kill();
                 let _ = running.ended().await;
                 let _ = reply.send(true);
-                self.last_error = Some("killed on request".to_string());
+                self.last_error = Some(KILLED_ON_REQUEST.to_string());
             }
             Outcome::Died(reason) => {
                 tracing::warn!(service = %self.shared.name(), slot = self.slot, %address, %reason, "instance died; restarting");
@@ -251,6 +323,7 @@ impl Keeper {
         }
         self.publish_gone(id);
         self.restarts += 1;
+        self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         Next::Restart
     }
 }
@@ -283,8 +356,14 @@ enum Check<'a> {
 }
 
 /// Resolves, with why, when the instance failed [`HEALTH_FAILURES`] checks
-/// in a row or is wedged; never without a control connection.
-async fn unhealthy(control: Option<&FlightClient>, check: Check<'_>) -> String {
+/// in a row or is wedged; never without a control connection. Tells
+/// `responsive` when the instance misses a check after answering one, and
+/// when it answers again.
+async fn unhealthy(
+    control: Option<&FlightClient>,
+    check: Check<'_>,
+    responsive: impl Fn(bool),
+) -> String {
     let Some(control) = control else {
         return std::future::pending().await;
     };
@@ -292,11 +371,11 @@ async fn unhealthy(control: Option<&FlightClient>, check: Check<'_>) -> String {
     loop {
         tokio::time::sleep(HEALTH_INTERVAL).await;
         let healthy = match &check {
-            Check::Health => action(control, wire::ACTION_HEALTH, HEALTH_INTERVAL * 2)
+            Check::Health => action(control, wire::ACTION_HEALTH, HEALTH_TIMEOUT)
                 .await
                 .is_some(),
-            Check::Probe(protocol) => probe(control, *protocol, HEALTH_INTERVAL * 2).await.is_ok(),
-            Check::Stats(timeout) => match stats_of(control).await {
+            Check::Probe(protocol) => probe(control, *protocol, HEALTH_TIMEOUT).await.is_ok(),
+            Check::Stats(timeout) => match stats_within(control, HEALTH_TIMEOUT).await {
                 Some(stats) => {
                     let limit = timeout() + WEDGE_GRACE;
                     let running = Duration::from_millis(stats.longest_running_ms);
@@ -312,9 +391,19 @@ async fn unhealthy(control: Option<&FlightClient>, check: Check<'_>) -> String {
                 None => false,
             },
         };
+        match (healthy, failures) {
+            (true, 0) => {}
+            (true, _) => responsive(true),
+            (false, 0) => responsive(false),
+            (false, _) => {}
+        }
         failures = if healthy { 0 } else { failures + 1 };
         if failures >= HEALTH_FAILURES {
-            return format!("failed {failures} health checks in a row");
+            return format!(
+                "{STOPPED_ANSWERING}: missed {failures} health checks in a row \
+                 (each waits {HEALTH_TIMEOUT:?}; an instance that stops answering is \
+                 replaced within {UNRESPONSIVE_BOUND:?})"
+            );
         }
     }
 }

@@ -9,11 +9,18 @@
 //! an existing function the same way from SQL.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF};
+use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    self, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions,
+};
+
+use super::rpc_call::RPC_CALL;
 
 use crate::options::{Isolation, ServiceOptions};
 
@@ -107,4 +114,42 @@ pub(crate) fn called_functions(plan: &LogicalPlan) -> Result<BTreeSet<String>> {
         })
     })?;
     Ok(called)
+}
+
+/// The services a statement names in `rpc_call('service', ...)` with a
+/// literal: an annotated function's implicit service among them must start
+/// before the statement is planned, since `rpc_call` is typed by the
+/// running service.
+pub(crate) fn rpc_call_targets(statement: &DfStatement) -> BTreeSet<String> {
+    let mut targets = BTreeSet::new();
+    let mut note = |expr: &ast::Expr| {
+        if let ast::Expr::Function(function) = expr
+            && function.name.to_string().eq_ignore_ascii_case(RPC_CALL)
+            && let FunctionArguments::List(list) = &function.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(ast::Expr::Value(first)))) =
+                list.args.first()
+            && let Value::SingleQuotedString(service) = &first.value
+        {
+            targets.insert(service.clone());
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    let mut statement = statement;
+    loop {
+        match statement {
+            DfStatement::Explain(explain) => statement = &explain.statement,
+            DfStatement::Statement(sql) => {
+                let _ = visit_expressions(sql.as_ref(), &mut note);
+                break;
+            }
+            DfStatement::CopyTo(copy) => {
+                if let CopyToSource::Query(query) = &copy.source {
+                    let _ = visit_expressions(query.as_ref(), &mut note);
+                }
+                break;
+            }
+            DfStatement::CreateExternalTable(_) | DfStatement::Reset(_) => break,
+        }
+    }
+    targets
 }

@@ -270,6 +270,10 @@ impl RpcSession {
         let services = &self.services;
         match statement {
             Statement::DataFusion(statement) => {
+                // `rpc_call` is typed by its running service
+                services
+                    .start_implicit(annotated::rpc_call_targets(&statement), &self.ctx)
+                    .await?;
                 let state = self.ctx.state();
                 let plan = state.statement_to_plan(*statement).await?;
                 let frame = self.execute_logical_plan(plan).await?;

@@ -445,7 +445,7 @@ impl Services {
         if_exists: bool,
         ctx: &SessionContext,
     ) -> Result<()> {
-        let _one_at_a_time = self.lock.lock().await;
+        let one_at_a_time = self.lock.lock().await;
         let missing = self.catalog.get(name).err();
         // new queries stop reaching it at once; running ones drain
         if let Some(entry) = self.catalog.remove(name) {
@@ -458,7 +458,10 @@ impl Services {
                 self.catalog.remove_annotation(name);
             }
             // a service created by name gives its functions back to their
-            // annotations, if they have any
+            // annotations, if they have any. The queries already running
+            // through it finish first (other DDL need not wait for them)
+            drop(one_at_a_time);
+            entry.client.streams_closed().await;
             entry.region.shutdown().await;
             return Ok(());
         }

@@ -52,7 +52,7 @@ fn services_schema() -> SchemaRef {
             "isolation",
             "load_balance",
         ],
-        &["requests", "errors"],
+        &["requests", "rows", "errors", "retries", "restarts"],
     )
 }
 
@@ -61,16 +61,26 @@ fn options_schema() -> SchemaRef {
 }
 
 fn instances_schema() -> SchemaRef {
-    schema(
-        &["instance", "address", "state"],
-        &["in_flight", "requests", "rows", "errors", "restarts"],
-    )
+    let text = |name| Field::new(name, DataType::Utf8, true);
+    let count = |name| Field::new(name, DataType::UInt64, true);
+    Arc::new(Schema::new(vec![
+        text("instance"),
+        text("address"),
+        text("state"),
+        count("in_flight"),
+        count("requests"),
+        count("rows"),
+        count("errors"),
+        count("restarts"),
+        text("last_error"),
+        count("restart_in_ms"),
+    ]))
 }
 
 /// One row per service, running or pending (an annotated function whose
 /// implicit service has not started yet), by name.
 pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
-    let mut rows: BTreeMap<String, ([String; 5], [u64; 2])> = BTreeMap::new();
+    let mut rows: BTreeMap<String, ([String; 5], [u64; COUNTS])> = BTreeMap::new();
     for (function, options) in catalog.annotations() {
         // an annotation sleeps while a service created by name hosts its
         // function, and wakes when that service is dropped
@@ -82,7 +92,7 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
                 options.isolation.to_string(),
                 options.load_balance.to_string(),
             ];
-            rows.insert(function, (text, [0, 0]));
+            rows.insert(function, (text, [0; COUNTS]));
         }
     }
     for (name, launching) in catalog.launching() {
@@ -99,7 +109,7 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
             launching.options.isolation.to_string(),
             launching.options.load_balance.to_string(),
         ];
-        rows.insert(name, (text, [0, 0]));
+        rows.insert(name, (text, [0; COUNTS]));
     }
     for entry in catalog.entries() {
         rows.insert(entry.region.name().to_string(), running_row(&entry).await);
@@ -115,42 +125,51 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
         ))
     };
     let names: ArrayRef = Arc::new(StringArray::from_iter_values(rows.keys()));
-    let columns = vec![
-        names,
-        text(0),
-        text(1),
-        text(2),
-        text(3),
-        text(4),
-        count(0),
-        count(1),
-    ];
+    let mut columns = vec![names];
+    columns.extend((0..5).map(text));
+    columns.extend((0..COUNTS).map(count));
     Ok(RecordBatch::try_new(services_schema(), columns)?)
 }
 
-/// `ready/wanted`, and how many are starting if any are: `1/2 (1 starting)`.
+/// `ready/wanted`, and how many are starting or restarting if any are:
+/// `1/2 (1 starting)`, `2/3 (1 restarting)`.
 fn instances_text(members: &[Member], wanted: usize) -> String {
     let count = |state| members.iter().filter(|m| m.state == state).count();
-    let (ready, starting) = (count(MemberState::Ready), count(MemberState::Starting));
-    if starting == 0 {
+    let ready = count(MemberState::Ready);
+    let others: Vec<String> = [MemberState::Starting, MemberState::Restarting]
+        .into_iter()
+        .filter(|state| count(*state) > 0)
+        .map(|state| format!("{} {state}", count(state)))
+        .collect();
+    if others.is_empty() {
         format!("{ready}/{wanted}")
     } else {
-        format!("{ready}/{wanted} ({starting} starting)")
+        format!("{ready}/{wanted} ({})", others.join(", "))
     }
 }
 
+/// How many counts a `rpc_services()` row has: requests, rows, errors,
+/// retries, restarts.
+const COUNTS: usize = 5;
+
 /// The `rpc_services()` row of a running service (after its name): text
 /// columns, then counts.
-async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; 2]) {
+async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; COUNTS]) {
     let region = &entry.region;
     let options = region.options();
-    let stats = region.stats().await;
-    let members: Vec<Member> = stats.iter().map(|(m, _)| m.clone()).collect();
-    // as this session's callers saw them: an attempt that timed out or
-    // lost its instance (a crash), or a request answered NULL under
-    // on_error = 'null', is an error though no instance reported one
+    let members = region.members();
+    // as this session's callers saw them, over the service's life: an
+    // attempt that timed out or lost its instance (a crash), or a request
+    // answered NULL under on_error = 'null', is an error though no instance
+    // reported one; the instances' own counters start again with each one
     let callers = entry.client.stats();
-    let counts = [callers.requests + callers.failures, callers.errors];
+    let counts = [
+        callers.requests + callers.failures,
+        callers.rows,
+        callers.errors,
+        callers.retries,
+        region.restarts(),
+    ];
     let kind = if entry.implicit {
         "implicit"
     } else {
@@ -191,6 +210,15 @@ pub(crate) async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<Re
     let restarts: ArrayRef = Arc::new(UInt64Array::from_iter_values(
         stats.iter().map(|(m, _)| u64::from(m.restarts)),
     ));
+    let last_error: ArrayRef = Arc::new(StringArray::from_iter(
+        stats.iter().map(|(m, _)| m.last_error.as_deref()),
+    ));
+    let now = std::time::Instant::now();
+    let restart_in: ArrayRef = Arc::new(UInt64Array::from_iter(stats.iter().map(|(m, _)| {
+        m.next_start.map(|at| {
+            u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        })
+    })));
     let columns = vec![
         text(&|m| m.id.to_string()),
         text(&|m| m.address.clone()),
@@ -200,6 +228,8 @@ pub(crate) async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<Re
         count(&|s| s.rows),
         count(&|s| s.errors),
         restarts,
+        last_error,
+        restart_in,
     ];
     Ok(RecordBatch::try_new(instances_schema(), columns)?)
 }

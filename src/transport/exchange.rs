@@ -3,6 +3,11 @@
 //! one argument batch out and one result batch back, matched by sequence
 //! number, so a request costs a message each way, not a call.
 //!
+//! A request whose attempt ends before its answer (its query was cancelled
+//! or satisfied, it timed out) is cancelled on the stream with a cancel
+//! message ([`wire::encode_cancel`]): the instance drops it, unrun if no
+//! thread has taken it yet.
+//!
 //! When the stream ends, every request still waiting on it hears why. An
 //! error status that names a request (`x-rpcop-seq`) fails that request; the
 //! others on the stream are told it was another request's error
@@ -18,6 +23,7 @@ use arrow_flight::error::FlightError;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
+use futures::stream::PollNext;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
@@ -43,6 +49,9 @@ pub(crate) struct Exchange {
     schema: SchemaRef,
     writer: tokio::sync::Mutex<Writer>,
     pending: Arc<Mutex<Pending>>,
+    /// Where cancel messages go, beside the writer (a cancel is sent from
+    /// a drop, which cannot wait for the writer's lock).
+    cancels: mpsc::Sender<FlightData>,
 }
 
 struct Writer {
@@ -50,6 +59,11 @@ struct Writer {
     sender: mpsc::Sender<FlightData>,
     messages: Vec<FlightData>,
 }
+
+/// Cancel messages waiting to go out beside the requests; a cancel that
+/// finds the queue full is dropped (the instance then evaluates the request,
+/// and its answer is ignored).
+const CANCELS_QUEUED: usize = 64;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -65,6 +79,7 @@ impl Exchange {
         schema: &SchemaRef,
     ) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel(16);
+        let (cancels, cancelled) = mpsc::channel(CANCELS_QUEUED);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let session = Arc::new(Self {
             schema: Arc::clone(schema),
@@ -74,11 +89,20 @@ impl Exchange {
                 messages: Vec::new(),
             }),
             pending: Arc::clone(&pending),
+            cancels,
         });
+        // requests and cancels on one stream, which ends (the caller's
+        // half-close) when the exchange is dropped; queued requests go first,
+        // so a cancel never overtakes the request it cancels
+        let outgoing = futures::stream::select_with_strategy(
+            ReceiverStream::new(receiver),
+            ReceiverStream::new(cancelled),
+            |(): &mut ()| PollNext::Left,
+        );
         let mut client = client.clone();
         let address = address.to_string();
         tokio::spawn(async move {
-            let (reason, failure) = match client.do_exchange(ReceiverStream::new(receiver)).await {
+            let (reason, failure) = match client.do_exchange(outgoing).await {
                 Ok(response) => read_answers(response.into_inner(), &pending, &address).await,
                 Err(status) => (status.message().to_string(), Some(status)),
             };
@@ -126,6 +150,7 @@ impl Exchange {
         }
         let _forget = Forget {
             pending: &self.pending,
+            cancels: &self.cancels,
             seq,
         };
         {
@@ -151,15 +176,27 @@ impl Exchange {
     }
 }
 
-/// Removes a request's waiter when its attempt ends early (timeout, cancel).
+/// Removes a request's waiter when its attempt ends, and cancels the
+/// request at the instance if it ended early (a timeout, a cancelled query).
 struct Forget<'a> {
     pending: &'a Mutex<Pending>,
+    cancels: &'a mpsc::Sender<FlightData>,
     seq: u64,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        lock(self.pending).waiters.remove(&self.seq);
+        let unanswered = {
+            let mut state = lock(self.pending);
+            state.waiters.remove(&self.seq).is_some() && state.closed.is_none()
+        };
+        if unanswered {
+            let cancel = FlightData {
+                app_metadata: wire::encode_cancel(self.seq),
+                ..FlightData::default()
+            };
+            let _ = self.cancels.try_send(cancel);
+        }
     }
 }
 

@@ -15,12 +15,14 @@ mod failure;
 mod udf_server;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::watch;
 
 use crate::instance::LocalInstance;
 use crate::options::Protocol;
@@ -46,7 +48,13 @@ pub(crate) struct Connection {
     udf_server: Option<UdfServer>,
     /// Requests outstanding on it from this client.
     pub(crate) outstanding: AtomicUsize,
+    /// Its recent answer time in microseconds (0 until the first), a moving
+    /// average of the last few (each new one weighs 1/8).
+    latency_us: AtomicU64,
     exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
+    /// Set, with why, once the instance has left its service (it died, or
+    /// was replaced): requests still waiting on it fail at once.
+    gone: watch::Sender<Option<String>>,
 }
 
 impl Connection {
@@ -70,7 +78,67 @@ impl Connection {
             local: direct.then(|| LocalInstance::find(address)).flatten(),
             udf_server,
             outstanding: AtomicUsize::new(0),
+            latency_us: AtomicU64::new(0),
             exchanges: Mutex::new(HashMap::new()),
+            gone: watch::Sender::new(None),
+        }
+    }
+
+    /// Notes how long an attempt on it took, `answered` or given up (a
+    /// timeout, a hedge that won elsewhere, a cancelled query). A given-up
+    /// attempt took at least that long: it can only raise the estimate.
+    pub(crate) fn record_latency(&self, took: Duration, answered: bool) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .latency_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                if now == 0 {
+                    Some(sample)
+                } else if sample >= now {
+                    Some(now + (sample - now) / 8)
+                } else if answered {
+                    Some(now - (now - sample) / 8)
+                } else {
+                    None
+                }
+            });
+    }
+
+    /// Notes that a hedge sent elsewhere answered first: strong evidence that
+    /// this instance is slower than its estimate, which doubles (at least).
+    pub(crate) fn lost_hedge(&self) {
+        let _ = self
+            .latency_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_mul(2).max(1))
+            });
+    }
+
+    /// Its recent answer time in microseconds; 0 before any.
+    pub(crate) fn latency_us(&self) -> u64 {
+        self.latency_us.load(Ordering::Relaxed)
+    }
+
+    /// Marks the instance as gone, with why: every request waiting on it
+    /// (now or later) fails with [`Failure::Lost`].
+    pub(crate) fn abandon(&self, reason: String) {
+        self.gone.send_if_modified(|gone| {
+            let first = gone.is_none();
+            if first {
+                *gone = Some(reason);
+            }
+            first
+        });
+    }
+
+    /// Resolves, with why, when the instance is gone ([`Self::abandon`]).
+    pub(crate) async fn abandoned(&self) -> String {
+        let mut gone = self.gone.subscribe();
+        // the watch's guard is let go before any other await
+        let reason = gone.wait_for(Option::is_some).await.map(|r| r.clone());
+        match reason {
+            Ok(reason) => reason.unwrap_or_default(),
+            Err(_) => std::future::pending().await,
         }
     }
 

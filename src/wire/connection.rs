@@ -111,14 +111,17 @@ pub(crate) async fn action(client: &FlightClient, name: &str, timeout: Duration)
     try_action(client, name, timeout).await.ok()
 }
 
-/// An instance's counters (the `stats` action).
+/// An instance's counters (the `stats` action), if it answers within 2 s.
 pub(crate) async fn stats_of(client: &FlightClient) -> Option<InstanceStats> {
-    let body = action(
-        client,
-        super::constants::ACTION_STATS,
-        Duration::from_secs(2),
-    )
-    .await?;
+    stats_within(client, Duration::from_secs(2)).await
+}
+
+/// An instance's counters, if it answers within `timeout`.
+pub(crate) async fn stats_within(
+    client: &FlightClient,
+    timeout: Duration,
+) -> Option<InstanceStats> {
+    let body = action(client, super::constants::ACTION_STATS, timeout).await?;
     serde_json::from_slice(&body).ok()
 }
 

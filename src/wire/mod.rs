@@ -9,7 +9,8 @@
 //! - each argument batch carries its request sequence number in
 //!   `app_metadata`, a u64 in 8 bytes little-endian ([`encode_sequence`]);
 //!   each result batch (one column, the request's row count) carries the
-//!   same number back;
+//!   same number back; a message of only `app_metadata` [`encode_cancel`]
+//!   cancels a request the caller gave up on;
 //! - an argument field whose metadata has [`SCALAR_ARGUMENT_KEY`] = `"true"`
 //!   is a constant ([`scalar_argument`]);
 //! - the caller's session options that differ from DataFusion's defaults
@@ -48,7 +49,8 @@ pub use arguments::{is_scalar_argument, scalar_argument};
 pub(crate) use auth::{BearerToken, check_token};
 pub use auth::{MAX_TOKEN_FILE_BYTES, bearer, read_token_file};
 pub(crate) use connection::{
-    FlightClient, NoAnswer, action, check_endpoint, connect, instance_stats, stats_of, try_action,
+    FlightClient, NoAnswer, action, check_endpoint, connect, instance_stats, stats_of,
+    stats_within, try_action,
 };
 pub use constants::*;
 pub use descriptor::{
@@ -60,7 +62,7 @@ pub use encoder::BatchEncoder;
 pub(crate) use message::message_of;
 pub use probe::{ARROW_UDF_PROTOCOL_VERSION, DATABEND_HEALTH_FUNCTION};
 pub(crate) use probe::{ProbeFailure, probe};
-pub use sequence::{decode_sequence, encode_sequence};
+pub use sequence::{CANCEL_PREFIX, decode_cancel, decode_sequence, encode_cancel, encode_sequence};
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};
 pub use stats::InstanceStats;

@@ -1,6 +1,8 @@
 //! Request sequence numbers: a u64, 8 bytes little-endian, in a batch's
 //! `app_metadata`, and in an error status's metadata when the error
-//! concerns one request.
+//! concerns one request. A caller that gives up on a request cancels it
+//! with a message that carries only `app_metadata`:
+//! [`CANCEL_PREFIX`] followed by the sequence number.
 
 use bytes::Bytes;
 use tonic::Status;
@@ -29,6 +31,25 @@ pub fn decode_sequence(app_metadata: &[u8]) -> Result<Option<u64>, String> {
             "app_metadata must be a sequence number of 8 bytes (u64 little-endian), got {n} bytes"
         )),
     }
+}
+
+/// How the `app_metadata` of a cancel message starts; the request's
+/// sequence number (8 bytes, little-endian) follows.
+pub const CANCEL_PREFIX: &[u8] = b"rpcop-cancel";
+
+/// The `app_metadata` of a message (with no data header) that cancels
+/// request `seq` of the exchange.
+pub fn encode_cancel(seq: u64) -> Bytes {
+    let mut bytes = Vec::with_capacity(CANCEL_PREFIX.len() + 8);
+    bytes.extend_from_slice(CANCEL_PREFIX);
+    bytes.extend_from_slice(&seq.to_le_bytes());
+    Bytes::from(bytes)
+}
+
+/// The request a cancel message's `app_metadata` cancels, if it is one.
+pub fn decode_cancel(app_metadata: &[u8]) -> Option<u64> {
+    let seq = app_metadata.strip_prefix(CANCEL_PREFIX)?;
+    Some(u64::from_le_bytes(seq.try_into().ok()?))
 }
 
 /// Names the request an error concerns in the status metadata.
@@ -60,6 +81,14 @@ mod tests {
         assert_eq!(encode_sequence(1).as_ref(), &[1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(decode_sequence(&[]).unwrap(), None);
         assert!(decode_sequence(&[1, 2, 3]).unwrap_err().contains("8 bytes"));
+    }
+
+    #[test]
+    fn cancels_round_trip() {
+        assert_eq!(decode_cancel(&encode_cancel(9)), Some(9));
+        assert_eq!(encode_cancel(1).len(), 20);
+        assert_eq!(decode_cancel(&encode_sequence(9)), None);
+        assert_eq!(decode_cancel(b"rpcop-cancel\x01"), None);
     }
 
     #[test]

@@ -27,4 +27,16 @@ pub struct InstanceStats {
     /// (0 when absent), for instances that do not track it.
     #[serde(default)]
     pub longest_running_ms: u64,
+    /// The id of the operating-system process that serves it (for a
+    /// `thread` instance, the engine's own). Optional on the wire.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Requests skipped, unevaluated, because their caller cancelled them
+    /// (or stopped waiting) before a thread took them. Optional on the wire.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// The most requests the instance held at once: received and not yet
+    /// answered, queued or running. Optional on the wire.
+    #[serde(default)]
+    pub peak_outstanding: u64,
 }
