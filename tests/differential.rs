@@ -16,6 +16,8 @@
 //! sent only for the rows where the left does not decide (never more rows than
 //! DataFusion evaluates), which `tests/slt/conditional.slt` checks by hand.
 
+#![allow(clippy::unwrap_used)]
+
 use rpcop::RpcSession;
 
 mod common;
@@ -348,9 +350,47 @@ fn kind(error: &str) -> &str {
     text.rsplit("error: ").next().unwrap_or(text).trim()
 }
 
+/// A session whose services host half of the grammar's functions, with
+/// small requests: guards select rows within and across requests.
+async fn services() -> RpcSession {
+    let session = RpcSession::new();
+    session
+        .sql("CREATE RPC SERVICE text FOR FUNCTION upper, btrim, reverse, md5, character_length WITH (parallelism = 2, batch_size = 3)")
+        .await
+        .unwrap();
+    session
+        .sql("CREATE RPC SERVICE num FOR FUNCTION abs, chr, to_timestamp WITH (parallelism = 2, batch_size = 4)")
+        .await
+        .unwrap();
+    session
+}
+
+/// `sql` with the rewrite on (through the services) and off (in-process):
+/// both answers, and whether they agree (failing both ways with the same
+/// kind of error counts as agreeing).
+async fn both_ways(
+    session: &RpcSession,
+    sql: &str,
+) -> (
+    Result<Vec<String>, String>,
+    Result<Vec<String>, String>,
+    bool,
+) {
+    session.sql("SET rpcop.rewrite = true").await.unwrap();
+    let hosted = answer(session, sql).await;
+    session.sql("SET rpcop.rewrite = false").await.unwrap();
+    let local = answer(session, sql).await;
+    let same = match (&hosted, &local) {
+        (Ok(h), Ok(l)) => h == l,
+        (Err(h), Err(l)) => h.contains(kind(l)),
+        _ => false,
+    };
+    (hosted, local, same)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rewrite_never_changes_an_answer() {
-    let session = RpcSession::new();
+    let session = services().await;
     session
         .sql(
             "CREATE TABLE t (id INT, a VARCHAR, b VARCHAR, n INT, d VARCHAR) AS VALUES
@@ -370,15 +410,6 @@ async fn the_rewrite_never_changes_an_answer() {
             "CREATE TABLE u (k VARCHAR, m INT) AS VALUES
                ('AB C', 1), ('x', 2), (NULL, 3), ('', 0), ('Y', 65), ('2024-01-02T03:04:05', -1)",
         )
-        .await
-        .unwrap();
-    // small requests: guards select rows within and across requests
-    session
-        .sql("CREATE RPC SERVICE text FOR FUNCTION upper, btrim, reverse, md5, character_length WITH (parallelism = 2, batch_size = 3)")
-        .await
-        .unwrap();
-    session
-        .sql("CREATE RPC SERVICE num FOR FUNCTION abs, chr, to_timestamp WITH (parallelism = 2, batch_size = 4)")
         .await
         .unwrap();
 
@@ -409,18 +440,9 @@ async fn the_rewrite_never_changes_an_answer() {
             .collect();
         // a call sent only for the rows its CASE/AND/OR/coalesce takes
         guarded += usize::from(proxies.iter().any(|r| r.contains(" WHEN ")));
-        let hosted = answer(&session, sql).await;
+        let (hosted, local, same) = both_ways(&session, sql).await;
         rewritten += usize::from(!proxies.is_empty() || sent() > before);
-        session.sql("SET rpcop.rewrite = false").await.unwrap();
-        let local = answer(&session, sql).await;
-        let same = match (&hosted, &local) {
-            (Ok(h), Ok(l)) => h == l,
-            (Err(h), Err(l)) => {
-                failing += 1;
-                h.contains(kind(l))
-            }
-            _ => false,
-        };
+        failing += usize::from(hosted.is_err() && local.is_err());
         if !same {
             differences.push(format!(
                 "{sql}\n  through services: {hosted:?}\n  in-process:       {local:?}"
@@ -448,4 +470,87 @@ async fn the_rewrite_never_changes_an_answer() {
         corpus.len()
     );
     assert!(failing > 0, "no query fails: the errors are not compared");
+}
+
+/// A value of a random table, as SQL.
+fn literal(value: Option<&str>) -> String {
+    value.map_or_else(
+        || "NULL".to_string(),
+        |v| format!("'{}'", v.replace('\'', "''")),
+    )
+}
+
+/// Random tables and random queries of the same grammar (proptest): the
+/// answers agree too, and a difference shrinks to a small case.
+#[test]
+fn random_tables_and_queries_answer_the_same_both_ways() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let runtime = common::runtime().unwrap();
+    let session = runtime.block_on(services());
+    let text = || prop::option::of("[a-zA-Z äÖ]{0,5}");
+    let date = || {
+        prop::option::of(prop::sample::select(vec![
+            "2024-01-02T03:04:05",
+            "2020-02-29T12:00:00",
+            "not a date",
+            "",
+            "soon",
+        ]))
+    };
+    let t_row = (text(), text(), prop::option::of(-3i32..70), date());
+    let u_row = (text(), prop::option::of(-2i32..70));
+    let strategy = (
+        prop::collection::vec(t_row, 0..10),
+        prop::collection::vec(u_row, 0..6),
+        any::<u64>(),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let outcome = runner.run(&strategy, |(t, u, seed)| {
+        runtime.block_on(async {
+            let mut sql = vec![
+                "DROP TABLE IF EXISTS t".to_string(),
+                "DROP TABLE IF EXISTS u".to_string(),
+                "CREATE TABLE t (id INT, a VARCHAR, b VARCHAR, n INT, d VARCHAR)".to_string(),
+                "CREATE TABLE u (k VARCHAR, m INT)".to_string(),
+            ];
+            for (id, (a, b, n, d)) in t.iter().enumerate() {
+                let n = n.map_or_else(|| "NULL".to_string(), |n| n.to_string());
+                let (a, b, d) = (
+                    literal(a.as_deref()),
+                    literal(b.as_deref()),
+                    literal(d.as_deref()),
+                );
+                sql.push(format!("INSERT INTO t VALUES ({id}, {a}, {b}, {n}, {d})"));
+            }
+            for (k, m) in &u {
+                let m = m.map_or_else(|| "NULL".to_string(), |m| m.to_string());
+                sql.push(format!(
+                    "INSERT INTO u VALUES ({}, {m})",
+                    literal(k.as_deref())
+                ));
+            }
+            session.sql("SET rpcop.rewrite = false").await.unwrap();
+            for statement in &sql {
+                session.sql(statement).await.unwrap();
+            }
+            let query = Gen(seed | 1).query();
+            let (hosted, local, same) = both_ways(&session, &query).await;
+            if same {
+                Ok(())
+            } else {
+                Err(TestCaseError::fail(format!(
+                    "{query}\n  through services: {hosted:?}\n  in-process:       {local:?}"
+                )))
+            }
+        })
+    });
+    if let Err(failure) = outcome {
+        panic!("the rewrite changed an answer: {failure}");
+    }
 }

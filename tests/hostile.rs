@@ -109,3 +109,50 @@ async fn a_wedged_instance_is_replaced() {
     })
     .await;
 }
+
+/// An instance whose answers are wrong (a value too few, a text where a
+/// BIGINT is due) is reported as a bug of the function, at once: any
+/// instance of the same code would answer the same, so nothing is retried,
+/// and the instances live on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_answers_are_reported_as_the_functions_bug() {
+    common::within(async {
+        let session = RpcSession::builder().build();
+        let command = format!(
+            "cd ''{}'' && exec ''{}'' hostile_server.py",
+            common::python_tests().display(),
+            common::python().display()
+        );
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE h FOR FUNCTION short, wrong_type WITH (command = '{command}', parallelism = 2)"
+            ))
+            .await
+            .unwrap();
+        let error = |sql: &'static str| {
+            let session = &session;
+            async move { session.sql(sql).await.unwrap_err().strip_backtrace() }
+        };
+        let e = error("SELECT short(value) FROM generate_series(1, 10)").await;
+        assert!(
+            e.contains("function 'short' answered 9 values for a request of 10 rows")
+                && e.contains("a bug in the function's implementation")
+                && !e.contains("attempt(s)"),
+            "{e}"
+        );
+        let e = error("SELECT wrong_type(value) FROM generate_series(1, 10)").await;
+        assert!(
+            e.contains("function 'wrong_type' answered values of type Utf8")
+                && e.contains("planned with, Int64")
+                && e.contains("a bug in the function's implementation"),
+            "{e}"
+        );
+        let region = session.service("h").unwrap();
+        let members = region.members();
+        assert_eq!(members.len(), 2);
+        assert!(members.iter().all(|m| m.state == MemberState::Ready && m.restarts == 0));
+        let client = session.client("h").unwrap();
+        assert_eq!(client.stats().retries, 0, "{:?}", client.stats());
+    })
+    .await;
+}

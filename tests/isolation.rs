@@ -87,7 +87,7 @@ fn allocate(mib: i64) -> RecordBatch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_the_memory_limit_ends_only_that_instance() {
-    within(async {
+    within(Box::pin(async {
         let region = child_region(
             "memory",
             "allocate",
@@ -134,7 +134,7 @@ async fn exceeding_the_memory_limit_ends_only_that_instance() {
         // the caller survived, and the new instance serves
         assert_eq!(client.call("allocate", allocate(8)).await.unwrap().len(), 1);
         region.shutdown().await;
-    })
+    }))
     .await;
 }
 

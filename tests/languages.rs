@@ -131,7 +131,7 @@ fn direct(function: &str, rows: &[Vec<Value>]) -> Vec<Value> {
         .expect("stdin")
         .write_all(request.to_string().as_bytes())
         .expect("the request is written");
-    let output = child.wait_with_output().expect("python ends");
+    let output = common::child_output_within(child);
     assert!(output.status.success(), "direct.py failed");
     serde_json::from_slice(&output.stdout).expect("JSON results")
 }

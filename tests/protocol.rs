@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -371,10 +371,13 @@ fn rpcop_serve(args: &[&str]) -> Served {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("rpcop serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let Some((line, _)) = common::first_line_within(
+        BufReader::new(child.stdout.take().unwrap()),
+        common::FIRST_LINE,
+    ) else {
+        let _ = child.kill();
+        panic!("rpcop serve printed no address");
+    };
     let address = line.trim().to_string();
     assert!(address.starts_with("http://127.0.0.1:"), "{address}");
     Served(child, address)
@@ -448,25 +451,25 @@ async fn rpcop_serve_is_reachable_from_its_flags_alone() {
 
 #[test]
 fn rpcop_serve_refuses_bad_flags_clearly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--function", "upper"])
-        .output()
-        .unwrap();
+    let out = common::output_within(Command::new(env!("CARGO_BIN_EXE_rpcop")).args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--function",
+        "upper",
+    ]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--token-file"), "{stderr}");
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--function",
-            "no_such_fn",
-            "--token",
-            "t",
-        ])
-        .output()
-        .unwrap();
+    let out = common::output_within(Command::new(env!("CARGO_BIN_EXE_rpcop")).args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--function",
+        "no_such_fn",
+        "--token",
+        "t",
+    ]));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown function 'no_such_fn'"), "{stderr}");
@@ -476,11 +479,11 @@ fn rpcop_serve_refuses_bad_flags_clearly() {
         ("--threads", "100000", "threads"),
         ("--threads", "0", "threads"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--function", "upper"])
-            .args(["--token", "t", flag, value])
-            .output()
-            .unwrap();
+        let out = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_rpcop"))
+                .args(["serve", "--bind", "127.0.0.1:0", "--function", "upper"])
+                .args(["--token", "t", flag, value]),
+        );
         assert!(!out.status.success(), "{flag} {value}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{flag} {value}: {stderr}");

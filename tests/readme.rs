@@ -11,7 +11,9 @@
 //! `cargo test --workspace` is the command CI runs. A README whose commands
 //! change is checked as it is.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -74,7 +76,7 @@ fn run(command: &str) -> (bool, String, String) {
             .expect("the shell reads its input");
     }
     drop(stdin);
-    let out = child.wait_with_output().expect("rpcop ends");
+    let out = common::child_output_within(child);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -89,12 +91,15 @@ fn serve(command: &str) -> String {
     // the README's `echo s3cret > token`
     std::fs::write(dir.join("token"), "s3cret\n").expect("the token");
     let mut child = rpcop(&arguments(command), &dir);
-    let mut first = String::new();
-    let read = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
+    let first = common::first_line_within(
+        BufReader::new(child.stdout.take().expect("stdout")),
+        common::FIRST_LINE,
+    )
+    .map(|(line, _)| line + "\n");
     let _ = child.kill();
-    let out = child.wait_with_output().expect("serve ends");
+    let out = common::child_output_within(child);
     let _ = std::fs::remove_dir_all(&dir);
-    read.expect("serve prints");
+    let first = first.expect("serve prints its address");
     assert!(
         first.starts_with("http://127.0.0.1:"),
         "`{command}` printed {first:?} first:\n{}",
@@ -119,7 +124,7 @@ fn the_readme_names_the_columns_of_show_rpc_services() {
         &["--format", "csv", "-q", "-c", "SHOW RPC SERVICES"],
         Path::new(env!("CARGO_MANIFEST_DIR")),
     );
-    let out = child.wait_with_output().expect("rpcop ends");
+    let out = common::child_output_within(child);
     assert!(
         out.status.success(),
         "{}",

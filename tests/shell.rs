@@ -2,13 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
 fn rpcop(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-        .args(args)
-        .output()
-        .expect("rpcop runs");
+    let out = common::output_within(Command::new(env!("CARGO_BIN_EXE_rpcop")).args(args));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -115,7 +114,7 @@ fn a_newcomers_interactive_session() {
         .unwrap()
         .write_all(script.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::child_output_within(child);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -151,17 +150,17 @@ fn a_newcomers_interactive_session() {
 #[test]
 fn the_shipped_examples_run_end_to_end() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-        .current_dir(root)
-        // what `rpcop -f examples/*.sql` expands to
-        .args([
-            "-f",
-            "examples/annotated.sql",
-            "examples/explicit.sql",
-            "examples/quickstart.sql",
-        ])
-        .output()
-        .expect("rpcop runs");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rpcop"))
+            .current_dir(root)
+            // what `rpcop -f examples/*.sql` expands to
+            .args([
+                "-f",
+                "examples/annotated.sql",
+                "examples/explicit.sql",
+                "examples/quickstart.sql",
+            ]),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}\n{stdout}");
@@ -202,7 +201,7 @@ fn a_reader_that_goes_away_ends_the_shell_quietly() {
     let mut head = [0u8; 100];
     child.stdout.take().unwrap().read_exact(&mut head).unwrap();
     // the read end is dropped here: later writes fail with EPIPE
-    let out = child.wait_with_output().unwrap();
+    let out = common::child_output_within(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
@@ -212,17 +211,17 @@ fn a_reader_that_goes_away_ends_the_shell_quietly() {
 fn a_statement_waiting_for_instances_to_load_says_so() {
     // each instance takes 1.5 s to load: the shell shows them coming up,
     // for a CREATE and for the first query of an annotated function
-    let out = Command::new(env!("CARGO_BIN_EXE_rpcop"))
-        .args([
-            "-q",
-            "-c",
-            "CREATE RPC SERVICE sim FOR FUNCTION model_sim WITH (parallelism = 2)",
-            "-c",
-            "SELECT classify('the election') AS topic",
-        ])
-        .env("RPCOP_DEMO_STARTUP_MS", "1500")
-        .output()
-        .expect("rpcop runs");
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rpcop"))
+            .args([
+                "-q",
+                "-c",
+                "CREATE RPC SERVICE sim FOR FUNCTION model_sim WITH (parallelism = 2)",
+                "-c",
+                "SELECT classify('the election') AS topic",
+            ])
+            .env("RPCOP_DEMO_STARTUP_MS", "1500"),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

@@ -256,20 +256,24 @@ async fn ddl_while_a_query_runs_never_loses_rows_or_hangs() {
         let answer = text(&query.await.unwrap().unwrap());
         assert!(answer.contains("| 400000   | 400000"), "{answer}");
 
-        // dropping while the query runs: it finishes, or fails saying why
+        // dropping while the query runs: the query finishes through the
+        // service, and DROP returns once it has
+        let client = session.client("text").unwrap();
         let query = tokio::spawn({
             let session = Arc::clone(&session);
             async move { session.sql(sql).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        session.sql("DROP RPC SERVICE text").await.unwrap();
-        match query.await.unwrap() {
-            Ok(batches) => assert!(text(&batches).contains("| 400000   | 400000"), "{}", text(&batches)),
-            Err(e) => {
-                let e = e.strip_backtrace();
-                assert!(e.contains("service 'text'"), "{e}");
-            }
+        let started = client.stats().requests;
+        while client.stats().requests < started + 10 {
+            tokio::task::yield_now().await;
         }
+        session.sql("DROP RPC SERVICE text").await.unwrap();
+        let answered = client.stats().requests;
+        let answer = text(&query.await.unwrap().unwrap());
+        assert!(answer.contains("| 400000   | 400000"), "{answer}");
+        // every request of the query was answered before DROP returned
+        assert_eq!(client.stats().requests, answered);
+        assert_eq!(client.stats().failures, 0, "{:?}", client.stats());
         // and the function is back in-process
         assert!(!explain(&session, sql).await.contains("RpcProxy"));
     })
@@ -286,7 +290,6 @@ struct Served {
 
 impl Served {
     fn start(functions: &[&str]) -> Self {
-        use std::io::BufRead;
         let token_file = std::env::temp_dir().join(format!(
             "rpcop-endpoints-{}-{}.token",
             std::process::id(),
@@ -303,10 +306,11 @@ impl Served {
             command.args(["--function", function]);
         }
         let mut child = command.spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (line, _) = common::first_line_within(
+            std::io::BufReader::new(child.stdout.take().unwrap()),
+            common::FIRST_LINE,
+        )
+        .expect("rpcop serve prints its address");
         Self {
             child,
             address: line.trim().to_string(),
@@ -441,6 +445,78 @@ async fn an_implicit_service_that_cannot_start_fails_the_query_saying_what_to_do
             ints(&session.sql(sql).await.unwrap()),
             [Some(3), Some(6), Some(9)]
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_queries_start_one_implicit_service() {
+    within(async {
+        let session = Arc::new(
+            RpcSession::builder()
+                .function(RpcFunction::new(triple()).parallelism(2).batch_size(100))
+                .build(),
+        );
+        let sql = "SELECT triple(value) FROM generate_series(1, 1000) ORDER BY 1";
+        let queries: Vec<_> = (0..8)
+            .map(|_| {
+                let session = Arc::clone(&session);
+                tokio::spawn(async move { session.sql(sql).await })
+            })
+            .collect();
+        let expected: Vec<Option<i64>> = (1..=1000).map(|v| Some(v * 3)).collect();
+        for query in queries {
+            assert_eq!(ints(&query.await.unwrap().unwrap()), expected);
+        }
+        // one region served every row, each instance loaded once: a
+        // second start would have replaced it, and its rows gone with it
+        let region = session.service("triple").expect("started");
+        let stats = region.stats().await;
+        assert_eq!(stats.len(), 2);
+        let mut served = 0;
+        for (member, stats) in &stats {
+            let stats = stats.as_ref().unwrap();
+            assert_eq!((stats.loads, member.restarts), (1, 0), "{stats:?}");
+            served += stats.rows;
+        }
+        assert_eq!(served, 8000);
+        let counts = text(
+            &session
+                .sql("SELECT requests, rows, errors, retries, restarts FROM rpc_services() WHERE name = 'triple'")
+                .await
+                .unwrap(),
+        );
+        assert!(counts.contains("| 80       | 8000 | 0      | 0       | 0        |"), "{counts}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_call_starts_the_implicit_service_it_names() {
+    within(async {
+        let session = RpcSession::builder()
+            .function(RpcFunction::new(triple()).parallelism(2))
+            .build();
+        let show = text(&session.sql("SHOW RPC SERVICES").await.unwrap());
+        assert!(
+            show.contains("| triple | implicit | triple    | not started"),
+            "{show}"
+        );
+        // typed by the running service, so started before it is planned;
+        // in EXPLAIN too, and in a subquery
+        let sql = "SELECT rpc_call('triple', 'triple', value) FROM generate_series(1, 5) \
+                   WHERE value IN (SELECT value FROM generate_series(1, 5)) ORDER BY 1";
+        let answer = session.sql(sql).await.unwrap();
+        assert_eq!(ints(&answer), [3, 6, 9, 12, 15].map(Some));
+        let region = session.service("triple").expect("started by rpc_call");
+        assert_eq!(region.members().len(), 2);
+        // a name that is no service still says what there is
+        let e = session
+            .sql("SELECT rpc_call('nope', 'triple', 1)")
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(e.contains("no RPC service named 'nope'"), "{e}");
     })
     .await;
 }

@@ -107,6 +107,9 @@ impl AsyncDB for RpcDb {
     }
 }
 
+/// How long one `.slt` file may run.
+const FILE_DEADLINE: Duration = Duration::from_secs(300);
+
 async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
     let mut failures = Vec::new();
     for file in files {
@@ -134,11 +137,19 @@ async fn run(files: &[PathBuf], complete: bool) -> Vec<String> {
             }
             continue;
         }
-        match runner.run_file_async(file).await {
-            Ok(()) => println!("ok   {}", file.display()),
-            Err(error) => {
+        // a statement that never returns fails its file, not the run
+        match tokio::time::timeout(FILE_DEADLINE, runner.run_file_async(file)).await {
+            Ok(Ok(())) => println!("ok   {}", file.display()),
+            Ok(Err(error)) => {
                 println!("FAIL {}", file.display());
                 failures.push(format!("{}:\n{}", file.display(), error.display(true)));
+            }
+            Err(_) => {
+                println!("FAIL {}", file.display());
+                failures.push(format!(
+                    "{}: did not finish within {FILE_DEADLINE:?}",
+                    file.display()
+                ));
             }
         }
     }

@@ -316,7 +316,7 @@ async fn check(client: &ServiceClient, case: &Case, rows: Option<usize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_service_equals_in_process() {
-    common::within(async {
+    common::within(Box::pin(async {
         let cases = cases();
         let mut names: Vec<String> = cases.iter().map(|c| c.function.to_string()).collect();
         names.sort();
@@ -343,6 +343,6 @@ async fn through_service_equals_in_process() {
             }
         }
         region.shutdown().await;
-    })
+    }))
     .await;
 }

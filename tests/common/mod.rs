@@ -21,6 +21,65 @@ pub async fn within<T>(future: impl Future<Output = T>) -> T {
         .expect("the test did not finish within its deadline")
 }
 
+/// How long a test waits for a child's first line (its address).
+pub const FIRST_LINE: Duration = Duration::from_secs(60);
+
+/// The first line `reader` gives (without its newline), read on a thread
+/// of its own so the wait has a deadline: `None` if none came within
+/// `deadline` (or the reader ended first). The reader is returned too,
+/// positioned after the line, once the line is in.
+pub fn first_line_within<R: std::io::BufRead + Send + 'static>(
+    mut reader: R,
+    deadline: Duration,
+) -> Option<(String, R)> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        let _ = sender.send(match read {
+            Ok(n) if n > 0 => Some((line.trim_end().to_string(), reader)),
+            _ => None,
+        });
+    });
+    receiver.recv_timeout(deadline).ok().flatten()
+}
+
+/// How long a test waits for a child it runs to end.
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs `command` to its end, killing it if it takes longer than
+/// [`CHILD_DEADLINE`] (the test then fails, naming the command): a child
+/// that hangs cannot hang the test.
+pub fn output_within(command: &mut std::process::Command) -> std::process::Output {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child_output_within(child)
+}
+
+/// [`std::process::Child::wait_with_output`], killing the child if it
+/// takes longer than [`CHILD_DEADLINE`].
+pub fn child_output_within(child: std::process::Child) -> std::process::Output {
+    let id = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(CHILD_DEADLINE) {
+        Ok(output) => output.expect("the child's output"),
+        Err(_) => {
+            // SAFETY: signalling our own child, not reaped yet (its waiter
+            // is still waiting)
+            unsafe {
+                libc::kill(i32::try_from(id).unwrap_or(i32::MAX), libc::SIGKILL);
+            }
+            panic!("child {id} did not finish within {CHILD_DEADLINE:?}");
+        }
+    }
+}
+
 /// Service options from `key = value` pairs.
 pub fn options(pairs: &[(&str, &str)]) -> ServiceOptions {
     let mut options = ServiceOptions::default();
@@ -198,12 +257,17 @@ pub fn python_tests() -> std::path::PathBuf {
 pub fn address_of(child: &mut std::process::Child) -> String {
     use std::io::BufRead;
     let stdout = child.stdout.take().expect("the server's stdout is piped");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|line| !line.starts_with("added function"))
-        .expect("the server prints its address");
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut reader = std::io::BufReader::new(stdout);
+    let line = loop {
+        let Some((line, rest)) = first_line_within(reader, FIRST_LINE) else {
+            let _ = child.kill();
+            panic!("the server printed no address within {FIRST_LINE:?}");
+        };
+        reader = rest;
+        if !line.starts_with("added function") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || reader.lines().for_each(drop));
     format!("http://{}", line.trim().trim_start_matches("http://"))
 }

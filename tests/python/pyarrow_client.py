@@ -6,6 +6,7 @@ Prints 'N passed, N failed' and exits non-zero on any failure.
 """
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -15,6 +16,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 TOKEN = "py-s3cret"
+
+
+# every blocking call below has a deadline: the whole run is bounded too
+DEADLINE_S = 240
 
 
 def start(binary, token_file):
@@ -98,6 +103,8 @@ def test_unknown_function_is_named(client):
 
 
 def main():
+    # SIGALRM ends a run stuck in a read (the default action exits)
+    signal.alarm(DEADLINE_S)
     binary = sys.argv[1]
     passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,139 @@
+//! Cancellation: a query that stops early (its `LIMIT` satisfied, its stream
+//! dropped) cancels the requests it has in flight, and the instances stop
+//! working on them: the queued ones are skipped, unevaluated.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::within;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use futures::StreamExt;
+use rpcop::{RpcSession, ServiceRegion};
+
+/// Waits until the region's instances evaluate nothing and `client` has
+/// nothing outstanding; returns what the instances evaluated and skipped.
+async fn settled(region: &ServiceRegion, client: &rpcop::ServiceClient) -> (u64, u64) {
+    loop {
+        let stats = region.stats().await;
+        let idle = stats
+            .iter()
+            .all(|(_, s)| s.as_ref().is_some_and(|s| s.in_flight == 0));
+        if idle && client.stats().in_flight == 0 {
+            let sum = |f: &dyn Fn(&rpcop::wire::InstanceStats) -> u64| -> u64 {
+                stats.iter().filter_map(|(_, s)| s.as_ref()).map(f).sum()
+            };
+            return (sum(&|s| s.requests), sum(&|s| s.cancelled));
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// 64 requests of 100 ms each, 16 in flight per partition, on one thread:
+/// the query needs one answer. Without cancellation the instance would
+/// evaluate every request sent (1.6 s or more); with it, a few.
+async fn limit_cancels(options: &str) {
+    let session = RpcSession::builder()
+        .with_demo_functions()
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+        .build();
+    within(async {
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE m FOR FUNCTION model_sim WITH (parallelism = 1, threads = 1, \
+                 batch_size = 1, max_in_flight = 16, {options})"
+            ))
+            .await
+            .unwrap();
+        let region = session.service("m").unwrap();
+        let client = session.client("m").unwrap();
+        let query = "SELECT r FROM (SELECT model_sim('x' || value, 100, 0) AS r \
+                     FROM generate_series(1, 64)) WHERE r IS NOT NULL LIMIT 1";
+        let answer = session.sql(query).await.unwrap();
+        let shown = pretty_format_batches(&answer).unwrap().to_string();
+        assert_eq!(
+            answer.iter().map(|b| b.num_rows()).sum::<usize>(),
+            1,
+            "{shown}"
+        );
+        let (evaluated, skipped) = settled(&region, &client).await;
+        assert!(
+            evaluated <= 4 && skipped >= 10,
+            "{options}: {evaluated} evaluated, {skipped} skipped"
+        );
+        // the slots came back: the next query gets the instance at once
+        let all = session
+            .sql("SELECT count(model_sim('y' || value, 0, 0)) FROM generate_series(1, 100)")
+            .await
+            .unwrap();
+        assert!(
+            pretty_format_batches(&all)
+                .unwrap()
+                .to_string()
+                .contains("| 100 ")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_satisfied_limit_cancels_requests_handed_over_in_process() {
+    limit_cancels("transport = 'auto'").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_satisfied_limit_cancels_requests_over_flight() {
+    limit_cancels("transport = 'flight'").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_satisfied_limit_cancels_requests_of_an_instance_process() {
+    limit_cancels("isolation = 'process'").await;
+}
+
+/// A caller's stream dropped half-way (a user's code, not SQL): its
+/// requests are cancelled the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_cancels_its_requests() {
+    within(async {
+        let region = common::region(
+            "drop",
+            &["model_sim"],
+            &[
+                ("threads", "1"),
+                ("max_in_flight", "8"),
+                ("transport", "flight"),
+            ],
+        )
+        .await;
+        let client = region.client().unwrap();
+        let batches: Vec<_> = (0..32)
+            .map(|i| {
+                let text: datafusion::arrow::array::ArrayRef = Arc::new(
+                    datafusion::arrow::array::StringArray::from(vec![format!("r{i}")]),
+                );
+                let latency: datafusion::arrow::array::ArrayRef =
+                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![100]));
+                let cost: datafusion::arrow::array::ArrayRef =
+                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![0]));
+                datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+                    ("text", text),
+                    ("latency", latency),
+                    ("cost", cost),
+                ])
+                .unwrap()
+            })
+            .collect();
+        let mut stream = Box::pin(client.call_stream("model_sim", futures::stream::iter(batches)));
+        assert!(stream.next().await.unwrap().is_ok());
+        drop(stream);
+        let (evaluated, skipped) = settled(&region, &client).await;
+        assert!(
+            evaluated <= 3 && skipped >= 5,
+            "{evaluated} evaluated, {skipped} skipped"
+        );
+    })
+    .await;
+}
