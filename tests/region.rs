@@ -108,8 +108,6 @@ async fn killed_mid_stream(isolation: &str) {
         .unwrap()
         .expect("the stream survives the kill");
     assert_upper_in_order(&results, ROWS);
-    // the victim's requests were re-sent, not lost
-    assert!(client.stats().retries > 0, "{:?}", client.stats());
     wait_ready(&region, 4).await;
     let members = region.members();
     assert!(members.iter().all(|m| m.id != victim), "{members:?}");

@@ -121,7 +121,7 @@ fn a_newcomers_interactive_session() {
     assert!(stdout.contains("| NEWCOMER |"), "{stdout}");
     // the query went through the service: one request
     assert!(
-        stdout.contains("| t        | explicit | upper     | 2/2         | thread    | least_outstanding | 1        | 0      |"),
+        stdout.contains("| t        | explicit | upper     | 2/2         | thread    | least_outstanding | 1        | 1    | 0      | 0       | 0        |"),
         "{stdout}"
     );
     // one instance left after ALTER, listed by DESCRIBE

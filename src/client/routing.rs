@@ -199,8 +199,11 @@ impl Router {
     fn choose(&self, mut connections: Vec<Arc<Connection>>) -> Arc<Connection> {
         let n = connections.len();
         // the expected wait at an instance: its requests outstanding (and
-        // this one) times its recent answer time, so a straggler gets fewer;
-        // an instance not yet timed counts as the fastest timed one
+        // this one) times its recent answer time, so a straggler gets fewer.
+        // An idle instance (nothing outstanding, nothing given up that it is
+        // probably still working on), or one not yet timed, counts as the
+        // fastest: an estimate can never starve an instance, which is tried
+        // when idle and its estimate renewed
         let fastest = connections
             .iter()
             .map(|c| c.latency_us())
@@ -208,11 +211,12 @@ impl Router {
             .min()
             .unwrap_or(1);
         let load = |c: &Arc<Connection>| {
+            let outstanding = c.outstanding.load(Ordering::Relaxed) as u64;
             let latency = match c.latency_us() {
-                0 => fastest,
+                l if l == 0 || c.is_idle() => fastest,
                 l => l,
             };
-            (c.outstanding.load(Ordering::Relaxed) as u64 + 1).saturating_mul(latency)
+            (outstanding + 1).saturating_mul(latency)
         };
         let index = match self.policy {
             LoadBalance::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,

@@ -9,16 +9,17 @@
 //! option table of `docs/sql.md` ([`ServiceOptions::markdown_table`], kept
 //! equal to the docs by a test).
 
+mod hedge;
 mod values;
 
 use std::time::Duration;
 
-use values::{
-    Choice, Count, Devices, Environment, Flag, HedgeKind, Limit, Positive, Size, Text, ValueKind,
-};
+pub use hedge::Hedge;
+use hedge::HedgeKind;
+use values::{Choice, Count, Devices, Environment, Flag, Limit, Positive, Size, Text, ValueKind};
 pub use values::{
-    DeviceSet, Hedge, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration,
-    parse_bytes, parse_duration,
+    DeviceSet, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration, parse_bytes,
+    parse_duration,
 };
 
 /// Where an option applies, and whether it may change while its service runs.

@@ -51,6 +51,11 @@ pub(crate) struct Connection {
     /// Its recent answer time in microseconds (0 until the first), a moving
     /// average of the last few (each new one weighs 1/8).
     latency_us: AtomicU64,
+    /// Until when (microseconds since `created`) it is probably still busy
+    /// with an attempt this client gave up (a lost hedge, a timeout, a
+    /// cancel): the instance works on, though nothing is outstanding here.
+    busy_until_us: AtomicU64,
+    created: std::time::Instant,
     exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
     /// Set, with why, once the instance has left its service (it died, or
     /// was replaced): requests still waiting on it fail at once.
@@ -79,6 +84,8 @@ impl Connection {
             udf_server,
             outstanding: AtomicUsize::new(0),
             latency_us: AtomicU64::new(0),
+            busy_until_us: AtomicU64::new(0),
+            created: std::time::Instant::now(),
             exchanges: Mutex::new(HashMap::new()),
             gone: watch::Sender::new(None),
         }
@@ -89,6 +96,11 @@ impl Connection {
     /// attempt took at least that long: it can only raise the estimate.
     pub(crate) fn record_latency(&self, took: Duration, answered: bool) {
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        if !answered {
+            // still at work on it, probably for about its usual time
+            let until = self.now_us().saturating_add(self.latency_us().max(sample));
+            self.busy_until_us.fetch_max(until, Ordering::Relaxed);
+        }
         let _ = self
             .latency_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
@@ -112,6 +124,17 @@ impl Connection {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
                 Some(now.saturating_mul(2).max(1))
             });
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Is it idle: nothing outstanding here, and no given-up attempt it is
+    /// probably still working on?
+    pub(crate) fn is_idle(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) == 0
+            && self.now_us() >= self.busy_until_us.load(Ordering::Relaxed)
     }
 
     /// Its recent answer time in microseconds; 0 before any.
