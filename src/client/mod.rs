@@ -31,12 +31,13 @@ pub(crate) use batching::slices;
 
 use hedging::{Latencies, Winner, race};
 use routing::Router;
+use stats::Counters;
 pub(crate) use stats::OpenStream;
 pub use stats::{CallReport, ClientStats};
-use stats::{Counters, InFlight};
 
 use crate::error::RpcError;
-use crate::options::{OnError, ServiceOptions};
+use crate::instance::InFlight;
+use crate::options::{Hedge, OnError, ServiceOptions};
 use crate::region::{MembershipWatch, ServiceRegion, may_blame_request};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
 use crate::wire::{self, BearerToken, FunctionSignature};
@@ -433,7 +434,9 @@ impl ServiceClient {
             }
         };
         outstanding.answered = true;
-        self.inner.latencies.record(started.elapsed());
+        if self.inner.options.hedge_after == Hedge::Auto {
+            self.inner.latencies.record(started.elapsed());
+        }
         // any instance of the same code would answer the same: not retried
         if answer.len() != arguments.num_rows() {
             return Err(Failure::Reject(format!(

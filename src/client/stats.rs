@@ -95,20 +95,3 @@ impl Drop for OpenStream {
         }
     }
 }
-
-/// Counts a request as in flight until dropped (answered, failed, or its
-/// caller gave up).
-pub(crate) struct InFlight<'a>(&'a AtomicU64);
-
-impl<'a> InFlight<'a> {
-    pub(crate) fn enter(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}

@@ -47,7 +47,8 @@ impl Counters {
     }
 }
 
-/// A request being evaluated; counted in `in_flight` until dropped.
+/// Counts one thing in `counter` while it lives: a request being evaluated
+/// (an instance's `in_flight`), or one outstanding at a client.
 pub(crate) struct InFlight<'a>(&'a AtomicU64);
 
 impl<'a> InFlight<'a> {

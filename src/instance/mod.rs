@@ -38,6 +38,7 @@ use crate::error::{FunctionError, RpcError};
 use crate::function::{HostedFunction, LoadContext};
 use crate::wire::{self, check_token};
 use counters::Counters;
+pub(crate) use counters::InFlight;
 use evaluator::Evaluator;
 use flight::FlightHandler;
 use host::Host;
