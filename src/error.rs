@@ -228,6 +228,22 @@ pub enum RpcError {
         /// Why.
         reason: String,
     },
+    /// A TLS file or setting that cannot be used.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What is wrong, naming the file and the option or flag.
+        reason: String,
+    },
+    /// `rpcop serve` asked to listen beyond this host without TLS.
+    #[error(
+        "refusing to serve on {bind} without TLS: callers' bearer tokens and data would cross \
+         the network readable. Give --tls-cert and --tls-key (and --tls-client-ca for mutual \
+         TLS), bind a loopback address, or pass --insecure on a network you trust"
+    )]
+    PlainTextBeyondLoopback {
+        /// The address asked for.
+        bind: std::net::SocketAddr,
+    },
     /// An instance could not listen on its address.
     #[error("instance failed to bind {address}: {source}")]
     Bind {

@@ -20,10 +20,10 @@ use crate::error::RpcError;
 use crate::function::FunctionLibrary;
 use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
-use crate::wire::{BearerToken, LIFELINE_ENV};
+use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
 
 /// The flags of `rpcop serve`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port. Loopback unless told
     /// otherwise.
@@ -49,6 +49,39 @@ pub struct ServeArgs {
     /// a function with a model runs on; without it, the CPU.
     #[arg(long, env = "RPCOP_CUDA_DEVICE")]
     pub cuda_device: Option<usize>,
+    /// PEM certificate (chain) to serve TLS with; with --tls-key. The
+    /// address printed is then https://.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates of the authority callers' certificates must chain
+    /// to: mutual TLS, callers without such a certificate are refused.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve in plain text on an address beyond loopback (refused without
+    /// it): tokens and data cross the network readable.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("bind", &self.bind)
+            .field("functions", &self.functions)
+            .field("token_file", &self.token_file)
+            .field("token", &self.token.as_ref().map(|_| "(redacted)"))
+            .field("threads", &self.threads)
+            .field("memory_limit", &self.memory_limit)
+            .field("cuda_device", &self.cuda_device)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 impl ServeArgs {
@@ -74,6 +107,24 @@ impl ServeArgs {
                 self.threads.to_string(),
                 format!("1 to {most} (the budget of this machine)"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The instance's TLS, if asked for.
+    pub fn tls(&self) -> Option<ServerTls> {
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(ServerTls {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Refuses plain text beyond loopback unless `--insecure`.
+    fn check_transport(&self) -> Result<(), RpcError> {
+        if self.tls().is_none() && !self.bind.ip().is_loopback() && !self.insecure {
+            return Err(RpcError::PlainTextBeyondLoopback { bind: self.bind });
         }
         Ok(())
     }
@@ -112,13 +163,17 @@ impl ServeArgs {
 /// ```
 pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), RpcError> {
     args.check()?;
+    args.check_transport()?;
+    // the files read (and checked) before anything loads
+    let tls = args.tls().map(|tls| tls.config()).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     crate::malloc::tune();
     if let Some(limit) = args.memory_limit {
         limit_memory(limit)?;
     }
     let token = args.token()?;
     let functions = library.select(&args.functions)?;
-    let config = InstanceConfig::new(functions, token)
+    let config = InstanceConfig::new(functions, &token)
         .with_threads(args.threads)
         .with_cuda_device(args.cuda_device);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -135,12 +190,12 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         let listener = bind(args.bind).await?;
         let address = listener.local_addr()?;
         let mut stdout = std::io::stdout().lock();
-        // a URL that pastes into ENDPOINTS ('http://...')
-        writeln!(stdout, "http://{address}")?;
+        // a URL that pastes into ENDPOINTS ('http://...' or 'https://...')
+        writeln!(stdout, "{scheme}://{address}")?;
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%address, functions = ?args.functions, "serving");
-        instance.serve(listener, shutdown_signal()).await
+        instance.serve(listener, tls, shutdown_signal()).await
     })
 }
 
@@ -216,5 +271,48 @@ fn limit_memory(bytes: u64) -> Result<(), RpcError> {
         Ok(())
     } else {
         Err(RpcError::Io(std::io::Error::last_os_error()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(bind: &str) -> ServeArgs {
+        ServeArgs {
+            bind: bind.parse().unwrap(),
+            functions: vec!["upper".into()],
+            token_file: None,
+            token: Some("t".into()),
+            threads: 1,
+            memory_limit: None,
+            cuda_device: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            insecure: false,
+        }
+    }
+
+    #[test]
+    fn plain_text_stays_on_loopback_unless_told_otherwise() {
+        assert!(args("127.0.0.1:0").check_transport().is_ok());
+        assert!(args("[::1]:0").check_transport().is_ok());
+        let wide = args("0.0.0.0:50051");
+        assert!(matches!(
+            wide.check_transport(),
+            Err(RpcError::PlainTextBeyondLoopback { .. })
+        ));
+        let insecure = ServeArgs {
+            insecure: true,
+            ..wide.clone()
+        };
+        assert!(insecure.check_transport().is_ok());
+        let tls = ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..wide
+        };
+        assert!(tls.check_transport().is_ok());
     }
 }

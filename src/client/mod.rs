@@ -40,7 +40,7 @@ use crate::instance::InFlight;
 use crate::options::{Hedge, OnError, ServiceOptions};
 use crate::region::{MembershipWatch, ServiceRegion, may_blame_request};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
-use crate::wire::{self, BearerToken, FunctionSignature};
+use crate::wire::{self, Access, FunctionSignature};
 
 /// The bytes of the rows of `arguments` (a slice counts its rows, not the
 /// buffers it shares).
@@ -126,7 +126,7 @@ impl ServiceClient {
         let router = Router::new(
             service.clone(),
             &options,
-            BearerToken::for_protocol(token, options.protocol)?,
+            Access::of(token, &options)?,
             membership,
         );
         Ok(Self {

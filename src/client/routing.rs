@@ -19,7 +19,7 @@ use crate::error::RpcError;
 use crate::options::{LoadBalance, Protocol, ServiceOptions, Transport};
 use crate::region::{Member, MemberState, Membership, MembershipWatch};
 use crate::transport::Connection;
-use crate::wire::{BearerToken, connect};
+use crate::wire::{Access, connect};
 
 /// How long a client waits, after a connection broke, for the region to say
 /// whether (and why) the instance died. The supervisor notices a process's
@@ -34,7 +34,7 @@ pub(crate) struct Router {
     /// What the instances speak.
     protocol: Protocol,
     timeout: Duration,
-    token: BearerToken,
+    access: Access,
     membership: MembershipWatch,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     cursor: AtomicUsize,
@@ -47,7 +47,7 @@ impl Router {
     pub(crate) fn new(
         service: String,
         options: &ServiceOptions,
-        token: BearerToken,
+        access: Access,
         membership: MembershipWatch,
     ) -> Arc<Self> {
         let seed = std::hash::BuildHasher::hash_one(
@@ -60,7 +60,7 @@ impl Router {
             transport: options.transport,
             protocol: options.protocol,
             timeout: options.timeout,
-            token,
+            access,
             membership,
             connections: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
@@ -180,7 +180,7 @@ impl Router {
                 if let Some(connection) = connections.get(&m.id) {
                     return Ok(Arc::clone(connection));
                 }
-                let client = connect(&m.address, &self.token, self.timeout)?;
+                let client = connect(&m.address, &self.access, self.timeout)?;
                 let direct = self.transport == Transport::Auto;
                 let connection = Arc::new(Connection::new(
                     m.id,

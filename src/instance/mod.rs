@@ -33,10 +33,11 @@ use datafusion::config::ConfigOptions;
 use tokio::net::TcpListener;
 use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 
 use crate::error::{FunctionError, RpcError};
 use crate::function::{HostedFunction, LoadContext};
-use crate::wire::{self, check_token};
+use crate::wire::{self, Secret, check_token};
 use counters::Counters;
 pub(crate) use counters::InFlight;
 use evaluator::Evaluator;
@@ -49,17 +50,17 @@ use local::Serving;
 #[derive(Debug, Clone)]
 pub(crate) struct InstanceConfig {
     functions: Vec<HostedFunction>,
-    token: Arc<str>,
+    token: Secret,
     threads: usize,
     cuda_device: Option<usize>,
 }
 
 impl InstanceConfig {
     /// An instance hosting `functions`, answering calls that carry `token`.
-    pub(crate) fn new(functions: Vec<HostedFunction>, token: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(functions: Vec<HostedFunction>, token: &str) -> Self {
         Self {
             functions,
-            token: token.into(),
+            token: Secret::new(token),
             threads: 1,
             cuda_device: None,
         }
@@ -82,7 +83,7 @@ impl InstanceConfig {
 #[derive(Clone)]
 pub(crate) struct Instance {
     host: Arc<Host>,
-    token: Arc<str>,
+    token: Secret,
 }
 
 impl std::fmt::Debug for Instance {
@@ -127,21 +128,23 @@ impl Instance {
                 config: Arc::new(ConfigOptions::default()),
                 session: Mutex::default(),
             }),
-            token: Arc::clone(&config.token),
+            token: config.token.clone(),
         })
     }
 
-    /// Serves on `listener` until `shutdown` completes. Then (or when this
-    /// future is dropped) the instance stops evaluating: it serves once.
+    /// Serves on `listener` (over TLS with `tls`) until `shutdown`
+    /// completes. Then (or when this future is dropped) the instance stops
+    /// evaluating: it serves once.
     pub(crate) async fn serve(
         self,
         listener: TcpListener,
+        tls: Option<ServerTlsConfig>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RpcError> {
         let address = listener
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let expected = wire::bearer(&self.token);
+        let expected = wire::bearer(self.token.expose());
         let service = FlightServiceServer::new(FlightHandler {
             host: Arc::clone(&self.host),
         })
@@ -157,7 +160,13 @@ impl Instance {
             shutdown.await;
             let _ = stopping.send(());
         };
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| RpcError::Tls {
+                reason: format!("the instance's certificate or key: {e}"),
+            })?;
+        }
+        let server = builder
             .tcp_nodelay(true)
             .initial_stream_window_size(wire::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(wire::CONNECTION_WINDOW_BYTES)

@@ -25,7 +25,7 @@ use super::lifeline::{TokenFd, guard_group, tie};
 use super::process::{ARROW_UDF_LINE, ChildStart, piped};
 use super::running::{LastWords, Running};
 use crate::options::{Protocol, ServiceOptions};
-use crate::wire::{self, BearerToken, ProbeFailure, TOKEN_PATH};
+use crate::wire::{self, Access, BearerToken, ProbeFailure, TOKEN_PATH};
 
 /// How often a starting instance is probed until it answers.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -115,8 +115,8 @@ async fn ready(
     deadline: tokio::time::Instant,
 ) -> Result<(), String> {
     let token = BearerToken::for_protocol(token, protocol).map_err(|e| e.to_string())?;
-    let client =
-        wire::connect(address, &token, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let client = wire::connect(address, &Access::token(token), Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let answer = wire::probe(&client, protocol, left.min(Duration::from_secs(5))).await;

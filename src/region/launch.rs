@@ -16,7 +16,7 @@ use super::running::Running;
 use crate::function::HostedFunction;
 use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{Protocol, ServiceOptions};
-use crate::wire::{self, BearerToken, NoAnswer, ProbeFailure, connect, probe, try_action};
+use crate::wire::{self, Access, NoAnswer, ProbeFailure, Secret, connect, probe, try_action};
 
 /// Instances of a region listen on loopback only.
 pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -42,7 +42,7 @@ pub(crate) struct InstanceSpec {
     /// The functions, loadable here (empty for a remote region).
     pub(crate) functions: Vec<HostedFunction>,
     /// The bearer token the instances require.
-    pub(crate) token: String,
+    pub(crate) token: Secret,
 }
 
 impl Launcher {
@@ -70,14 +70,14 @@ impl Launcher {
                     command,
                     bind: SocketAddr::from((BIND_HOST, 0)),
                     token,
-                    token_text: &spec.token,
+                    token_text: spec.token.expose(),
                 };
                 launch_command(&command, slot, options).await
             }
             Launcher::Remote { endpoints } => {
                 let endpoint = endpoints.get(slot % endpoints.len().max(1));
                 let address = endpoint.cloned().unwrap_or_default();
-                check_remote(address, &spec.token, options).await
+                check_remote(address, spec.token.expose(), options).await
             }
         }
     }
@@ -96,9 +96,9 @@ async fn check_remote(
     options: &ServiceOptions,
 ) -> Result<(String, Running), String> {
     let protocol = options.protocol;
-    let token = BearerToken::for_protocol(token, protocol).map_err(|e| e.to_string())?;
+    let access = Access::of(token, options).map_err(|e| e.to_string())?;
     let timeout = options.timeout.min(Duration::from_secs(5));
-    let client = connect(&address, &token, timeout).map_err(|e| e.to_string())?;
+    let client = connect(&address, &access, timeout).map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let answer = if protocol == Protocol::Rpcop {
         try_action(&client, wire::ACTION_HEALTH, timeout)
@@ -129,6 +129,20 @@ fn health_failure(address: &str, no_answer: &NoAnswer, waited: Duration) -> Stri
             "{address} refused the token: {}; give the token its instances were started with",
             status.message()
         ),
+        NoAnswer::Status(status) if is_tls_failure(address, &root_cause(status)) => format!(
+            "{address}: TLS failed: {}; check `tls_ca` (the \
+             authority that signed the instance's certificate) and, if the instance wants \
+             mutual TLS (`--tls-client-ca`), `tls_cert` and `tls_key`",
+            root_cause(status)
+        ),
+        NoAnswer::Status(status)
+            if address.starts_with("http://") && closed_early(&root_cause(status)) =>
+        {
+            format!(
+                "{address} closed the connection without answering the health check; if the \
+                 instance serves TLS (`rpcop serve --tls-cert`), give its address as https://"
+            )
+        }
         NoAnswer::Status(status) if status.code() == tonic::Code::Unavailable => format!(
             "{address} cannot be reached (after {waited:.0?}): {}; is an instance (`rpcop serve`) \
              running there, listening on that address?",
@@ -137,7 +151,7 @@ fn health_failure(address: &str, no_answer: &NoAnswer, waited: Duration) -> Stri
         NoAnswer::Status(status) => format!(
             "{address} failed the health check ({:?}): {}",
             status.code(),
-            status.message()
+            root_cause(status)
         ),
         NoAnswer::Silent(timeout) => format!(
             "{address} accepted the connection but did not answer a health check within \
@@ -145,6 +159,31 @@ fn health_failure(address: &str, no_answer: &NoAnswer, waited: Duration) -> Stri
         ),
         NoAnswer::Empty => format!("{address} answered the health check with nothing"),
     }
+}
+
+/// Whether a health check of an `https://` address failed in TLS: a
+/// certificate that does not verify, a handshake alert or a connection
+/// closed under it (a missing client certificate).
+fn is_tls_failure(address: &str, cause: &str) -> bool {
+    let cause = cause.to_ascii_lowercase();
+    address.starts_with("https://")
+        && (closed_early(&cause)
+            || ["certificate", "alert", "handshake", "tls"]
+                .iter()
+                .any(|word| cause.contains(word)))
+}
+
+/// Whether a health check's connection was closed under it, or answered
+/// with bytes that are not HTTP/2: what a TLS instance does to a caller
+/// speaking plain text, or without the certificate it wants.
+fn closed_early(cause: &str) -> bool {
+    [
+        "connection closed",
+        "broken pipe",
+        "frame with invalid size",
+    ]
+    .iter()
+    .any(|what| cause.contains(what))
 }
 
 /// The innermost cause of a transport error (`Connection refused`), not
@@ -191,7 +230,7 @@ async fn launch_thread(
         .map_err(|e| format!("cannot build the instance's runtime: {e}"))?;
     let handle = runtime.handle().clone();
     let mut runtime = StartingRuntime(Some(runtime));
-    let config = InstanceConfig::new(spec.functions.clone(), spec.token.as_str())
+    let config = InstanceConfig::new(spec.functions.clone(), spec.token.expose())
         .with_threads(options.threads)
         .with_cuda_device(cuda_device);
     let instance = handle
@@ -217,7 +256,7 @@ async fn launch_thread(
             .map_err(|e| e.to_string());
         let _ = address_tx.send(address);
         let result = instance
-            .serve(listener, async {
+            .serve(listener, None, async {
                 let _ = shutdown_rx.await;
             })
             .await;

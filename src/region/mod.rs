@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use crate::error::RpcError;
 use crate::function::HostedFunction;
 use crate::options::{Isolation, OptionError, ServiceOptions};
-use crate::wire::{BearerToken, InstanceStats, instance_stats};
+use crate::wire::{Access, BearerToken, InstanceStats, Secret, instance_stats};
 use launch::{InstanceSpec, Launcher};
 use lifeline::TokenFd;
 use membership::MembershipPublisher;
@@ -50,7 +50,7 @@ pub struct RegionBuilder {
     name: String,
     functions: Vec<HostedFunction>,
     options: ServiceOptions,
-    token: Option<String>,
+    token: Option<Secret>,
     serve_program: Option<PathBuf>,
     /// Attach to these instances instead of starting any.
     endpoints: Vec<String>,
@@ -82,7 +82,7 @@ impl RegionBuilder {
 
     /// The bearer token instances require (default: a fresh random one).
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.token = Some(Secret::new(token.into()));
         self
     }
 
@@ -124,9 +124,9 @@ impl RegionBuilder {
         }
         let token = match self.token {
             Some(token) => token,
-            None => random_token()?,
+            None => Secret::new(random_token()?),
         };
-        BearerToken::new(&token)?;
+        BearerToken::new(token.expose())?;
         let launcher = if !self.endpoints.is_empty() {
             options.parallelism = self.endpoints.len();
             Launcher::Remote {
@@ -135,7 +135,7 @@ impl RegionBuilder {
         } else if let Some(command) = &options.command {
             Launcher::Command {
                 command: command.clone(),
-                token: TokenFd::new(&token)?,
+                token: TokenFd::new(token.expose())?,
             }
         } else if options.isolation == Isolation::Process {
             let program = match self.serve_program {
@@ -147,7 +147,7 @@ impl RegionBuilder {
             };
             Launcher::Process {
                 program,
-                token: TokenFd::new(&token)?,
+                token: TokenFd::new(token.expose())?,
             }
         } else {
             Launcher::Thread
@@ -300,7 +300,7 @@ impl ServiceRegion {
 
     /// The bearer token the instances require.
     pub fn token(&self) -> &str {
-        &self.shared.spec.token
+        self.shared.spec.token.expose()
     }
 
     /// Follows the instance set; every change is pushed.
@@ -409,7 +409,7 @@ impl ServiceRegion {
 
     /// Each instance's counters (`None` for one that did not answer).
     pub async fn stats(&self) -> Vec<(Member, Option<InstanceStats>)> {
-        let Ok(token) = BearerToken::new(self.token()) else {
+        let Ok(access) = Access::of(self.token(), &self.options()) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -417,7 +417,7 @@ impl ServiceRegion {
             let stats = if member.address.is_empty() {
                 None
             } else {
-                instance_stats(&member.address, &token).await
+                instance_stats(&member.address, &access).await
             };
             out.push((member, stats));
         }

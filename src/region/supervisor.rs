@@ -21,9 +21,7 @@ use super::launch::{InstanceSpec, Launcher};
 use super::membership::{MemberState, MembershipPublisher};
 use super::running::Running;
 use crate::options::{Protocol, ServiceOptions};
-use crate::wire::{
-    self, BearerToken, FlightClient, action, connect, probe, stats_of, stats_within,
-};
+use crate::wire::{self, Access, FlightClient, action, connect, probe, stats_of, stats_within};
 
 /// How often the supervisor checks an instance's health.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
@@ -261,9 +259,9 @@ impl Keeper {
         }
         // one connection per instance for its health checks and drain
         let protocol = self.shared.options().protocol;
-        let control = BearerToken::for_protocol(&self.shared.spec.token, protocol)
+        let control = Access::of(self.shared.spec.token.expose(), &self.shared.options())
             .ok()
-            .and_then(|token| connect(&address, &token, HEALTH_TIMEOUT).ok());
+            .and_then(|access| connect(&address, &access, HEALTH_TIMEOUT).ok());
         // an instance started here is replaced when wedged; one that runs
         // elsewhere may serve others, and is not this region's to replace;
         // a server of another protocol has no stats, only its probe

@@ -48,7 +48,7 @@ pub(crate) enum Service {
     Running(ServiceEntry),
     /// The implicit service of an annotated function, not started yet: the
     /// options it will start with.
-    Pending(ServiceOptions),
+    Pending(Box<ServiceOptions>),
 }
 
 /// A service whose instances are not all ready yet: what a statement that
@@ -207,7 +207,10 @@ impl ServiceCatalog {
     pub(crate) fn lookup(&self, name: &str) -> Result<Service, DataFusionError> {
         match self.get(name) {
             Ok(entry) => Ok(Service::Running(entry)),
-            Err(error) => self.annotation(name).map(Service::Pending).ok_or(error),
+            Err(error) => self
+                .annotation(name)
+                .map(|o| Service::Pending(Box::new(o)))
+                .ok_or(error),
         }
     }
 

@@ -421,7 +421,7 @@ impl Services {
             // a pending implicit service: nothing runs, every option may change
             Service::Pending(mut options) => {
                 apply(&mut options, changes, Target::Pool)?;
-                self.catalog.annotate(name, options);
+                self.catalog.annotate(name, *options);
                 return Ok(());
             }
         };

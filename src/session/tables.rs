@@ -239,7 +239,7 @@ pub(crate) async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<Re
 pub(crate) fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
     let options = match catalog.lookup(name)? {
         Service::Running(entry) => entry.region.options(),
-        Service::Pending(options) => options,
+        Service::Pending(options) => *options,
     };
     let described = options.describe();
     let column = |text: &dyn Fn(&OptionInfo) -> &str| -> ArrayRef {

@@ -54,10 +54,43 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, RpcError> {
     Ok(token)
 }
 
+/// A token, kept out of `Debug` output (and so out of logs): only
+/// [`Secret::expose`] gives its text.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    pub(crate) fn new(text: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// The token's text, for the one place that sends or checks it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
 /// Adds the region's bearer token to every call (or, for a server of
 /// another protocol, which takes none, nothing).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.0.is_some() {
+            "Bearer (redacted)"
+        } else {
+            "none"
+        };
+        f.debug_tuple("BearerToken").field(&shown).finish()
+    }
+}
 
 impl BearerToken {
     /// The interceptor for `token`, which must be non-empty printable ASCII
@@ -67,7 +100,11 @@ impl BearerToken {
             return Err(RpcError::InvalidToken);
         }
         MetadataValue::try_from(bearer(token))
-            .map(|value| Self(Some(value)))
+            .map(|mut value| {
+                // kept out of HPACK's table and of `Debug`
+                value.set_sensitive(true);
+                Self(Some(value))
+            })
             .map_err(|_| RpcError::InvalidToken)
     }
 
@@ -125,6 +162,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tokens_do_not_show_in_debug_output() {
+        let token = "s3cr3t-t0ken";
+        let shown = format!(
+            "{:?} {:?}",
+            Secret::new(token),
+            BearerToken::new(token).unwrap()
+        );
+        assert!(!shown.contains(token), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
     #[test]
     fn a_token_file_is_a_small_regular_file() {
         let dir = std::env::temp_dir().join(format!("rpcop-token-{}", std::process::id()));

@@ -12,45 +12,71 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::auth::BearerToken;
 use super::stats::InstanceStats;
+use super::tls::ClientTls;
 use crate::error::RpcError;
+use crate::options::ServiceOptions;
 
 /// A Flight client that sends the region's token.
 pub(crate) type FlightClient = FlightServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// Fails unless `address` is one rpcop can reach as it is meant to be
-/// reached: `http://host:port`. An `https://` address is refused rather than
-/// used in plain text (which would send the token readable on the wire):
-/// rpcop does not speak TLS yet.
+/// Fails unless `address` is one rpcop can reach: `http://host:port`, or
+/// `https://host:port` (TLS: the service's `tls_*` options, or the
+/// system's certificate authorities).
 pub(crate) fn check_endpoint(address: &str) -> Result<(), RpcError> {
     let invalid = |reason: &str| RpcError::InvalidEndpoint {
         address: address.to_string(),
         reason: reason.to_string(),
     };
-    if address.starts_with("https://") {
-        return Err(invalid(
-            "rpcop does not speak TLS yet, and will not send the token in plain text to an \
-             https:// endpoint; reach the instance over http:// on a trusted network (or a \
-             TLS-terminating proxy beside it)",
-        ));
-    }
-    let Some(rest) = address.strip_prefix("http://") else {
-        return Err(invalid("expected http://host:port"));
+    let Some(rest) = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+    else {
+        return Err(invalid("expected http://host:port or https://host:port"));
     };
     match rest.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(invalid("expected http://host:port")),
+        _ => Err(invalid("expected http://host:port or https://host:port")),
     }
 }
 
-/// A Flight client for the instance at `address` (`http://host:port`). The
-/// connection is made on first use.
+/// What a caller presents to an instance: the token, and its TLS for an
+/// `https://` address.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    pub(crate) token: BearerToken,
+    pub(crate) tls: Option<ClientTls>,
+}
+
+impl Access {
+    /// The token of a service whose instances speak `options.protocol`,
+    /// and the TLS its options ask for.
+    pub(crate) fn of(token: &str, options: &ServiceOptions) -> Result<Self, RpcError> {
+        let tls = [&options.tls_ca, &options.tls_cert, &options.tls_key]
+            .iter()
+            .any(|o| o.is_some())
+            .then(|| ClientTls::of(options))
+            .transpose()?;
+        Ok(Self {
+            token: BearerToken::for_protocol(token, options.protocol)?,
+            tls,
+        })
+    }
+
+    /// `token`, and the system's authorities for an `https://` address.
+    pub(crate) fn token(token: BearerToken) -> Self {
+        Self { token, tls: None }
+    }
+}
+
+/// A Flight client for the instance at `address` (`http://host:port` or
+/// `https://host:port`). The connection is made on first use.
 pub(crate) fn connect(
     address: &str,
-    token: &BearerToken,
+    access: &Access,
     timeout: Duration,
 ) -> Result<FlightClient, RpcError> {
     check_endpoint(address)?;
-    let endpoint = Endpoint::from_shared(address.to_string())
+    let mut endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| RpcError::InvalidEndpoint {
             address: address.to_string(),
             reason: e.to_string(),
@@ -62,8 +88,16 @@ pub(crate) fn connect(
         .initial_stream_window_size(super::constants::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(super::constants::CONNECTION_WINDOW_BYTES)
         .max_frame_size(super::constants::MAX_FRAME_BYTES);
+    if address.starts_with("https://") {
+        let tls = access.tls.clone().unwrap_or_else(ClientTls::system);
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .map_err(|e| RpcError::Tls {
+                reason: format!("{address}: {e}"),
+            })?;
+    }
     Ok(
-        FlightServiceClient::with_interceptor(endpoint.connect_lazy(), token.clone())
+        FlightServiceClient::with_interceptor(endpoint.connect_lazy(), access.token.clone())
             .max_decoding_message_size(super::constants::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(super::constants::MAX_MESSAGE_BYTES),
     )
@@ -126,19 +160,24 @@ pub(crate) async fn stats_within(
 }
 
 /// Asks the instance at `address` for its counters.
-pub(crate) async fn instance_stats(address: &str, token: &BearerToken) -> Option<InstanceStats> {
-    let client = connect(address, token, Duration::from_secs(2)).ok()?;
+pub(crate) async fn instance_stats(address: &str, access: &Access) -> Option<InstanceStats> {
+    let client = connect(address, access, Duration::from_secs(2)).ok()?;
     stats_of(&client).await
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn only_plain_http_endpoints_are_reached() {
+    fn http_and_https_endpoints_are_reached() {
         assert!(super::check_endpoint("http://127.0.0.1:50051").is_ok());
-        let https = super::check_endpoint("https://127.0.0.1:443").unwrap_err();
-        assert!(https.to_string().contains("TLS"), "{https}");
-        for bad in ["127.0.0.1:1", "http://:1", "http://h:port", "ftp://h:1"] {
+        assert!(super::check_endpoint("https://models.example:443").is_ok());
+        for bad in [
+            "127.0.0.1:1",
+            "http://:1",
+            "http://h:port",
+            "ftp://h:1",
+            "https://h",
+        ] {
             assert!(super::check_endpoint(bad).is_err(), "{bad}");
         }
     }

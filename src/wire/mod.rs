@@ -19,7 +19,8 @@
 //!   its sequence number in the status metadata [`SEQUENCE_STATUS_KEY`];
 //! - `ListFlights`/`GetFlightInfo` describe a function in the Arrow Flight
 //!   UDF convention ([`function_info`]);
-//! - every call carries `authorization: Bearer <token>` ([`bearer`]);
+//! - every call carries `authorization: Bearer <token>` ([`bearer`]), over
+//!   TLS for an `https://` instance ([`ServerTls`] on the instance's side);
 //! - `DoAction` answers [`ACTION_HEALTH`], [`ACTION_DRAIN`],
 //!   [`ACTION_STATS`] (an [`InstanceStats`] as JSON) and
 //!   [`ACTION_PROTOCOL_VERSION`].
@@ -44,12 +45,13 @@ mod probe;
 mod sequence;
 mod session;
 mod stats;
+mod tls;
 
 pub use arguments::{is_scalar_argument, scalar_argument};
-pub(crate) use auth::{BearerToken, check_token};
+pub(crate) use auth::{BearerToken, Secret, check_token};
 pub use auth::{MAX_TOKEN_FILE_BYTES, bearer, read_token_file};
 pub(crate) use connection::{
-    FlightClient, NoAnswer, action, check_endpoint, connect, instance_stats, stats_of,
+    Access, FlightClient, NoAnswer, action, check_endpoint, connect, instance_stats, stats_of,
     stats_within, try_action,
 };
 pub use constants::*;
@@ -66,3 +68,4 @@ pub use sequence::{CANCEL_PREFIX, decode_cancel, decode_sequence, encode_cancel,
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};
 pub use stats::InstanceStats;
+pub use tls::ServerTls;
