@@ -127,12 +127,15 @@ pub enum RpcError {
         /// Why each instance it reached died.
         deaths: Vec<String>,
     },
-    /// One row's arguments are bigger than `max_batch_bytes`: no request can
-    /// hold it within the limit the service was given.
+    /// One row's arguments are bigger than a request may be
+    /// ([`ServiceOptions::request_bytes`](crate::ServiceOptions::request_bytes)):
+    /// no request can hold it within the limits the service was given.
     #[error(
         "service '{service}': one row of arguments for function '{function}' is {bytes} bytes, \
-         more than max_batch_bytes = {limit}; raise it (ALTER RPC SERVICE {service} SET \
-         (max_batch_bytes = ...), at most 256 MiB, the message limit) or pass smaller values"
+         more than a request may hold ({limit} bytes: max_batch_bytes, and three quarters of \
+         max_message_size); raise max_batch_bytes (ALTER RPC SERVICE {service} SET \
+         (max_batch_bytes = ...)) or max_message_size (fixed while the service runs: DROP and \
+         CREATE it), or pass smaller values"
     )]
     RowTooLarge {
         /// The service.
@@ -141,7 +144,7 @@ pub enum RpcError {
         function: String,
         /// The row's argument bytes.
         bytes: usize,
-        /// The service's `max_batch_bytes`.
+        /// The most argument bytes of one request.
         limit: usize,
     },
     /// The instance rejected the request for a reason another instance would

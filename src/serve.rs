@@ -8,7 +8,7 @@
 //! (`http://host:port`, as `ENDPOINTS` takes it), so a parent that passed
 //! port 0 learns the port the system chose. It follows the command contract
 //! of `command` instances too: `RPCOP_BIND`, `RPCOP_TOKEN_FILE`,
-//! `RPCOP_THREADS` and `RPCOP_MEMORY_LIMIT` stand in for the flags, so
+//! `RPCOP_THREADS`, `RPCOP_MAX_MESSAGE_SIZE` and `RPCOP_MEMORY_LIMIT` stand in for the flags, so
 //! `command = 'rpcop serve --function upper'` is an instance.
 
 use std::io::{Read, Write};
@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// a function with a model runs on; without it, the CPU.
     #[arg(long, env = "RPCOP_CUDA_DEVICE")]
     pub cuda_device: Option<usize>,
+    /// Largest message accepted or sent, in bytes; a larger one fails its
+    /// call with OUT_OF_RANGE. Callers must allow as much.
+    #[arg(long, env = "RPCOP_MAX_MESSAGE_SIZE", default_value_t = crate::wire::MAX_MESSAGE_BYTES,
+          value_parser = parse_message_size)]
+    pub max_message_size: usize,
     /// PEM certificate (chain) to serve TLS with; with --tls-key. The
     /// address printed is then https://.
     #[arg(long, requires = "tls_key")]
@@ -76,6 +81,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("threads", &self.threads)
             .field("memory_limit", &self.memory_limit)
             .field("cuda_device", &self.cuda_device)
+            .field("max_message_size", &self.max_message_size)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
@@ -175,7 +181,8 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     let functions = library.select(&args.functions)?;
     let config = InstanceConfig::new(functions, &token)
         .with_threads(args.threads)
-        .with_cuda_device(args.cuda_device);
+        .with_cuda_device(args.cuda_device)
+        .with_max_message(args.max_message_size);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("rpcop-serve")
@@ -260,6 +267,14 @@ fn wait_for_parent_exit() -> bool {
 /// Caps the process's data segment (heap and private mappings): an
 /// allocation past it fails and the process aborts, which its supervisor
 /// reports and restarts.
+/// `--max-message-size`, parsed and bounded as the service option
+/// `max_message_size` is (`1048576`, `'64MiB'`).
+fn parse_message_size(text: &str) -> Result<usize, OptionError> {
+    let mut options = crate::options::ServiceOptions::default();
+    options.set("max_message_size", text)?;
+    Ok(options.max_message_size)
+}
+
 fn limit_memory(bytes: u64) -> Result<(), RpcError> {
     let limit = libc::rlimit {
         rlim_cur: bytes,
@@ -287,6 +302,7 @@ mod tests {
             threads: 1,
             memory_limit: None,
             cuda_device: None,
+            max_message_size: crate::wire::MAX_MESSAGE_BYTES,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

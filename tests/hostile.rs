@@ -156,3 +156,48 @@ async fn wrong_answers_are_reported_as_the_functions_bug() {
     })
     .await;
 }
+
+/// An answer bigger than the service's `max_message_size` is refused on
+/// the wire, by a thread instance over Flight and by a process instance
+/// alike: the query fails at once (not retried) with an error naming the
+/// option, and the service answers the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_the_message_limit_is_refused() {
+    common::within(async {
+        let session = RpcSession::builder()
+            .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+            .build();
+        for (name, isolation) in [("t", "thread', transport = 'flight"), ("p", "process")] {
+            session
+                .sql(&format!(
+                    "CREATE RPC SERVICE {name} FOR FUNCTION repeat WITH (isolation = '{isolation}', \
+                     max_message_size = '64KiB', retries = 3)"
+                ))
+                .await
+                .unwrap();
+            // 8 bytes of arguments, 200,000 bytes of answer
+            let error = session
+                .sql("SELECT length(repeat('ab', 100000)) AS n")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("message length too large") && error.contains("max_message_size"),
+                "{name}: {error}"
+            );
+            let retried = session
+                .sql(&format!("SELECT retries FROM rpc_services() WHERE name = '{name}'"))
+                .await
+                .unwrap();
+            assert_eq!(common::cells(&retried).unwrap(), vec![vec!["0".to_string()]]);
+            // under the limit: answered
+            let batches = session
+                .sql("SELECT length(repeat('ab', 1000)) AS n")
+                .await
+                .unwrap();
+            assert_eq!(common::cells(&batches).unwrap(), vec![vec!["2000".to_string()]]);
+            session.sql(&format!("DROP RPC SERVICE {name}")).await.unwrap();
+        }
+    })
+    .await;
+}

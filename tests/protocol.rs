@@ -449,6 +449,37 @@ async fn rpcop_serve_is_reachable_from_its_flags_alone() {
     .await;
 }
 
+/// `--max-message-size` bounds what a caller can make an instance read: a
+/// message over it is refused with `OUT_OF_RANGE`, and the instance serves
+/// the next exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_limit_are_refused() {
+    within(async {
+        let served = rpcop_serve(&[
+            "--bind",
+            "127.0.0.1:0",
+            "--function",
+            "upper",
+            "--token",
+            "t",
+            "--max-message-size",
+            "64KiB",
+        ]);
+        let mut client = raw_client(&served.1).await;
+        let big = "x".repeat(100_000);
+        let refused = exchange(&mut client, "t", "upper", vec![texts(&[&big])])
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused}");
+        assert!(refused.message().contains("too large"), "{refused}");
+        let answered = exchange(&mut client, "t", "upper", vec![texts(&["small"])])
+            .await
+            .unwrap();
+        assert_eq!(answered[0].column(0).as_string::<i32>().value(0), "SMALL");
+    })
+    .await;
+}
+
 #[test]
 fn rpcop_serve_refuses_bad_flags_clearly() {
     let out = common::output_within(Command::new(env!("CARGO_BIN_EXE_rpcop")).args([

@@ -180,7 +180,7 @@ impl ServiceClient {
         let client = self.clone();
         let function: Arc<str> = Arc::from(function);
         let options = self.options();
-        let (rows, bytes) = (options.batch_size, options.max_batch_bytes);
+        let (rows, bytes) = (options.batch_size, options.request_bytes());
         let open = self.open_stream();
         input
             .flat_map(move |batch| stream::iter(slices(&batch, rows, bytes)))
@@ -272,13 +272,13 @@ impl ServiceClient {
         if arguments.num_rows() == 1 {
             // a request of one row is as small as requests get
             let bytes = argument_bytes(arguments);
-            if bytes > inner.options.max_batch_bytes {
+            if bytes > inner.options.request_bytes() {
                 Counters::add(&inner.counters.failures, 1);
                 return Err(RpcError::RowTooLarge {
                     service: inner.service.clone(),
                     function: function.to_string(),
                     bytes,
-                    limit: inner.options.max_batch_bytes,
+                    limit: inner.options.request_bytes(),
                 });
             }
         }

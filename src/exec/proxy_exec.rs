@@ -175,7 +175,7 @@ impl ExecutionPlan for RpcProxyExec {
         let input = self.input.execute(partition, context)?;
         let metrics = ProxyMetrics::new(&self.metrics, partition);
         let options = self.client.options();
-        let requests = requests(input, options.batch_size, options.max_batch_bytes);
+        let requests = requests(input, options.batch_size, options.request_bytes());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let schema = self.schema();
         let (client, calls) = (self.client.clone(), Arc::clone(&self.calls));

@@ -53,6 +53,7 @@ pub(crate) struct InstanceConfig {
     token: Secret,
     threads: usize,
     cuda_device: Option<usize>,
+    max_message: usize,
 }
 
 impl InstanceConfig {
@@ -63,7 +64,15 @@ impl InstanceConfig {
             token: Secret::new(token),
             threads: 1,
             cuda_device: None,
+            max_message: wire::MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The largest message the instance accepts or sends; a larger one
+    /// fails its call with `OUT_OF_RANGE`.
+    pub(crate) fn with_max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
     }
 
     /// Requests evaluated at once (the instance's worker threads).
@@ -84,6 +93,7 @@ impl InstanceConfig {
 pub(crate) struct Instance {
     host: Arc<Host>,
     token: Secret,
+    max_message: usize,
 }
 
 impl std::fmt::Debug for Instance {
@@ -129,6 +139,7 @@ impl Instance {
                 session: Mutex::default(),
             }),
             token: config.token.clone(),
+            max_message: config.max_message,
         })
     }
 
@@ -148,8 +159,8 @@ impl Instance {
         let service = FlightServiceServer::new(FlightHandler {
             host: Arc::clone(&self.host),
         })
-        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(self.max_message)
+        .max_encoding_message_size(self.max_message);
         let service = InterceptedService::new(service, move |request: Request<()>| {
             check_token(&request, &expected)?;
             Ok(request)

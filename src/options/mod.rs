@@ -149,8 +149,9 @@ pub enum OptionError {
     },
     /// An option of attached instances given for a pool started here.
     #[error(
-        "option '{key}' is the token of instances attached with ENDPOINTS; \
-         a pool started here makes its own"
+        "option '{key}' applies to instances attached with ENDPOINTS (how to reach them: \
+         their token and TLS); a pool started here makes its own token and is reached on \
+         this machine"
     )]
     OnlyForEndpoints {
         /// The option.
@@ -183,6 +184,17 @@ pub enum OptionError {
 /// The smallest memory limit of an instance process: below it, the process
 /// cannot even start its runtime's threads.
 pub const MIN_INSTANCE_MEMORY: u64 = 16 << 20;
+
+/// The default `max_message_size`: 256 MiB (gRPC's usual 4 MiB is too small
+/// for a request of 8192 long strings).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
+
+/// The smallest `max_message_size`: a request of one row must fit.
+pub const MIN_MESSAGE_LIMIT: u64 = 64 << 10;
+
+/// The largest `max_message_size` (and `max_batch_bytes`): 2 GiB, beyond
+/// what Arrow's 32-bit offsets address in one column.
+pub const MAX_MESSAGE_LIMIT: u64 = 2 << 30;
 
 /// The most evaluation threads of one instance.
 pub const MAX_INSTANCE_THREADS: usize = 256;
@@ -286,7 +298,7 @@ declare_options! {
     /// Rows per request.
     batch_size: usize = 8192, Count { min: 1, max: 1 << 24 }, Routing;
     /// Upper bound of the argument bytes of one request.
-    max_batch_bytes: usize = 64 << 20, Size { min: 1024 }, Routing;
+    max_batch_bytes: usize = 64 << 20, Size { min: 1024, max: MAX_MESSAGE_LIMIT }, Routing;
     /// Requests outstanding per caller stream (a query partition).
     max_in_flight: usize = 8, Count { min: 1, max: 4096 }, Routing;
     /// Per-request timeout; a request not answered in time is re-sent.
@@ -327,6 +339,8 @@ declare_options! {
     tls_cert: Option<String> = None, Text { what: "the path of a PEM certificate file, or 'none'" }, Attach;
     /// PEM file of the private key of tls_cert.
     tls_key: Option<String> = None, Text { what: "the path of a PEM private key file, or 'none'" }, Attach;
+    /// Largest message sent or accepted on the wire (a request or an answer), by callers and by the instances started here; a larger one is refused.
+    max_message_size: usize = DEFAULT_MAX_MESSAGE_SIZE, Size { min: MIN_MESSAGE_LIMIT, max: MAX_MESSAGE_LIMIT }, Hosting;
     /// Host volatile functions (random(), a sampling model): a retried or re-routed request may answer differently.
     allow_volatile: bool = false, Flag, Hosting;
 }
@@ -374,6 +388,13 @@ impl ServiceOptions {
             self.isolation = Isolation::Process;
         }
         Ok(())
+    }
+
+    /// The most argument bytes of one request: `max_batch_bytes`, and at
+    /// most three quarters of `max_message_size` (the rest is room for the
+    /// message's framing and Arrow's padding).
+    pub fn request_bytes(&self) -> usize {
+        self.max_batch_bytes.min(self.max_message_size / 4 * 3)
     }
 
     /// Checks the options together (each was validated alone by [`Self::set`]).

@@ -196,6 +196,7 @@ impl ValueKind for Count {
 /// A size in bytes of at least `min`.
 pub(crate) struct Size {
     pub(crate) min: u64,
+    pub(crate) max: u64,
 }
 
 impl ValueKind for Size {
@@ -203,7 +204,7 @@ impl ValueKind for Size {
 
     fn parse(&self, text: &str) -> Option<usize> {
         parse_bytes(text)
-            .filter(|b| *b >= self.min)
+            .filter(|b| (self.min..=self.max).contains(b))
             .and_then(|b| usize::try_from(b).ok())
     }
 
@@ -213,8 +214,9 @@ impl ValueKind for Size {
 
     fn expected(&self) -> String {
         format!(
-            "a size of at least {}, e.g. 1048576 or '64MiB'",
-            binary_size(self.min)
+            "a size from {} to {}, e.g. 1048576 or '64MiB'",
+            binary_size(self.min),
+            binary_size(self.max)
         )
     }
 }
@@ -494,10 +496,14 @@ mod tests {
         let count = Count { min: 1, max: 8 };
         assert_eq!(count.parse(&count.format(&3)), Some(3));
         assert_eq!(count.parse("9"), None);
-        let size = Size { min: 1024 };
+        let size = Size {
+            min: 1024,
+            max: 1 << 30,
+        };
         assert_eq!(size.parse("64MiB"), Some(64 << 20));
         assert_eq!(size.parse(&size.format(&(64 << 20))), Some(64 << 20));
         assert_eq!(size.parse("1000"), None);
+        assert_eq!(size.parse("2GiB"), None);
         let limit = Limit { min: 16 << 20 };
         assert_eq!(limit.parse(&limit.format(&None)), Some(None));
         assert_eq!(limit.parse("1KiB"), None);

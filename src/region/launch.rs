@@ -232,7 +232,8 @@ async fn launch_thread(
     let mut runtime = StartingRuntime(Some(runtime));
     let config = InstanceConfig::new(spec.functions.clone(), spec.token.expose())
         .with_threads(options.threads)
-        .with_cuda_device(cuda_device);
+        .with_cuda_device(cuda_device)
+        .with_max_message(options.max_message_size);
     let instance = handle
         .spawn_blocking(move || Instance::load(&config))
         .await

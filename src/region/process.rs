@@ -227,7 +227,9 @@ fn command(
         .arg("--token-file")
         .arg(TOKEN_PATH)
         .arg("--threads")
-        .arg(options.threads.to_string());
+        .arg(options.threads.to_string())
+        .arg("--max-message-size")
+        .arg(options.max_message_size.to_string());
     for function in &spec.functions {
         command.arg("--function").arg(function);
     }

@@ -42,7 +42,13 @@ pub(crate) fn is_transport(status: &Status) -> bool {
 
 /// What a status from the instance at `address` means for the request.
 pub(crate) fn failure_of(status: &Status, address: &str) -> Failure {
-    let reason = format!("{address}: {} ({:?})", message_of(status), status.code());
+    let mut reason = format!("{address}: {} ({:?})", message_of(status), status.code());
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        reason.push_str(
+            "; the message is over max_message_size: raise it (on both sides; fixed while the \
+             service runs: DROP and CREATE it), or lower batch_size",
+        );
+    }
     match status.code() {
         Code::InvalidArgument
         | Code::NotFound

@@ -39,12 +39,14 @@ pub(crate) fn check_endpoint(address: &str) -> Result<(), RpcError> {
     }
 }
 
-/// What a caller presents to an instance: the token, and its TLS for an
-/// `https://` address.
+/// What a caller needs to talk to an instance: the token it presents, its
+/// TLS for an `https://` address, and the largest message it sends or
+/// accepts.
 #[derive(Debug, Clone)]
 pub(crate) struct Access {
     pub(crate) token: BearerToken,
     pub(crate) tls: Option<ClientTls>,
+    pub(crate) max_message: usize,
 }
 
 impl Access {
@@ -59,12 +61,18 @@ impl Access {
         Ok(Self {
             token: BearerToken::for_protocol(token, options.protocol)?,
             tls,
+            max_message: options.max_message_size,
         })
     }
 
-    /// `token`, and the system's authorities for an `https://` address.
+    /// `token`, the system's authorities for an `https://` address, and
+    /// the default message limit.
     pub(crate) fn token(token: BearerToken) -> Self {
-        Self { token, tls: None }
+        Self {
+            token,
+            tls: None,
+            max_message: super::constants::MAX_MESSAGE_BYTES,
+        }
     }
 }
 
@@ -98,8 +106,8 @@ pub(crate) fn connect(
     }
     Ok(
         FlightServiceClient::with_interceptor(endpoint.connect_lazy(), access.token.clone())
-            .max_decoding_message_size(super::constants::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(super::constants::MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(access.max_message)
+            .max_encoding_message_size(access.max_message),
     )
 }
 

@@ -31,8 +31,10 @@ pub const SEQUENCE_STATUS_KEY: &str = "x-rpcop-seq";
 /// gRPC metadata key of the bearer token.
 pub const AUTHORIZATION_KEY: &str = "authorization";
 
-/// The largest gRPC message an instance or client accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// The largest gRPC message an instance or client accepts or sends, unless
+/// told otherwise (the option `max_message_size`, `rpcop serve
+/// --max-message-size`).
+pub const MAX_MESSAGE_BYTES: usize = crate::options::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// HTTP/2 flow-control window of one exchange, both ways. HTTP/2's default
 /// (64 KiB) is smaller than one request of 8192 short strings, so each
