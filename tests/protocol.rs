@@ -470,7 +470,7 @@ async fn messages_over_the_limit_are_refused() {
         let refused = exchange(&mut client, "t", "upper", vec![texts(&[&big])])
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused}");
+        assert_eq!(refused.code(), Code::OutOfRange, "{refused}");
         assert!(refused.message().contains("too large"), "{refused}");
         let answered = exchange(&mut client, "t", "upper", vec![texts(&["small"])])
             .await
