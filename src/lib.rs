@@ -50,6 +50,9 @@ mod client;
 mod error;
 mod exec;
 mod function;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod instance;
 pub mod malloc;
 pub mod model;

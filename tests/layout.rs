@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 /// The layers of `src/`, top first: a file may import its own layer or one
 /// below it. `serve` is a library entry beside the session (it starts one
-/// instance); `error`, `options` and `malloc` are below everything.
+/// instance), and `fuzz` the fuzz targets' (feature `fuzzing`); `error`,
+/// `options` and `malloc` are below everything.
 const LAYERS: &[&[&str]] = &[
-    &["session", "serve"],
+    &["session", "serve", "fuzz"],
     &["exec"],
     &["client"],
     &["transport"],

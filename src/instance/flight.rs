@@ -48,9 +48,9 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 
 /// The requests of an exchange, decoded; the sequence number of each
 /// cancel message goes to `cancels` as it is read.
-fn decode_requests(
+pub(crate) fn decode_requests(
     first: FlightData,
-    rest: Streaming<FlightData>,
+    rest: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
     cancels: mpsc::UnboundedSender<u64>,
 ) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
     // a caller silent for EXCHANGE_IDLE_TIMEOUT ends its exchange (after the

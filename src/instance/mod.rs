@@ -18,6 +18,8 @@ mod counters;
 mod evaluator;
 mod exchange;
 mod flight;
+#[cfg(feature = "fuzzing")]
+pub(crate) use flight::decode_requests;
 mod host;
 mod listener;
 mod local;
