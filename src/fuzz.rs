@@ -49,8 +49,16 @@ fn samples() -> Vec<RecordBatch> {
         Arc::new(Float32Array::from(vec![0.5, 1.0, -1.0, 0.0, 2.0, 3.0])),
         None,
     ));
-    let bytes: ArrayRef = Arc::new(BinaryArray::from(vec![Some(&b"\0\xff"[..]), None, Some(b"")]));
-    let times: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![Some(0), None, Some(1)]));
+    let bytes: ArrayRef = Arc::new(BinaryArray::from(vec![
+        Some(&b"\0\xff"[..]),
+        None,
+        Some(b""),
+    ]));
+    let times: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![
+        Some(0),
+        None,
+        Some(1),
+    ]));
     [
         ("s", strings),
         ("i", ints),

@@ -375,7 +375,7 @@ impl ServiceClient {
         arguments: &RecordBatch,
     ) -> (Arc<Connection>, Result<ArrayRef, Failure>) {
         let inner = &self.inner;
-        let delay = inner.latencies.delay(inner.options.hedge_after);
+        let due = || inner.latencies.due(inner.options.hedge_after);
         let mut second = None;
         let hedge = || {
             let other = inner.router.try_pick_other(connection.id)?;
@@ -387,7 +387,7 @@ impl ServiceClient {
         };
         // boxed: two attempts side by side would double every caller's future
         let primary = Box::pin(self.attempt(&connection, function, arguments));
-        let (winner, outcome) = race(delay, primary, hedge).await;
+        let (winner, outcome) = race(due, primary, hedge).await;
         match (winner, second) {
             (Winner::Hedge, Some(second)) => {
                 if outcome.is_ok() {
@@ -435,7 +435,9 @@ impl ServiceClient {
         };
         outstanding.answered = true;
         if self.inner.options.hedge_after == Hedge::Auto {
-            self.inner.latencies.record(started.elapsed());
+            self.inner
+                .latencies
+                .record(connection.id, started.elapsed());
         }
         // any instance of the same code would answer the same: not retried
         if answer.len() != arguments.num_rows() {

@@ -15,7 +15,7 @@ pub enum Hedge {
     Off,
     /// After this long without an answer.
     After(Duration),
-    /// After the service's observed 95th-percentile latency.
+    /// After the 95th-percentile answer time of a typical instance.
     Auto,
 }
 

@@ -305,7 +305,7 @@ declare_options! {
     timeout: Duration = Duration::from_secs(30), Positive, Routing;
     /// Re-sends to another instance after a failure or timeout.
     retries: usize = 3, Count { min: 0, max: 100 }, Routing;
-    /// A request unanswered this long is also sent to a second instance, and the first answer is taken: 'off', a duration, or 'auto' (the service's observed 95th-percentile latency).
+    /// A request unanswered this long is also sent to a second instance, and the first answer is taken: 'off', a duration, or 'auto' (the 95th-percentile answer time of a typical instance of the service).
     hedge_after: Hedge = Hedge::Off, HedgeKind, Routing;
     /// A request failed after its retries: 'fail' fails the query, 'null' gives its rows NULL.
     on_error: OnError = OnError::Fail, Choice::<OnError>::new(), Routing;
