@@ -118,10 +118,10 @@ pub fn decode_exchange(messages: Vec<FlightData>) -> usize {
     let Some(first) = messages.next() else {
         return 0;
     };
-    if let Some(descriptor) = &first.flight_descriptor {
-        if wire::function_of(descriptor).is_err() {
-            return 0;
-        }
+    if let Some(descriptor) = &first.flight_descriptor
+        && wire::function_of(descriptor).is_err()
+    {
+        return 0;
     }
     let (cancel, mut cancels) = mpsc::unbounded_channel();
     let rest = stream::iter(messages.map(Ok));
