@@ -8,28 +8,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::within;
+use common::{settled, within};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
-use rpcop::{RpcSession, ServiceRegion};
-
-/// Waits until the region's instances evaluate nothing and `client` has
-/// nothing outstanding; returns what the instances evaluated and skipped.
-async fn settled(region: &ServiceRegion, client: &rpcop::ServiceClient) -> (u64, u64) {
-    loop {
-        let stats = region.stats().await;
-        let idle = stats
-            .iter()
-            .all(|(_, s)| s.as_ref().is_some_and(|s| s.in_flight == 0));
-        if idle && client.stats().in_flight == 0 {
-            let sum = |f: &dyn Fn(&rpcop::wire::InstanceStats) -> u64| -> u64 {
-                stats.iter().filter_map(|(_, s)| s.as_ref()).map(f).sum()
-            };
-            return (sum(&|s| s.requests), sum(&|s| s.cancelled));
-        }
-        tokio::task::yield_now().await;
-    }
-}
+use rpcop::RpcSession;
 
 /// 64 requests of 100 ms each, 16 in flight per partition, on one thread:
 /// the query needs one answer. Without cancellation the instance would

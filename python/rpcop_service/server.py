@@ -11,6 +11,7 @@ an error ends the exchange with the failed request's number in the
 """
 
 import argparse
+import collections
 import hmac
 import json
 import os
@@ -27,6 +28,12 @@ from .function import ScalarFunction
 
 PROTOCOL_VERSION = b"1"
 SEQUENCE_STATUS_KEY = "x-rpcop-seq"
+CANCEL_PREFIX = b"rpcop-cancel"
+ENDING = b"rpcop-ending"
+ENDING_HEADER = "x-rpcop-ending"
+# requests read ahead of their evaluation on each exchange, as rpcop's own
+# instances do; more wait in HTTP/2 flow control
+READ_AHEAD = 1024
 SHUTDOWN_GRACE_SECONDS = 10.0
 ACTIONS = {
     "health": "is the instance serving? answers 'ok'",
@@ -35,6 +42,19 @@ ACTIONS = {
     "protocol_version": "the rpcop protocol version",
 }
 TOKEN_HINT = "send metadata 'authorization: Bearer <token>' with the region's token"
+
+
+class _Caller(flight.ServerMiddleware):
+    """What a call's caller said of itself: whether it half-closes an
+    exchange on ``rpcop-ending`` (header ``x-rpcop-ending``)."""
+
+    def __init__(self, ending: bool):
+        self.ending = ending
+
+
+def _ending(context) -> bool:
+    caller = context.get_middleware("token")
+    return caller is not None and caller.ending
 
 
 class _TokenCheck(flight.ServerMiddlewareFactory):
@@ -51,7 +71,7 @@ class _TokenCheck(flight.ServerMiddlewareFactory):
         given = given.encode() if isinstance(given, str) else bytes(given)
         if not hmac.compare_digest(given, self._expected):
             raise flight.FlightUnauthenticatedError(f"wrong bearer token: {TOKEN_HINT}")
-        return None
+        return _Caller(ENDING_HEADER in headers)
 
 
 class _Stats:
@@ -64,6 +84,18 @@ class _Stats:
         self.loads, self.startup_ms = loads, startup_ms
         self.draining = False
         self.started: Dict[int, float] = {}
+        self.cancelled = self.outstanding = self.peak_outstanding = 0
+
+    def queued(self, change: int):
+        """Requests read and not yet answered, over all exchanges."""
+        with self.lock:
+            self.outstanding += change
+            self.peak_outstanding = max(self.peak_outstanding, self.outstanding)
+
+    def skipped(self):
+        """A request skipped, unevaluated, because its caller cancelled it."""
+        with self.lock:
+            self.cancelled += 1
 
     def as_json(self) -> bytes:
         with self.lock:
@@ -81,6 +113,8 @@ class _Stats:
                     "draining": self.draining,
                     "longest_running_ms": int((now - oldest) * 1000),
                     "pid": os.getpid(),
+                    "cancelled": self.cancelled,
+                    "peak_outstanding": self.peak_outstanding,
                 }
             ).encode()
 
@@ -91,6 +125,135 @@ class _RequestError(Exception):
     def __init__(self, error: Exception, seq: Optional[bytes]):
         super().__init__(str(error))
         self.error, self.seq = error, seq
+
+
+def _cancel_of(app_metadata) -> Optional[bytes]:
+    """The sequence number a cancel message names, if it is one."""
+    if app_metadata is None or app_metadata.size != len(CANCEL_PREFIX) + 8:
+        return None
+    raw = app_metadata.to_pybytes()
+    return raw[len(CANCEL_PREFIX):] if raw.startswith(CANCEL_PREFIX) else None
+
+
+class _Requests:
+    """One exchange's requests, in arrival order, with the caller's cancels
+    applied to them.
+
+    For a caller that sends ``x-rpcop-ending`` (rpcop's client), a thread
+    of its own reads ahead of the evaluation (up to ``READ_AHEAD``
+    requests), so that a cancel reaches a request still queued or running.
+    Other callers are read one request at a time on the call's thread: a
+    read left waiting could not be abandoned when an error ends the call,
+    and a caller that does not know ``rpcop-ending`` would not half-close
+    to end it.
+    """
+
+    def __init__(self, reader, stats: "_Stats", ahead: bool):
+        self._reader, self._stats = reader, stats
+        self._ready = threading.Condition()
+        self._queue = collections.deque()  # (seq, batch) or an exception
+        self._outstanding = set()  # numbers read and not yet done
+        self._cancelled = set()  # of those, the ones the caller gave up
+        self._ended = self._stopped = False
+        self._thread = None
+        if ahead:
+            self._thread = threading.Thread(target=self._read_ahead, name="rpcop-read", daemon=True)
+            self._thread.start()
+
+    def _take(self, chunk) -> bool:
+        """Queues a request, or applies a cancel; false once stopped."""
+        if chunk.data is None:
+            cancelled = _cancel_of(chunk.app_metadata)
+            with self._ready:
+                if cancelled in self._outstanding:
+                    self._cancelled.add(cancelled)
+            return not self._stopped
+        seq = chunk.app_metadata.to_pybytes() if chunk.app_metadata else b""
+        item = (seq, chunk.data)
+        if len(seq) not in (0, 8):
+            item = pa.ArrowInvalid(
+                "app_metadata must be a sequence number of 8 bytes (u64 "
+                f"little-endian), got {len(seq)} bytes"
+            )
+        with self._ready:
+            while len(self._queue) >= READ_AHEAD and not self._stopped:
+                self._ready.wait()
+            if self._stopped:
+                return False
+            if seq and not isinstance(item, Exception):
+                self._outstanding.add(seq)
+            self._queue.append(item)
+            self._stats.queued(1)
+            self._ready.notify_all()
+        return True
+
+    def _end(self, error: Optional[Exception]):
+        with self._ready:
+            if error is not None and not self._stopped:
+                self._queue.append(error)
+                self._stats.queued(1)
+            self._ended = True
+            self._ready.notify_all()
+
+    def _read_ahead(self):
+        error = None
+        try:
+            for chunk in self._reader:
+                self._take(chunk)  # once stopped, read on to the half-close
+        except Exception as failed:  # the call broke, or undecodable input
+            error = failed
+        self._end(error)
+
+    def next(self):
+        """The next request, ``None`` once the caller half-closed; raises
+        what ended the reading otherwise."""
+        if self._thread is None:
+            while not self._queue and not self._ended:
+                try:
+                    chunk = self._reader.read_chunk()
+                except StopIteration:
+                    self._end(None)
+                except Exception as error:
+                    self._end(error)
+                else:
+                    self._take(chunk)
+        with self._ready:
+            while not self._queue and not self._ended:
+                self._ready.wait()
+            if not self._queue:
+                return None
+            item = self._queue.popleft()
+            self._ready.notify_all()
+        if isinstance(item, Exception):
+            self._stats.queued(-1)
+            raise item
+        return item
+
+    def cancelled(self, seq: bytes) -> bool:
+        """Has the caller given up request ``seq``?"""
+        with self._ready:
+            return seq in self._cancelled
+
+    def done(self, seq: bytes):
+        """Request ``seq`` was answered, skipped or failed."""
+        with self._ready:
+            self._outstanding.discard(seq)
+            self._cancelled.discard(seq)
+        self._stats.queued(-1)
+
+    def stop(self) -> bool:
+        """Drops the queued requests; true if a read is still waiting on
+        the caller, which should be asked to half-close."""
+        with self._ready:
+            self._stopped = True
+            self._stats.queued(-len(self._queue))
+            self._queue.clear()
+            self._ready.notify_all()
+            return self._thread is not None and not self._ended
+
+    def join(self):
+        if self._thread is not None:
+            self._thread.join()
 
 
 class InstanceServer(flight.FlightServerBase):
@@ -199,37 +362,54 @@ class InstanceServer(flight.FlightServerBase):
                 self.stats.open_streams -= 1
 
     def _exchange(self, context, function, reader, writer):
-        """Answers each request as it arrives, in order, on this call's own
-        thread; at most ``threads`` requests of all exchanges evaluate at
-        once. (A request is read only when the one before is answered: a
-        read left waiting could not be abandoned when an error ends the
-        call, and the caller's next requests wait in gRPC's flow-control
-        window meanwhile.)"""
+        """Answers each request in arrival order, on this call's own thread;
+        at most ``threads`` requests of all exchanges evaluate at once. A
+        cancelled request is skipped, or its answer dropped.
+
+        When requests are read ahead (see ``_Requests``), the reading
+        thread may be waiting on the caller, and the call must not end
+        under it: an error first asks the caller to half-close
+        (``rpcop-ending``), then waits for the reading to end."""
+        ahead = _Requests(reader, self.stats, _ending(context))
         begun = None
-        for chunk in reader:
-            if chunk.data is None:
-                continue
-            seq = chunk.app_metadata.to_pybytes() if chunk.app_metadata else b""
-            if len(seq) not in (0, 8):
-                raise pa.ArrowInvalid(
-                    "app_metadata must be a sequence number of 8 bytes (u64 "
-                    f"little-endian), got {len(seq)} bytes"
-                )
-            with self.slots:
+        try:
+            while True:
+                request = ahead.next()
+                if request is None:
+                    break
+                seq, batch = request
                 try:
-                    result = self._evaluate(function, chunk.data)
-                except Exception as error:
-                    raise _RequestError(error, seq) from None
-            if begun != result.type:
-                if begun is not None:
-                    raise flight.FlightServerError("the result type changed within an exchange")
-                writer.begin(pa.schema([pa.field(function.name, result.type)]))
-                begun = result.type
-            batch = pa.RecordBatch.from_arrays([result], names=[function.name])
-            if seq:
-                writer.write_with_metadata(batch, pa.py_buffer(seq))
-            else:
-                writer.write_batch(batch)
+                    with self.slots:
+                        if ahead.cancelled(seq):
+                            self.stats.skipped()
+                            continue
+                        try:
+                            result = self._evaluate(function, batch)
+                        except Exception as error:
+                            raise _RequestError(error, seq) from None
+                    if ahead.cancelled(seq):
+                        continue  # the caller ignores its answer
+                    if begun != result.type:
+                        if begun is not None:
+                            raise flight.FlightServerError("the result type changed within an exchange")
+                        writer.begin(pa.schema([pa.field(function.name, result.type)]))
+                        begun = result.type
+                    answer = pa.RecordBatch.from_arrays([result], names=[function.name])
+                    if seq:
+                        writer.write_with_metadata(answer, pa.py_buffer(seq))
+                    else:
+                        writer.write_batch(answer)
+                finally:
+                    ahead.done(seq)
+        except BaseException:
+            if ahead.stop():
+                try:
+                    writer.write_metadata(pa.py_buffer(ENDING))
+                except Exception:
+                    pass  # the caller is gone; the read ends by itself
+            raise
+        finally:
+            ahead.join()
 
     def _evaluate(self, function: ScalarFunction, batch: pa.RecordBatch) -> pa.Array:
         """One request, on an evaluation thread: its result, or the error

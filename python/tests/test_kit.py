@@ -4,6 +4,7 @@ this process, called with a plain pyarrow Flight client."""
 import json
 import struct
 import threading
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,6 +15,13 @@ from rpcop_service import InstanceServer, to_data_type, udf
 
 TOKEN = "kit-test-token"
 AUTH = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())])
+# a caller like rpcop's: it half-closes on rpcop-ending, so the kit reads
+# its requests ahead; the deadline bounds a test that would otherwise hang
+READS_AHEAD = flight.FlightCallOptions(
+    headers=[(b"authorization", f"Bearer {TOKEN}".encode()), (b"x-rpcop-ending", b"1")], timeout=20
+)
+PLAIN = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())], timeout=20)
+GATE = threading.Event()
 
 
 @udf(input_types=["VARCHAR"], result_type="VARCHAR")
@@ -33,9 +41,17 @@ def wrong_length(a):
     return ["only one"]
 
 
+@udf(input_types=["BIGINT"], result_type="BIGINT")
+def gated(x):
+    """Request 1 waits until the test opens the gate."""
+    if x == 1 and not GATE.wait(10):
+        raise TimeoutError("the gate stayed shut")
+    return x
+
+
 @pytest.fixture(scope="module")
 def server():
-    instance = InstanceServer([reverse_text, add, wrong_length], "grpc://127.0.0.1:0", TOKEN, threads=2)
+    instance = InstanceServer([reverse_text, add, wrong_length, gated], "grpc://127.0.0.1:0", TOKEN, threads=2)
     thread = threading.Thread(target=instance.serve, daemon=True)
     thread.start()
     yield instance
@@ -66,6 +82,8 @@ def exchange(client, function, batches, numbers=None):
                 writer.write_with_metadata(batch, seq(numbers[i]))
         writer.done_writing()
         for chunk in reader:
+            if chunk.data is None:
+                continue  # not an answer
             number = struct.unpack("<Q", chunk.app_metadata.to_pybytes())[0] if chunk.app_metadata else None
             answers.append((chunk.data.column(0).to_pylist(), number))
     return answers
@@ -147,8 +165,8 @@ def test_discovery_follows_the_flight_udf_convention(client):
     assert info.schema.types == [pa.int64(), pa.int64(), pa.int64()]
     assert info.schema.names[-1] == "add"
     names = sorted(i.descriptor.path[0].decode() for i in client.list_flights(options=AUTH))
-    assert names == ["add", "reverse_text", "wrong_length"]
-    with pytest.raises(pa.ArrowException, match=r"unknown function 'nope': this instance hosts \[add, reverse_text, wrong_length\]"):
+    assert names == ["add", "gated", "reverse_text", "wrong_length"]
+    with pytest.raises(pa.ArrowException, match=r"unknown function 'nope': this instance hosts \[add, gated, reverse_text, wrong_length\]"):
         client.get_flight_info(flight.FlightDescriptor.for_path("nope"), options=AUTH)
 
 
@@ -174,6 +192,77 @@ def test_bad_app_metadata_is_refused(client):
             writer.write_with_metadata(batch, pa.py_buffer(b"abc"))
             writer.done_writing()
             reader.read_all()
+
+
+def stats(client):
+    return json.loads(list(client.do_action("stats", options=AUTH))[0].body.to_pybytes())
+
+
+def one(value, type_=pa.int64()):
+    return pa.record_batch([pa.array([value], type_)], names=["a"])
+
+
+def cancel(n):
+    return pa.py_buffer(b"rpcop-cancel" + struct.pack("<Q", n))
+
+
+def test_cancels_skip_queued_requests_and_drop_running_ones(client, server):
+    GATE.clear()
+    before = stats(client)
+    writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("gated"), options=READS_AHEAD)
+    with writer:
+        writer.begin(one(0).schema)
+        for n in range(1, 11):
+            writer.write_with_metadata(one(n), seq(n))
+        for n in range(1, 10):
+            writer.write_metadata(cancel(n))
+        writer.write_metadata(cancel(99))  # not outstanding: ignored
+        writer.write_with_metadata(one(11), seq(11))
+        # request 1 holds the only evaluation of this exchange at the gate
+        # until all eleven are read, and so the cancels sent before the last
+        deadline = time.monotonic() + 10
+        while server.stats.outstanding < 11 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert server.stats.outstanding == 11
+        GATE.set()
+        writer.done_writing()
+        answers = [(c.data.column(0).to_pylist(), struct.unpack("<Q", c.app_metadata.to_pybytes())[0])
+                   for c in reader if c.data is not None]
+    # 1 ran and its answer was dropped; 2..9 were skipped unevaluated
+    assert answers == [([10], 10), ([11], 11)]
+    after = stats(client)
+    assert after["cancelled"] - before["cancelled"] == 8
+    assert after["requests"] - before["requests"] == 3
+    assert after["peak_outstanding"] >= 11
+    assert server.stats.outstanding == 0
+
+
+def test_an_error_asks_a_caller_that_reads_ahead_to_half_close(client):
+    writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("reverse_text"), options=READS_AHEAD)
+    asked = False
+    with pytest.raises(pa.ArrowException, match="cannot reverse boom"), writer:
+        writer.begin(one("ok", pa.string()).schema)
+        writer.write_with_metadata(one("ok", pa.string()), seq(1))
+        writer.write_with_metadata(one("boom", pa.string()), seq(2))
+        answer = reader.read_chunk()
+        assert answer.data.column(0).to_pylist() == ["ko"]
+        # the kit's reading waits on this caller: it asks it to half-close
+        ending = reader.read_chunk()
+        assert ending.data is None and ending.app_metadata.to_pybytes() == b"rpcop-ending"
+        asked = True
+        writer.done_writing()
+        reader.read_chunk()
+    assert asked
+
+
+def test_a_plain_caller_gets_an_error_without_half_closing(client):
+    writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("reverse_text"), options=PLAIN)
+    with pytest.raises(pa.ArrowException, match="cannot reverse boom"), writer:
+        writer.begin(one("ok", pa.string()).schema)
+        writer.write_with_metadata(one("ok", pa.string()), seq(1))
+        assert reader.read_chunk().data.column(0).to_pylist() == ["ko"]
+        writer.write_with_metadata(one("boom", pa.string()), seq(2))
+        reader.read_chunk()
 
 
 def test_drain_refuses_new_exchanges_last(server):

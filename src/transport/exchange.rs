@@ -8,6 +8,10 @@
 //! message ([`wire::encode_cancel`]): the instance drops it, unrun if no
 //! thread has taken it yet.
 //!
+//! An instance that must end the stream with an error but cannot while it
+//! reads ahead (the Python kit) first says so ([`wire::ENDING`]): the
+//! exchange then takes no new request and half-closes.
+//!
 //! When the stream ends, every request still waiting on it hears why. An
 //! error status that names a request (`x-rpcop-seq`) fails that request; the
 //! others on the stream are told it was another request's error
@@ -39,6 +43,8 @@ struct Pending {
     waiters: HashMap<u64, Waiter>,
     /// Set when the session's stream ended, with why.
     closed: Option<String>,
+    /// Set when the instance said it will end the stream with an error.
+    ending: bool,
 }
 
 /// One `DoExchange` stream to one instance for one function, for argument
@@ -94,16 +100,27 @@ impl Exchange {
         // requests and cancels on one stream, which ends (the caller's
         // half-close) when the exchange is dropped; queued requests go first,
         // so a cancel never overtakes the request it cancels
+        // an instance's ENDING half-closes it early
+        let (ending, ended) = oneshot::channel::<()>();
         let outgoing = futures::stream::select_with_strategy(
             ReceiverStream::new(receiver),
             ReceiverStream::new(cancelled),
             |(): &mut ()| PollNext::Left,
-        );
+        )
+        .take_until(ended);
         let mut client = client.clone();
         let address = address.to_string();
+        let mut request = tonic::Request::new(outgoing);
+        // this client half-closes on an instance's ENDING
+        request.metadata_mut().insert(
+            wire::ENDING_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         tokio::spawn(async move {
-            let (reason, failure) = match client.do_exchange(outgoing).await {
-                Ok(response) => read_answers(response.into_inner(), &pending, &address).await,
+            let (reason, failure) = match client.do_exchange(request).await {
+                Ok(response) => {
+                    read_answers(response.into_inner(), &pending, &address, ending).await
+                }
                 Err(status) => (status.message().to_string(), Some(status)),
             };
             let mut state = lock(&pending);
@@ -131,7 +148,8 @@ impl Exchange {
 
     /// Can it carry a request of `schema`?
     pub(crate) fn serves(&self, schema: &SchemaRef) -> bool {
-        lock(&self.pending).closed.is_none() && &self.schema == schema
+        let state = lock(&self.pending);
+        state.closed.is_none() && !state.ending && &self.schema == schema
     }
 
     /// Sends one request and waits for its answer.
@@ -145,6 +163,12 @@ impl Exchange {
             let mut state = lock(&self.pending);
             if let Some(reason) = &state.closed {
                 return Err(Failure::Retry(reason.clone()));
+            }
+            if state.ending {
+                // sent on no exchange: another one carries it, uncounted
+                return Err(Failure::Collateral(
+                    "the instance is ending this exchange".to_string(),
+                ));
             }
             state.waiters.insert(seq, tx);
         }
@@ -201,13 +225,32 @@ impl Drop for Forget<'_> {
 }
 
 /// Routes answers to their waiters until the stream ends; returns why it
-/// ended and the status it ended with, if any.
+/// ended and the status it ended with, if any. Messages without a data
+/// header are skipped; an [`wire::ENDING`] among them fires `ending`.
 async fn read_answers(
     answers: Streaming<FlightData>,
-    pending: &Mutex<Pending>,
+    pending: &Arc<Mutex<Pending>>,
     address: &str,
+    ending: oneshot::Sender<()>,
 ) -> (String, Option<Status>) {
-    let mut decoder = FlightDataDecoder::new(answers.map(|m| m.map_err(FlightError::from)));
+    let mut ending = Some(ending);
+    let said = Arc::clone(pending);
+    let answers = answers.filter_map(move |message| {
+        let message = match message {
+            Ok(m) if m.data_header.is_empty() => {
+                if m.app_metadata.as_ref() == wire::ENDING
+                    && let Some(ending) = ending.take()
+                {
+                    lock(&said).ending = true;
+                    let _ = ending.send(());
+                }
+                None
+            }
+            other => Some(other.map_err(FlightError::from)),
+        };
+        futures::future::ready(message)
+    });
+    let mut decoder = FlightDataDecoder::new(answers);
     while let Some(decoded) = decoder.next().await {
         let decoded = match decoded {
             Ok(decoded) => decoded,

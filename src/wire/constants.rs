@@ -28,6 +28,11 @@ pub const ORIGINAL_TYPE_KEY: &str = "rpcop.original_type";
 /// concerns.
 pub const SEQUENCE_STATUS_KEY: &str = "x-rpcop-seq";
 
+/// Call metadata by which a caller says it half-closes an exchange when the
+/// instance sends [`ENDING`](super::ENDING): an instance may then read its
+/// requests ahead on another thread (the Python kit does only then).
+pub const ENDING_HEADER: &str = "x-rpcop-ending";
+
 /// gRPC metadata key of the bearer token.
 pub const AUTHORIZATION_KEY: &str = "authorization";
 

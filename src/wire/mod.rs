@@ -64,7 +64,9 @@ pub use encoder::BatchEncoder;
 pub(crate) use message::message_of;
 pub use probe::{ARROW_UDF_PROTOCOL_VERSION, DATABEND_HEALTH_FUNCTION};
 pub(crate) use probe::{ProbeFailure, probe};
-pub use sequence::{CANCEL_PREFIX, decode_cancel, decode_sequence, encode_cancel, encode_sequence};
+pub use sequence::{
+    CANCEL_PREFIX, ENDING, decode_cancel, decode_sequence, encode_cancel, encode_sequence,
+};
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};
 pub use stats::InstanceStats;

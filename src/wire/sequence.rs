@@ -2,7 +2,9 @@
 //! `app_metadata`, and in an error status's metadata when the error
 //! concerns one request. A caller that gives up on a request cancels it
 //! with a message that carries only `app_metadata`:
-//! [`CANCEL_PREFIX`] followed by the sequence number.
+//! [`CANCEL_PREFIX`] followed by the sequence number. An instance that
+//! cannot end an exchange while it reads ahead asks the caller to close
+//! it first with a message carrying only [`ENDING`].
 
 use bytes::Bytes;
 use tonic::Status;
@@ -51,6 +53,14 @@ pub fn decode_cancel(app_metadata: &[u8]) -> Option<u64> {
     let seq = app_metadata.strip_prefix(CANCEL_PREFIX)?;
     Some(u64::from_le_bytes(seq.try_into().ok()?))
 }
+
+/// The `app_metadata` of a message (with no data header) by which an
+/// instance says it will end the exchange with an error: the caller sends
+/// no more requests on it and half-closes it, and the error follows.
+/// rpcop's own instances end at once and never send it; the Python kit,
+/// which reads requests ahead on a thread of its own, must wait for that
+/// thread before it may end the call.
+pub const ENDING: &[u8] = b"rpcop-ending";
 
 /// Names the request an error concerns in the status metadata.
 pub(crate) fn with_sequence(mut status: Status, seq: Option<u64>) -> Status {

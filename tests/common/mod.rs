@@ -125,6 +125,24 @@ pub async fn wait_ready(region: &ServiceRegion, n: usize) {
     }
 }
 
+/// Waits until the region's instances evaluate nothing and `client` has
+/// nothing outstanding; returns what the instances evaluated and skipped.
+pub async fn settled(region: &ServiceRegion, client: &rpcop::ServiceClient) -> (u64, u64) {
+    loop {
+        let stats = region.stats().await;
+        let idle = stats
+            .iter()
+            .all(|(_, s)| s.as_ref().is_some_and(|s| s.in_flight == 0));
+        if idle && client.stats().in_flight == 0 {
+            let sum = |f: &dyn Fn(&rpcop::wire::InstanceStats) -> u64| -> u64 {
+                stats.iter().filter_map(|(_, s)| s.as_ref()).map(f).sum()
+            };
+            return (sum(&|s| s.requests), sum(&|s| s.cancelled));
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// `rows` strings `row-0`, `row-1`, ... in batches of `batch` rows.
 pub fn text_batches(rows: usize, batch: usize) -> Vec<RecordBatch> {
     (0..rows)

@@ -35,6 +35,15 @@ def slow_square(x):
     return None if x is None else x * x
 
 
+def nap(ms):
+    """Row-wise: sleeps `ms` milliseconds and returns them, for tests of
+    cancellation."""
+    if ms is None:
+        return None
+    time.sleep(ms / 1000)
+    return ms
+
+
 def hypot(x, y):
     if x is None or y is None:
         return None
@@ -64,6 +73,7 @@ SIGNATURES = {
     "gcd": (["BIGINT", "BIGINT"], "BIGINT", False),
     "word_count": (["VARCHAR"], "BIGINT", True),
     "slow_square": (["BIGINT"], "BIGINT", False),
+    "nap": (["BIGINT"], "BIGINT", False),
     "hypot": (["FLOAT64", "FLOAT64"], "FLOAT64", False),
     "instance_info": (["BIGINT"], "VARCHAR", False),
     "add_one": (["BIGINT"], "BIGINT", False),
