@@ -502,6 +502,19 @@ async fn rpc_call_starts_the_implicit_service_it_names() {
             show.contains("| triple | implicit | triple    | not started"),
             "{show}"
         );
+        // planned by DataFusion's context past the session, nothing starts
+        // it: the error says what to do
+        let e = session
+            .context()
+            .sql("SELECT rpc_call('triple', 'triple', 1)")
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(
+            e.contains("RPC service 'triple' has not started: it is the implicit service")
+                && e.contains("run one, or CREATE RPC SERVICE"),
+            "{e}"
+        );
         // typed by the running service, so started before it is planned;
         // in EXPLAIN too, and in a subquery
         let sql = "SELECT rpc_call('triple', 'triple', value) FROM generate_series(1, 5) \
