@@ -11,16 +11,12 @@ use std::sync::Arc;
 use common::{settled, within};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
-use rpcop::RpcSession;
 
 /// 64 requests of 100 ms each, 16 in flight per partition, on one thread:
 /// the query needs one answer. Without cancellation the instance would
 /// evaluate every request sent (1.6 s or more); with it, a few.
 async fn limit_cancels(options: &str) {
-    let session = RpcSession::builder()
-        .with_demo_functions()
-        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
-        .build();
+    let session = common::demo_session();
     within(async {
         session
             .sql(&format!(

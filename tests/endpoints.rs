@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
-use common::{address_of, python, python_tests, within};
+use common::{python, python_tests, spawn_server, within};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use rpcop::{MemberState, RpcSession};
 
@@ -35,13 +35,7 @@ fn serve(protocol: &str, bind: &str, token_file: &std::path::Path) -> (Child, St
             command
         }
     };
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address = address_of(&mut child);
-    (child, address)
+    spawn_server(&mut command)
 }
 
 async fn text(session: &RpcSession, sql: &str) -> String {

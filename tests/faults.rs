@@ -135,10 +135,7 @@ async fn pids(region: &ServiceRegion) -> Vec<(u64, i32)> {
 /// 60 s timeout. The query loses no row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_instance_process_is_replaced_and_the_query_finishes() {
-    let session = RpcSession::builder()
-        .with_demo_functions()
-        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
-        .build();
+    let session = common::demo_session();
     within(async {
         session
             .sql(

@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::DataType;
 use rpcop::RpcSession;
 use serde_json::{Value, json};
 
-use common::{address_of, python, python_tests, within};
+use common::{python, python_tests, spawn_server, within};
 
 /// Rows of the test table `t`.
 const ROWS: usize = 1500;
@@ -292,14 +292,11 @@ struct ArrowUdfServer {
 
 impl ArrowUdfServer {
     fn start() -> Self {
-        let mut child = Command::new(python())
-            .args(["arrow_udf_server.py", "127.0.0.1:0"])
-            .current_dir(python_tests())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server starts");
-        let address = address_of(&mut child);
+        let (child, address) = spawn_server(
+            Command::new(python())
+                .args(["arrow_udf_server.py", "127.0.0.1:0"])
+                .current_dir(python_tests()),
+        );
         Self { child, address }
     }
 }

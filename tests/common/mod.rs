@@ -89,6 +89,15 @@ pub fn options(pairs: &[(&str, &str)]) -> ServiceOptions {
     options
 }
 
+/// A session with the demo functions, whose process instances run this
+/// build's `rpcop`.
+pub fn demo_session() -> rpcop::RpcSession {
+    rpcop::RpcSession::builder()
+        .with_demo_functions()
+        .serve_program(env!("CARGO_BIN_EXE_rpcop"))
+        .build()
+}
+
 /// Starts a region hosting `functions` from the library of the `rpcop` binary.
 pub async fn region(name: &str, functions: &[&str], pairs: &[(&str, &str)]) -> ServiceRegion {
     region_from(&rpcop::demo::library(), name, functions, pairs).await
@@ -267,13 +276,18 @@ pub fn python_tests() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
 }
 
-/// The address a server child prints first on stdout (after the `added
-/// function: ...` lines of RisingWave's arrow-udf servers), as
-/// `http://host:port`. Its stdout is read on afterwards: a server that
-/// prints (arrow-udf prints each error's traceback) must not fail on a
-/// closed pipe.
-pub fn address_of(child: &mut std::process::Child) -> String {
+/// Starts a server (its stderr silenced), and reads the address it prints
+/// first on stdout (after the `added function: ...` lines of RisingWave's
+/// arrow-udf servers), as `http://host:port`. Its stdout is read on
+/// afterwards: a server that prints (arrow-udf prints each error's
+/// traceback) must not fail on a closed pipe.
+pub fn spawn_server(command: &mut std::process::Command) -> (std::process::Child, String) {
     use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the server starts");
     let stdout = child.stdout.take().expect("the server's stdout is piped");
     let mut reader = std::io::BufReader::new(stdout);
     let line = loop {
@@ -287,5 +301,6 @@ pub fn address_of(child: &mut std::process::Child) -> String {
         }
     };
     std::thread::spawn(move || reader.lines().for_each(drop));
-    format!("http://{}", line.trim().trim_start_matches("http://"))
+    let address = format!("http://{}", line.trim().trim_start_matches("http://"));
+    (child, address)
 }

@@ -4,13 +4,13 @@
 //! (`tests/python/conformance_arrow_udf.py`).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use rpcop::wire;
 use tonic::transport::Channel;
 
-use crate::common::{address_of, python, python_tests};
+use crate::common::{python, python_tests, spawn_server};
 
 /// The token of the implementations that take one.
 pub(crate) const TOKEN: &str = "conformance-token";
@@ -85,12 +85,7 @@ pub(crate) fn start(implementation: Implementation) -> Server {
             command
         }
     };
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address = address_of(&mut child);
+    let (child, address) = spawn_server(&mut command);
     Server {
         child,
         address,
