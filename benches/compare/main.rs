@@ -127,6 +127,8 @@ fn table(rows: &[Row]) -> String {
 fn main() {
     // as the rpcop binary does
     rpcop::malloc::tune();
+    // SAFETY: no other thread of this process runs yet.
+    unsafe { rpcop::model::use_encoder_threads_only() };
     // the per-row CPU cost of embed in the CPU-heavy scenario, for both sides
     // SAFETY: set before any thread of this process reads the environment.
     unsafe { std::env::set_var("RPCOP_DEMO_ROW_COST_US", "20") };

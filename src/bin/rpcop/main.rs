@@ -35,6 +35,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     rpcop::malloc::tune();
+    // SAFETY: the first statement of main: no other thread runs yet.
+    unsafe { rpcop::model::use_encoder_threads_only() };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RPCOP_LOG")
