@@ -209,23 +209,49 @@ pub(super) fn rows_of(partitions: &[Vec<RecordBatch>]) -> usize {
     partitions.iter().flatten().map(RecordBatch::num_rows).sum()
 }
 
-/// Interleaves `baseline` and `rpcop` `reps` times; medians in ms and
-/// whether every rpcop answer equalled the baseline's.
+/// The shortest a timed sample may be. A baseline query quicker than this
+/// runs several times in a row within one sample, and its rpcop side runs as
+/// many times, so that a few milliseconds of noise cannot swing the ratio.
+pub(super) const MIN_SAMPLE: Duration = Duration::from_millis(200);
+
+/// Runs `sql` `runs` times in a row; the last answer and the time per run.
+async fn timed_runs(
+    session: &RpcSession,
+    sql: &str,
+    runs: u32,
+) -> (Vec<Vec<RecordBatch>>, Duration) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        out = timed(session, sql).await.0;
+    }
+    (out, start.elapsed() / runs)
+}
+
+/// Interleaves `baseline` and `rpcop` `reps` times; medians in ms (per
+/// query) and whether every rpcop answer equalled the baseline's. Each
+/// sample runs its query as often as the baseline needs to last
+/// [`MIN_SAMPLE`] (measured on a warm-up run), the same on both sides.
 pub(super) async fn compare_sql(
     session: &RpcSession,
     baseline_sql: &str,
     rpcop_sql: &str,
     reps: usize,
 ) -> (f64, f64, usize, bool) {
+    set_rewrite(session, false).await;
+    let (_, once) = timed(session, baseline_sql).await;
+    let runs = u32::try_from(MIN_SAMPLE.as_nanos().div_ceil(once.as_nanos().max(1)))
+        .unwrap_or(u32::MAX)
+        .max(1);
     let (mut b, mut r) = (Vec::new(), Vec::new());
     let mut correct = true;
     let mut rows = 0;
     for _ in 0..reps {
         set_rewrite(session, false).await;
-        let (expected, elapsed) = timed(session, baseline_sql).await;
+        let (expected, elapsed) = timed_runs(session, baseline_sql, runs).await;
         b.push(elapsed);
         set_rewrite(session, true).await;
-        let (actual, elapsed) = timed(session, rpcop_sql).await;
+        let (actual, elapsed) = timed_runs(session, rpcop_sql, runs).await;
         r.push(elapsed);
         correct &= same(&expected, &actual);
         rows = rows_of(&actual);

@@ -1,7 +1,8 @@
 //! rpcop against its baselines, side by side in one process run.
 //!
 //! Every scenario runs its baseline and rpcop interleaved, several times, and
-//! reports medians; the table goes to stdout (markdown) and to
+//! reports medians (a baseline quicker than 200 ms runs several times in a
+//! row within each sample, and rpcop as many times: `harness::MIN_SAMPLE`); the table goes to stdout (markdown) and to
 //! `target/rpcop-bench/compare.json`. `RPCOP_BENCH_SCALE` scales the sizes
 //! (1.0 = the sizes below, 0.01 = a smoke run in seconds).
 //!
