@@ -1,6 +1,7 @@
 //! Cancellation: a query that stops early (its `LIMIT` satisfied, its stream
 //! dropped) cancels the requests it has in flight, and the instances stop
-//! working on them: the queued ones are skipped, unevaluated.
+//! working on them: the queued ones are skipped, unevaluated. That holds for
+//! rpcop's own instances and for the Python kit's.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,9 +9,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{settled, within};
+use common::{python, python_tests, settled, within};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
+use rpcop::RpcSession;
 
 /// 64 requests of 100 ms each, 16 in flight per partition, on one thread:
 /// the query needs one answer. Without cancellation the instance would
@@ -110,6 +112,66 @@ async fn a_dropped_stream_cancels_its_requests() {
         let (evaluated, skipped) = settled(&region, &client).await;
         assert!(
             evaluated <= 3 && skipped >= 5,
+            "{evaluated} evaluated, {skipped} skipped"
+        );
+    })
+    .await;
+}
+
+/// The one value of a one-row, one-column answer, as an i64.
+fn single(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> i64 {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    let batch = batches.iter().find(|b| b.num_rows() == 1).unwrap();
+    batch.column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// The Python kit reads rpcop's requests ahead too, so a satisfied
+/// `LIMIT`'s cancels reach the requests queued at a kit instance: 64 naps of
+/// 100 ms (`tests/python/functions.py`), 16 in flight, one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_satisfied_limit_cancels_requests_queued_at_a_kit_instance() {
+    let session = RpcSession::new();
+    let command = format!(
+        "cd ''{}'' && exec ''{}'' kit_server.py",
+        python_tests().display(),
+        python().display()
+    );
+    within(async {
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE n FOR FUNCTION nap WITH (command = '{command}', \
+                 parallelism = 1, batch_size = 1, max_in_flight = 16)"
+            ))
+            .await
+            .unwrap();
+        let first = session
+            .sql(
+                "SELECT r FROM (SELECT nap(100 + value * 0) AS r FROM generate_series(1, 64)) \
+                 WHERE r IS NOT NULL LIMIT 1",
+            )
+            .await
+            .unwrap();
+        assert_eq!(single(&first), 100);
+        // 20 more on the same exchange, behind what the first query left
+        // there: once they are answered, the instance has skipped or run it all
+        let next = session
+            .sql("SELECT count(nap(value * 0)) FROM generate_series(1, 20)")
+            .await
+            .unwrap();
+        assert_eq!(single(&next), 20);
+        let region = session.service("n").unwrap();
+        let stats: Vec<_> = region
+            .stats()
+            .await
+            .into_iter()
+            .filter_map(|(_, s)| s)
+            .collect();
+        let evaluated = stats.iter().map(|s| s.requests).sum::<u64>() - 20;
+        let skipped: u64 = stats.iter().map(|s| s.cancelled).sum();
+        assert!(
+            evaluated <= 4 && skipped >= 10,
             "{evaluated} evaluated, {skipped} skipped"
         );
     })

@@ -386,48 +386,6 @@ async fn a_kit_service_shrunk_mid_query_loses_no_row() {
     assert_eq!(instances, vec![vec![json!(1)]]);
 }
 
-/// A kit instance reads rpcop's requests ahead, so a satisfied `LIMIT`'s
-/// cancels reach the requests queued at it: 64 naps of 100 ms, 16 in
-/// flight, one thread, one answer needed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_satisfied_limit_cancels_requests_queued_at_a_kit_instance() {
-    let session = session().await;
-    let create = format!(
-        "CREATE RPC SERVICE n FOR FUNCTION nap \
-         WITH (command = '{}', parallelism = 1, batch_size = 1, max_in_flight = 16)",
-        quoted(&command("kit_server.py"))
-    );
-    run(&session, &create).await;
-    let first = columns(
-        &session,
-        "SELECT r FROM (SELECT nap(100 + value * 0) AS r FROM generate_series(1, 64)) \
-         WHERE r IS NOT NULL LIMIT 1",
-    )
-    .await;
-    assert_eq!(first, vec![vec![json!(100)]]);
-    // 20 more on the same exchange, behind what the first query left there:
-    // once they are answered, the instance has skipped or run all of it
-    let next = columns(
-        &session,
-        "SELECT count(nap(value * 0)) FROM generate_series(1, 20)",
-    )
-    .await;
-    assert_eq!(next, vec![vec![json!(20)]]);
-    let region = session.service("n").expect("the region");
-    let stats: Vec<_> = region
-        .stats()
-        .await
-        .into_iter()
-        .filter_map(|(_, s)| s)
-        .collect();
-    let evaluated: u64 = stats.iter().map(|s| s.requests).sum::<u64>() - 20;
-    let skipped: u64 = stats.iter().map(|s| s.cancelled).sum();
-    assert!(
-        evaluated <= 4 && skipped >= 10,
-        "{evaluated} evaluated, {skipped} skipped"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_get_the_command_contract() {
     let session = session().await;
