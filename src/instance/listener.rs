@@ -42,6 +42,13 @@ pub(crate) fn bounded(listener: TcpListener) -> impl Stream<Item = io::Result<Ac
                 // an accept error (a connection reset before it was taken,
                 // too many open files) concerns that connection only
                 let stream = accepted.ok()?;
+                // answers are many small HTTP/2 frames: without this, Nagle's
+                // algorithm holds each one back until the caller's (delayed)
+                // acknowledgement of the one before. tonic's own tcp_nodelay
+                // applies only to the listeners it makes itself.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
+                }
                 let Ok(place) = places.try_acquire_owned() else {
                     tracing::warn!(
                         "closing a connection: {MAX_CONNECTIONS} connections are open already"
@@ -109,5 +116,22 @@ impl AsyncWrite for Accepted {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_frames_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut accepted = Box::pin(bounded(listener));
+        let mut caller = TcpStream::connect(address).await.unwrap();
+        caller.write_all(b"x").await.unwrap();
+        let accepted = accepted.next().await.unwrap().unwrap();
+        assert!(accepted.stream.nodelay().unwrap(), "TCP_NODELAY is set");
     }
 }
