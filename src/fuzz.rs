@@ -128,7 +128,7 @@ pub fn decode_exchange(messages: Vec<FlightData>) -> usize {
     let rest = stream::iter(messages.map(Ok));
     // decoding times its caller out, so it runs within the runtime
     runtime.block_on(async move {
-        decode_requests(first, rest, cancel)
+        decode_requests(first, rest, cancel, None)
             .filter(|request| std::future::ready(request.is_ok()))
             .count()
             .await

@@ -23,10 +23,10 @@ use datafusion::logical_expr::{
 };
 use futures::{StreamExt, TryStreamExt};
 use rpcop::FunctionLibrary;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
 
-use common::{region_from, within};
+use common::{authorized, raw_client, region_from, within};
 
 /// A handler that panics on the text "boom" and answers the wrong number of
 /// rows on "short".
@@ -66,23 +66,6 @@ fn library() -> FunctionLibrary {
     rpcop::demo::library().with_udf(ScalarUDF::new_from_impl(Hostile {
         signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
     }))
-}
-
-async fn raw_client(address: &str) -> FlightServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(address.to_string())
-        .expect("an endpoint")
-        .connect()
-        .await
-        .expect("connects");
-    FlightServiceClient::new(channel)
-}
-
-fn authorized<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 fn texts(values: &[&str]) -> RecordBatch {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::RpcError;
-use crate::options::{LoadBalance, Protocol, ServiceOptions, Transport};
+use crate::options::{Isolation, LoadBalance, Protocol, ServiceOptions, Transport};
 use crate::region::{Member, MemberState, Membership, MembershipWatch};
 use crate::transport::Connection;
 use crate::wire::{Access, connect};
@@ -33,6 +33,10 @@ pub(crate) struct Router {
     transport: Transport,
     /// What the instances speak.
     protocol: Protocol,
+    /// Are they instances this region started from rpcop's own serve
+    /// program (`isolation = 'process'`, no command), whose answers the
+    /// client decodes without validating them again?
+    own_instances: bool,
     timeout: Duration,
     access: Access,
     membership: MembershipWatch,
@@ -59,6 +63,9 @@ impl Router {
             policy: options.load_balance,
             transport: options.transport,
             protocol: options.protocol,
+            own_instances: options.protocol.is_rpcop()
+                && options.isolation == Isolation::Process
+                && options.command.is_none(),
             timeout: options.timeout,
             access,
             membership,
@@ -189,6 +196,7 @@ impl Router {
                     client,
                     direct,
                     self.protocol,
+                    self.own_instances,
                 ));
                 connections.insert(m.id, Arc::clone(&connection));
                 Ok(connection)

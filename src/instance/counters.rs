@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) loads: AtomicU64,
     pub(crate) startup_ms: AtomicU64,
     pub(crate) draining: AtomicBool,
+    /// Message bodies read from or placed in memory shared with a caller.
+    pub(crate) shared_bodies: AtomicU64,
 }
 
 impl Counters {
@@ -38,6 +40,7 @@ impl Counters {
             pid: None,
             cancelled: 0,
             peak_outstanding: self.peak_outstanding.load(Ordering::Relaxed),
+            shared_bodies: self.shared_bodies.load(Ordering::Relaxed),
         }
     }
 

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow_flight::FlightData;
 use datafusion::arrow::array::ArrayRef;
@@ -23,10 +24,10 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinHandle};
 use tonic::Status;
 
-use super::counters::OpenStream;
+use super::counters::{Counters, OpenStream};
 use super::host::Host;
 use crate::function::LoadedFunction;
-use crate::wire::{self, BatchEncoder};
+use crate::wire::{self, BatchEncoder, RingWriter};
 
 /// A request the instance decoded: its sequence number, if any, and arguments.
 pub(crate) type DecodedRequest = (Option<u64>, RecordBatch);
@@ -59,18 +60,20 @@ impl Drop for Running {
 }
 
 /// Serves one exchange of `function`: `requests` in, answers out on
-/// `sender`, `cancels` naming the requests the caller gave up on.
+/// `sender` (their bodies placed in the shared memory's `ring`, if the
+/// caller shares memory), `cancels` naming the requests the caller gave up on.
 pub(crate) async fn serve(
     requests: impl Stream<Item = Result<DecodedRequest, Status>> + Send,
     mut cancels: mpsc::UnboundedReceiver<u64>,
     host: Arc<Host>,
     function: LoadedFunction,
-    sender: mpsc::Sender<Result<FlightData, Status>>,
+    (sender, ring): (mpsc::Sender<Result<FlightData, Status>>, Option<RingWriter>),
     open: OpenStream,
 ) {
     let _open = open;
     let mut requests = std::pin::pin!(requests);
-    let mut answers = Answers::new(function.name(), sender.clone());
+    let shared = ring.map(|ring| (ring, Arc::clone(&host.counters)));
+    let mut answers = Answers::new(function.name(), sender.clone(), shared);
     let mut pending: FuturesOrdered<Evaluation> = FuturesOrdered::new();
     let mut running = Running::default();
     // set when the caller's stream ended, with the error it ended with
@@ -130,15 +133,23 @@ struct Answers {
     sender: mpsc::Sender<Result<FlightData, Status>>,
     encoder: BatchEncoder,
     messages: Vec<FlightData>,
+    /// Where bodies go, when the caller shares memory, and where they are
+    /// counted.
+    ring: Option<(RingWriter, Arc<Counters>)>,
 }
 
 impl Answers {
-    fn new(function: &str, sender: mpsc::Sender<Result<FlightData, Status>>) -> Self {
+    fn new(
+        function: &str,
+        sender: mpsc::Sender<Result<FlightData, Status>>,
+        ring: Option<(RingWriter, Arc<Counters>)>,
+    ) -> Self {
         Self {
             function: function.to_string(),
             sender,
             encoder: BatchEncoder::new(None),
             messages: Vec::new(),
+            ring,
         }
     }
 
@@ -163,7 +174,12 @@ impl Answers {
             self.fail(status).await;
             return false;
         }
-        for message in self.messages.drain(..) {
+        for mut message in self.messages.drain(..) {
+            if let Some((ring, counters)) = &mut self.ring
+                && ring.place(&mut message)
+            {
+                counters.shared_bodies.fetch_add(1, Ordering::Relaxed);
+            }
             if self.sender.send(Ok(message)).await.is_err() {
                 return false;
             }

@@ -26,13 +26,14 @@ use futures::{Stream, StreamExt, stream};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::counters::OpenStream;
+use super::counters::{Counters, OpenStream};
 use super::exchange::{self, DecodedRequest};
 use super::host::Host;
 use crate::function::LoadedFunction;
-use crate::wire;
+use crate::wire::{self, Ring, RingWriter, Segment};
 
 /// The Flight service of one instance.
 /// Time an exchange has to send its first message (the descriptor).
@@ -42,17 +43,25 @@ const EXCHANGE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub(crate) struct FlightHandler {
     pub(crate) host: Arc<Host>,
+    /// The largest message it sends: no answer body placed in shared memory
+    /// is larger either.
+    pub(crate) max_message: usize,
 }
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The requests of an exchange, decoded; the sequence number of each
 /// cancel message goes to `cancels` as it is read.
+/// Bodies the caller placed in the shared segment are read there, in place,
+/// and counted; the requests of a caller that shares memory are not
+/// validated again.
 pub(crate) fn decode_requests(
     first: FlightData,
     rest: impl Stream<Item = Result<FlightData, Status>> + Send + 'static,
     cancels: mpsc::UnboundedSender<u64>,
+    shared: Option<(Arc<Segment>, Arc<Counters>)>,
 ) -> impl Stream<Item = Result<DecodedRequest, Status>> + Send {
+    let trusted = shared.is_some();
     // a caller silent for EXCHANGE_IDLE_TIMEOUT ends its exchange (after the
     // answers to its requests): it opens a new one when it has more
     let rest = tokio_stream::StreamExt::timeout(rest, EXCHANGE_IDLE_TIMEOUT)
@@ -85,11 +94,29 @@ pub(crate) fn decode_requests(
             };
             std::future::ready(header)
         })
-        .map(|m| m.map_err(FlightError::from));
+        .map(move |m| {
+            let mut m = m?;
+            let segment = shared.as_ref().map(|(segment, _)| segment);
+            let placed = wire::take_body(&mut m, segment, Ring::Requests, false)
+                .map_err(|e| Status::invalid_argument(format!("corrupt request: {e}")))?;
+            if let Some((_, counters)) = shared.as_ref().filter(|_| placed) {
+                counters.shared_bodies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(m)
+        })
+        .map(|m: Result<FlightData, Status>| m.map_err(FlightError::from));
     // A malformed body can panic inside Arrow's IPC reader (a buffer offset
     // past the body's end). That is the request's fault: answered as an error
     // status, never as a stream that just ends, which reads as success.
-    let decoded = std::panic::AssertUnwindSafe(FlightDataDecoder::new(input))
+    let mut decoder = FlightDataDecoder::new(input);
+    if trusted {
+        // SAFETY: a caller that shares memory with this instance runs on
+        // this host as a user who may open this process's descriptors: it
+        // could do anything this process can. Its requests are not
+        // validated again (docs/protocol.md, "Validation").
+        decoder = unsafe { decoder.with_skip_validation() };
+    }
+    let decoded = std::panic::AssertUnwindSafe(decoder)
         .catch_unwind()
         .map(|outcome| {
             outcome.unwrap_or_else(|payload| {
@@ -220,6 +247,18 @@ impl FlightService for FlightHandler {
                 "instance is draining: it takes no new exchange; send to another instance",
             ));
         }
+        // a caller on this host may share memory for the bodies
+        let segment = request
+            .metadata()
+            .get(wire::SHARED_MEMORY_HEADER)
+            .and_then(|offer| offer.to_str().ok())
+            .and_then(|offer| match Segment::open(offer) {
+                Ok(segment) => Some(segment),
+                Err(why) => {
+                    tracing::debug!("not sharing memory with this caller: {why}");
+                    None
+                }
+            });
         let mut input = request.into_inner();
         let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, input.message())
             .await
@@ -244,17 +283,35 @@ impl FlightService for FlightHandler {
         let open = OpenStream::enter(&host.counters);
 
         let (cancel, cancels) = mpsc::unbounded_channel();
-        let requests = decode_requests(first, input, cancel);
+        let shared = segment
+            .clone()
+            .map(|segment| (segment, Arc::clone(&host.counters)));
+        let requests = decode_requests(first, input, cancel, shared);
         let (sender, receiver) = mpsc::channel(2);
+        let accepted = segment
+            .as_ref()
+            .and_then(|segment| MetadataValue::try_from(segment.offer()).ok());
         tokio::spawn(exchange::serve(
             requests,
             cancels,
             Arc::clone(host),
             function,
-            sender,
+            (
+                sender,
+                segment.map(|segment| {
+                    RingWriter::new(segment, Ring::Answers).with_limit(self.max_message)
+                }),
+            ),
             open,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let mut response =
+            Response::new(Box::pin(ReceiverStream::new(receiver)) as FlightStream<_>);
+        if let Some(accepted) = accepted {
+            response
+                .metadata_mut()
+                .insert(wire::SHARED_MEMORY_HEADER, accepted);
+        }
+        Ok(response)
     }
 
     async fn do_action(

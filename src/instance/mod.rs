@@ -160,6 +160,7 @@ impl Instance {
         let expected = wire::bearer(self.token.expose());
         let service = FlightServiceServer::new(FlightHandler {
             host: Arc::clone(&self.host),
+            max_message: self.max_message,
         })
         .max_decoding_message_size(self.max_message)
         .max_encoding_message_size(self.max_message);
@@ -179,8 +180,8 @@ impl Instance {
                 reason: format!("the instance's certificate or key: {e}"),
             })?;
         }
+        // TCP_NODELAY is set on each accepted connection (listener.rs)
         let server = builder
-            .tcp_nodelay(true)
             .initial_stream_window_size(wire::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(wire::CONNECTION_WINDOW_BYTES)
             .max_frame_size(wire::MAX_FRAME_BYTES)

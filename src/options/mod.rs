@@ -319,7 +319,7 @@ declare_options! {
     memory: Option<u64> = None, Limit { min: MIN_INSTANCE_MEMORY }, Resource;
     /// Device sets, instance i gets set i mod n: a process instance as its CUDA_VISIBLE_DEVICES, a thread instance (in a build with the feature cuda; refused otherwise) runs on its set's first device number.
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
-    /// 'auto' hands batches to instances in this process directly; 'flight' always uses the wire.
+    /// 'auto' hands batches to instances in this process directly and shares memory with those on this host; 'flight' always sends them over the wire.
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
     /// Instances are this command, run with sh -c (one process each), following the command contract of docs/protocol.md.
     command: Option<String> = None, Text { what: "a shell command such as 'python3 my_model.py', or 'none'" }, Resource;

@@ -19,6 +19,7 @@
 //! retry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arrow_flight::FlightData;
@@ -30,10 +31,11 @@ use futures::StreamExt;
 use futures::stream::PollNext;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status, Streaming};
 
 use super::failure::{Failure, failure_of, is_transport};
-use crate::wire::{self, BatchEncoder, FlightClient};
+use crate::wire::{self, BatchEncoder, FlightClient, Ring, RingWriter, Segment};
 
 type Waiter = oneshot::Sender<Result<RecordBatch, Failure>>;
 
@@ -54,6 +56,9 @@ struct Pending {
 pub(crate) struct Exchange {
     schema: SchemaRef,
     writer: tokio::sync::Mutex<Writer>,
+    /// Set once the instance mapped the segment this exchange offered:
+    /// bodies then go through shared memory.
+    shared: Arc<AtomicBool>,
     pending: Arc<Mutex<Pending>>,
     /// Where cancel messages go, beside the writer (a cancel is sent from
     /// a drop, which cannot wait for the writer's lock).
@@ -64,6 +69,8 @@ struct Writer {
     encoder: BatchEncoder,
     sender: mpsc::Sender<FlightData>,
     messages: Vec<FlightData>,
+    /// The requests' ring of the segment offered, if one was.
+    ring: Option<RingWriter>,
 }
 
 /// Cancel messages waiting to go out beside the requests; a cancel that
@@ -78,22 +85,38 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Exchange {
+    /// Opens an exchange; `share` offers the instance a shared-memory
+    /// segment for the bodies (it accepts if it runs on this host);
+    /// `trusted` decodes its answers without validating them again.
     pub(crate) fn open(
         client: &FlightClient,
         address: &str,
         function: &str,
         schema: &SchemaRef,
+        (share, trusted): (bool, bool),
     ) -> Arc<Self> {
         let (sender, receiver) = mpsc::channel(16);
         let (cancels, cancelled) = mpsc::channel(CANCELS_QUEUED);
         let pending = Arc::new(Mutex::new(Pending::default()));
+        let segment = share
+            .then(|| {
+                Segment::create()
+                    .map_err(|e| tracing::debug!("no shared memory for {address}: {e}"))
+                    .ok()
+            })
+            .flatten();
+        let shared = Arc::new(AtomicBool::new(false));
         let session = Arc::new(Self {
             schema: Arc::clone(schema),
             writer: tokio::sync::Mutex::new(Writer {
                 encoder: BatchEncoder::new(Some(wire::function_descriptor(function))),
                 sender,
                 messages: Vec::new(),
+                ring: segment
+                    .as_ref()
+                    .map(|segment| RingWriter::new(Arc::clone(segment), Ring::Requests)),
             }),
+            shared: Arc::clone(&shared),
             pending: Arc::clone(&pending),
             cancels,
         });
@@ -112,14 +135,27 @@ impl Exchange {
         let address = address.to_string();
         let mut request = tonic::Request::new(outgoing);
         // this client half-closes on an instance's ENDING
-        request.metadata_mut().insert(
-            wire::ENDING_HEADER,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
+        request
+            .metadata_mut()
+            .insert(wire::ENDING_HEADER, MetadataValue::from_static("1"));
+        let offer = segment
+            .as_ref()
+            .and_then(|segment| MetadataValue::try_from(segment.offer()).ok());
+        if let Some(offer) = &offer {
+            request
+                .metadata_mut()
+                .insert(wire::SHARED_MEMORY_HEADER, offer.clone());
+        }
         tokio::spawn(async move {
             let (reason, failure) = match client.do_exchange(request).await {
                 Ok(response) => {
-                    read_answers(response.into_inner(), &pending, &address, ending).await
+                    // the instance says it mapped the segment by naming it
+                    let accepted = response.metadata().get(wire::SHARED_MEMORY_HEADER);
+                    if offer.is_some() && accepted == offer.as_ref() {
+                        shared.store(true, Ordering::Release);
+                    }
+                    let answers = response.into_inner();
+                    read_answers(answers, &pending, &address, ending, (segment, trusted)).await
                 }
                 Err(status) => (status.message().to_string(), Some(status)),
             };
@@ -183,11 +219,20 @@ impl Exchange {
                 encoder,
                 sender,
                 messages,
+                ring,
             } = &mut *writer;
             messages.clear();
             encoder
                 .encode(arguments, wire::encode_sequence(seq), messages)
                 .map_err(|e| Failure::Reject(format!("cannot encode the arguments: {e}")))?;
+            let ring = ring
+                .as_mut()
+                .filter(|_| self.shared.load(Ordering::Acquire));
+            if let Some(ring) = ring {
+                for message in messages.iter_mut() {
+                    ring.place(message);
+                }
+            }
             for message in messages.drain(..) {
                 sender
                     .send(message)
@@ -227,11 +272,15 @@ impl Drop for Forget<'_> {
 /// Routes answers to their waiters until the stream ends; returns why it
 /// ended and the status it ended with, if any. Messages without a data
 /// header are skipped; an [`wire::ENDING`] among them fires `ending`.
+/// Bodies the instance placed in the shared `segment` are copied out of it
+/// before they are decoded (see `wire::shared_memory` for why). Answers of
+/// a `trusted` instance are not validated again.
 async fn read_answers(
     answers: Streaming<FlightData>,
     pending: &Arc<Mutex<Pending>>,
     address: &str,
     ending: oneshot::Sender<()>,
+    (segment, trusted): (Option<Arc<Segment>>, bool),
 ) -> (String, Option<Status>) {
     let mut ending = Some(ending);
     let said = Arc::clone(pending);
@@ -246,11 +295,23 @@ async fn read_answers(
                 }
                 None
             }
-            other => Some(other.map_err(FlightError::from)),
+            Ok(mut m) => Some(
+                wire::take_body(&mut m, segment.as_ref(), Ring::Answers, true)
+                    .map(|_| m)
+                    .map_err(FlightError::DecodeError),
+            ),
+            Err(status) => Some(Err(FlightError::from(status))),
         };
         futures::future::ready(message)
     });
     let mut decoder = FlightDataDecoder::new(answers);
+    if trusted {
+        // SAFETY: the instance is rpcop's own code, in this process or
+        // started by this region: it encodes arrays that arrow-rs built and
+        // validated, with arrow-rs's IPC writer. What that trusts is written
+        // in docs/protocol.md ("Validation").
+        decoder = unsafe { decoder.with_skip_validation() };
+    }
     while let Some(decoded) = decoder.next().await {
         let decoded = match decoded {
             Ok(decoded) => decoded,

@@ -4,7 +4,9 @@
 //! An instance serving in this process (a `thread` instance, with
 //! `transport = 'auto'`) is handed the batch directly: no IPC encoding, no
 //! socket. Any other is reached over Flight, on one persistent `DoExchange`
-//! per function (`exchange`), multiplexed by sequence number; a Flight UDF
+//! per function (`exchange`), multiplexed by sequence number; with
+//! `transport = 'auto'` the exchange offers the instance shared memory for
+//! the message bodies, which an instance on this host accepts; a Flight UDF
 //! server of another protocol, on an exchange per request in flight
 //! (`udf_server`). Either way an
 //! attempt fails with a [`Failure`] that tells the client whether another
@@ -46,6 +48,12 @@ pub(crate) struct Connection {
     local: Option<LocalInstance>,
     /// The server, when it speaks another protocol than rpcop's.
     udf_server: Option<UdfServer>,
+    /// Offer the instance shared memory for its exchanges (the transport
+    /// allows it, and the instance is not reached in-process).
+    share: bool,
+    /// Decode its answers without validating them again: it runs rpcop's
+    /// own instance code, in this process or started by the region.
+    trusted: bool,
     /// Requests outstanding on it from this client.
     pub(crate) outstanding: AtomicUsize,
     /// Its recent answer time in microseconds (0 until the first), a moving
@@ -65,7 +73,9 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection to the instance `id` at `address`, which speaks
     /// `protocol`; `direct` allows the in-process hand-off when the
-    /// instance serves in this process.
+    /// instance serves in this process; `own` says the region started it
+    /// from rpcop's own serve program (its answers are trusted, as those of
+    /// an instance in this process are).
     pub(crate) fn new(
         id: u64,
         slot: usize,
@@ -73,14 +83,20 @@ impl Connection {
         client: FlightClient,
         direct: bool,
         protocol: Protocol,
+        own: bool,
     ) -> Self {
         let udf_server = (!protocol.is_rpcop()).then(|| UdfServer::new(client.clone(), address));
+        let in_process = LocalInstance::find(address);
+        let trusted = protocol.is_rpcop() && (own || in_process.is_some());
+        let local = in_process.filter(|_| direct);
         Self {
             id,
             slot,
             address: address.to_string(),
             client,
-            local: direct.then(|| LocalInstance::find(address)).flatten(),
+            share: direct && local.is_none(),
+            trusted,
+            local,
             udf_server,
             outstanding: AtomicUsize::new(0),
             latency_us: AtomicU64::new(0),
@@ -205,7 +221,13 @@ impl Connection {
         match exchanges.get(function) {
             Some(exchange) if exchange.serves(schema) => Arc::clone(exchange),
             _ => {
-                let exchange = Exchange::open(&self.client, &self.address, function, schema);
+                let exchange = Exchange::open(
+                    &self.client,
+                    &self.address,
+                    function,
+                    schema,
+                    (self.share, self.trusted),
+                );
                 exchanges.insert(function.to_string(), Arc::clone(&exchange));
                 exchange
             }

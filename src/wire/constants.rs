@@ -33,6 +33,11 @@ pub const SEQUENCE_STATUS_KEY: &str = "x-rpcop-seq";
 /// requests ahead on another thread (the Python kit does only then).
 pub const ENDING_HEADER: &str = "x-rpcop-ending";
 
+/// Call metadata by which a caller offers a shared-memory segment for the
+/// bodies of an exchange (`<pid>:<fd>:<nonce>`), and response metadata by
+/// which an instance that mapped it accepts (the same value).
+pub const SHARED_MEMORY_HEADER: &str = "x-rpcop-shm";
+
 /// gRPC metadata key of the bearer token.
 pub const AUTHORIZATION_KEY: &str = "authorization";
 

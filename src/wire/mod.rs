@@ -15,6 +15,9 @@
 //!   is a constant ([`scalar_argument`]);
 //! - the caller's session options that differ from DataFusion's defaults
 //!   travel in the argument schema's metadata ([`session_metadata`]);
+//! - between a caller and an instance on one host, message bodies may go
+//!   through shared memory instead ([`SHARED_MEMORY_HEADER`]; the module
+//!   `shared_memory` says how);
 //! - errors are Flight statuses; one that concerns a single request names
 //!   its sequence number in the status metadata [`SEQUENCE_STATUS_KEY`];
 //! - `ListFlights`/`GetFlightInfo` describe a function in the Arrow Flight
@@ -44,6 +47,7 @@ mod message;
 mod probe;
 mod sequence;
 mod session;
+mod shared_memory;
 mod stats;
 mod tls;
 
@@ -69,5 +73,7 @@ pub use sequence::{
 };
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};
+pub use shared_memory::{MIN_PLACED, PLACEMENT_PREFIX, RING_BYTES, SLOTS};
+pub(crate) use shared_memory::{Ring, RingWriter, Segment, take_body};
 pub use stats::InstanceStats;
 pub use tls::ServerTls;

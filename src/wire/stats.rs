@@ -39,4 +39,9 @@ pub struct InstanceStats {
     /// answered, queued or running. Optional on the wire.
     #[serde(default)]
     pub peak_outstanding: u64,
+    /// Message bodies (requests read, answers sent) that went through
+    /// memory shared with their caller rather than the stream. Optional on
+    /// the wire.
+    #[serde(default)]
+    pub shared_bodies: u64,
 }

@@ -304,3 +304,25 @@ pub fn spawn_server(command: &mut std::process::Command) -> (std::process::Child
     let address = format!("http://{}", line.trim().trim_start_matches("http://"));
     (child, address)
 }
+
+/// A plain Arrow Flight client of `address` (none of rpcop's client code).
+pub async fn raw_client(
+    address: &str,
+) -> arrow_flight::flight_service_client::FlightServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(address.to_string())
+        .expect("an endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+}
+
+/// `message` with the bearer `token` in its metadata.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    request
+}
