@@ -67,6 +67,10 @@ pub(super) async fn peak_of<T>(f: impl Future<Output = T>) -> (T, usize) {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub scenario: String,
+    /// How rpcop reached its instances: `isolation/transport`, e.g.
+    /// `thread/local` (the in-process hand-off), `process/shm`,
+    /// `process/flight`, `command/flight`.
+    pub path: String,
     pub baseline: String,
     pub baseline_ms: f64,
     pub rpcop_ms: f64,
@@ -87,8 +91,9 @@ impl Row {
             None => String::new(),
         };
         format!(
-            "{{\"scenario\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
+            "{{\"scenario\": {:?}, \"path\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
             self.scenario,
+            self.path,
             self.baseline,
             self.baseline_ms,
             self.rpcop_ms,
@@ -269,6 +274,7 @@ pub(super) fn row(
 ) -> Row {
     Row {
         scenario,
+        path: "thread/local".to_string(),
         baseline: baseline.to_string(),
         baseline_ms,
         rpcop_ms,
@@ -278,6 +284,16 @@ pub(super) fn row(
         target: target.to_string(),
         met: Some(met),
         correct,
+    }
+}
+
+impl Row {
+    /// The row, as measured through `path` (`isolation/transport`).
+    pub(super) fn via(self, path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            ..self
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! | scenario | rpcop | baseline | target |
 //! | --- | --- | --- | --- |
-//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads (and, without a target, the same over Flight and from a process instance) | in-process, `target_partitions` = cores | ≤ 1.5 |
+//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads: `thread/local`, `thread/flight` (no target), `process/shm`, `process/flight` | in-process, `target_partitions` = cores | ≤ 1.5, -, ≤ 2.0, ≤ 3.0 |
 //! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, reached in-process and over Flight | the same batches through Arrow IPC in memory | ≤ 1.3 |
 //! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores | in-process, `target_partitions` = cores | ≤ 1.1 |
 //! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each | in-process and an async UDF, `target_partitions` = cores | within 15% of ideal, ≥ 3× both |
@@ -98,8 +98,8 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | baseline | baseline median | rpcop median | ratio | rpcop rows/s | peak memory (baseline / rpcop) | target | met |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| scenario | isolation/transport | baseline | baseline median | rpcop median | ratio | rpcop rows/s | peak memory (baseline / rpcop) | target | met |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         let peak = r.peak_mb.map_or_else(
@@ -107,8 +107,9 @@ fn table(rows: &[Row]) -> String {
             |(b, p)| format!("{b:.1} MB / {p:.1} MB"),
         );
         out.push_str(&format!(
-            "| {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} | {peak} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} | {peak} | {} | {} |\n",
             r.scenario,
+            r.path,
             r.baseline,
             r.baseline_ms,
             r.rpcop_ms,

@@ -42,6 +42,7 @@ pub(super) async fn bounded_memory(scale: f64, reps: usize) -> Row {
         scenario: format!(
             "bounded memory: {large} rows through a slow service (peak heap, largest of {reps} runs)"
         ),
+        path: "thread/local".to_string(),
         baseline: format!(
             "the same at {small} rows (largest of {} runs)",
             reps * small_runs
