@@ -161,25 +161,33 @@ impl Answers {
             array.data_type().clone(),
             true,
         )]));
+        let (ring, counters) = match &mut self.ring {
+            Some((ring, counters)) => (Some(ring), Some(counters)),
+            None => (None, None),
+        };
         let encoded = RecordBatch::try_new(schema, vec![array])
             .map_err(|e| Status::internal(e.to_string()))
             .and_then(|batch| {
                 let metadata = seq.map(wire::encode_sequence).unwrap_or_default();
                 self.messages.clear();
                 self.encoder
-                    .encode(&batch, metadata, &mut self.messages)
+                    .encode_placing(&batch, metadata, &mut self.messages, ring)
                     .map_err(|e| Status::internal(e.to_string()))
             });
-        if let Err(status) = encoded {
-            self.fail(status).await;
-            return false;
-        }
-        for mut message in self.messages.drain(..) {
-            if let Some((ring, counters)) = &mut self.ring
-                && ring.place(&mut message)
-            {
-                counters.shared_bodies.fetch_add(1, Ordering::Relaxed);
+        match encoded {
+            Ok(placed) => {
+                if let Some(counters) = counters {
+                    counters
+                        .shared_bodies
+                        .fetch_add(placed as u64, Ordering::Relaxed);
+                }
             }
+            Err(status) => {
+                self.fail(status).await;
+                return false;
+            }
+        }
+        for message in self.messages.drain(..) {
             if self.sender.send(Ok(message)).await.is_err() {
                 return false;
             }

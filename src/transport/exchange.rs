@@ -222,17 +222,12 @@ impl Exchange {
                 ring,
             } = &mut *writer;
             messages.clear();
-            encoder
-                .encode(arguments, wire::encode_sequence(seq), messages)
-                .map_err(|e| Failure::Reject(format!("cannot encode the arguments: {e}")))?;
             let ring = ring
                 .as_mut()
                 .filter(|_| self.shared.load(Ordering::Acquire));
-            if let Some(ring) = ring {
-                for message in messages.iter_mut() {
-                    ring.place(message);
-                }
-            }
+            encoder
+                .encode_placing(arguments, wire::encode_sequence(seq), messages, ring)
+                .map_err(|e| Failure::Reject(format!("cannot encode the arguments: {e}")))?;
             for message in messages.drain(..) {
                 sender
                     .send(message)

@@ -231,7 +231,7 @@ impl Segment {
 }
 
 /// An Arrow buffer as the bytes of a message body.
-struct Aligned(Buffer);
+pub(super) struct Aligned(pub(super) Buffer);
 
 impl AsRef<[u8]> for Aligned {
     fn as_ref(&self) -> &[u8] {
@@ -359,21 +359,24 @@ impl RingWriter {
         }
     }
 
-    /// Moves `message`'s body into the ring if it is worth it and fits
-    /// (true); otherwise it stays inline.
-    pub(crate) fn place(&mut self, message: &mut FlightData) -> bool {
-        let Some(placement) = self.write(&message.data_body) else {
+    /// Copies a message's body, given as the consecutive `parts` it is made
+    /// of, into the ring and adds its placement to the message's
+    /// `app_metadata` (true), if it is worth it and fits; otherwise (false)
+    /// the body travels inline. Writing the parts where they go is the only
+    /// copy a body takes on its way.
+    pub(crate) fn place(&mut self, app_metadata: &mut Bytes, parts: &[Buffer]) -> bool {
+        let Some(placement) = self.write(parts) else {
             return false;
         };
-        message.app_metadata = placement.after(&message.app_metadata);
-        message.data_body = Bytes::new();
+        *app_metadata = placement.after(app_metadata);
         true
     }
 
-    /// Copies `body` into the ring, or says `None` when it travels inline.
-    fn write(&mut self, body: &[u8]) -> Option<Placement> {
+    /// Copies the body of `parts` into the ring, or says `None` when it
+    /// travels inline.
+    fn write(&mut self, parts: &[Buffer]) -> Option<Placement> {
         self.reclaim();
-        let len = body.len();
+        let len = parts.iter().map(Buffer::len).sum::<usize>();
         if !(MIN_PLACED..=self.limit).contains(&len) || self.placed.len() >= SLOTS {
             return None;
         }
@@ -408,14 +411,18 @@ impl RingWriter {
         }
         let end = start + padded;
         let offset = start % RING_BYTES;
-        // SAFETY: offset + len <= RING_BYTES, and no reader holds these
-        // bytes: every body that lay there was released
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                body.as_ptr(),
-                self.segment.data(self.ring).add(offset),
-                len,
-            );
+        let mut to = offset;
+        for part in parts {
+            // SAFETY: the parts end at offset + len <= RING_BYTES, and no
+            // reader holds these bytes: every body that lay there was released
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.segment.data(self.ring).add(to),
+                    part.len(),
+                );
+            }
+            to += part.len();
         }
         let slot = self.next_slot;
         self.next_slot = (self.next_slot + 1) % SLOTS as u32;
@@ -425,6 +432,13 @@ impl RingWriter {
         self.placed.push_back((slot, start, end));
         self.head = end;
         Some(Placement { slot, offset, len })
+    }
+
+    /// How many bodies placed are not released yet.
+    #[cfg(test)]
+    pub(crate) fn placed(&mut self) -> usize {
+        self.reclaim();
+        self.placed.len()
     }
 
     /// Forgets the oldest bodies that their reader released.
@@ -469,132 +483,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(body: Vec<u8>, seq: u64) -> FlightData {
-        FlightData {
-            app_metadata: super::super::encode_sequence(seq),
-            data_body: Bytes::from(body),
-            ..FlightData::default()
-        }
-    }
-
-    #[test]
-    fn bodies_travel_through_an_opened_segment_and_come_back_the_same() {
-        let caller = Segment::create().unwrap();
-        let instance = Segment::open(caller.offer()).unwrap();
-        let mut writer = RingWriter::new(Arc::clone(&caller), Ring::Requests);
-        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let mut sent = message(body.clone(), 7);
-        writer.place(&mut sent);
-        assert!(sent.data_body.is_empty(), "placed, not inline");
-        let mut received = sent.clone();
-        take_body(&mut received, Some(&instance), Ring::Requests, false).unwrap();
-        assert_eq!(received.data_body.as_ref(), body.as_slice());
-        assert_eq!(received.app_metadata, super::super::encode_sequence(7));
-        assert_eq!(received.data_body.as_ptr() as usize % ALIGNMENT, 0);
-        // held in place until dropped; a copy releases at once
-        assert_eq!(instance.flag(Ring::Requests, 0).load(Ordering::Acquire), 1);
-        drop(received);
-        assert_eq!(instance.flag(Ring::Requests, 0).load(Ordering::Acquire), 0);
-        let mut answer = message(body.clone(), 8);
-        RingWriter::new(Arc::clone(&instance), Ring::Answers).place(&mut answer);
-        take_body(&mut answer, Some(&caller), Ring::Answers, true).unwrap();
-        assert_eq!(answer.data_body.as_ref(), body.as_slice());
-        assert_eq!(caller.flag(Ring::Answers, 0).load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn small_huge_and_unreleased_bodies_stay_inline() {
-        let segment = Segment::create().unwrap();
-        let mut writer = RingWriter::new(Arc::clone(&segment), Ring::Requests);
-        let mut small = message(vec![1; MIN_PLACED - 1], 1);
-        writer.place(&mut small);
-        assert_eq!(small.data_body.len(), MIN_PLACED - 1);
-        let mut huge = message(vec![1; RING_BYTES / 2 + 1], 2);
-        writer.place(&mut huge);
-        assert_eq!(huge.data_body.len(), RING_BYTES / 2 + 1);
-        // four bodies of a quarter of the ring fill it: a fifth finds no
-        // room until the first is released
-        let quarter = RING_BYTES / 4;
-        let mut held = Vec::new();
-        for seq in 0..4 {
-            let mut m = message(vec![2; quarter], seq);
-            writer.place(&mut m);
-            assert!(m.data_body.is_empty(), "body {seq} placed");
-            held.push(m);
-        }
-        let mut fifth = message(vec![3; quarter], 9);
-        writer.place(&mut fifth);
-        assert_eq!(fifth.data_body.len(), quarter, "no room: inline");
-        let mut first = held.remove(0);
-        take_body(&mut first, Some(&segment), Ring::Requests, true).unwrap();
-        let mut fourth = message(vec![3; quarter], 9);
-        writer.place(&mut fourth);
-        assert!(fourth.data_body.is_empty(), "room again once released");
-    }
-
-    #[test]
-    fn a_ring_in_steady_use_stays_at_its_beginning() {
-        let segment = Segment::create().unwrap();
-        let mut writer = RingWriter::new(Arc::clone(&segment), Ring::Requests);
-        let mut highest = 0;
-        let mut in_flight = VecDeque::new();
-        for seq in 0..1000 {
-            let mut m = message(vec![4; 100_000], seq);
-            writer.place(&mut m);
-            let (_, placement) = Placement::split(&m.app_metadata).unwrap();
-            highest = highest.max(placement.offset + placement.len);
-            in_flight.push_back(m);
-            if in_flight.len() > 8 {
-                let mut done = in_flight.pop_front().unwrap();
-                take_body(&mut done, Some(&segment), Ring::Requests, true).unwrap();
-            }
-        }
-        // the soft end: 32 of the largest bodies
-        assert!(
-            highest <= 33 * 100_096,
-            "touched {highest} bytes for 9 in flight"
-        );
-        // all released: the next body starts over at the beginning
-        for mut done in in_flight {
-            take_body(&mut done, Some(&segment), Ring::Requests, true).unwrap();
-        }
-        let mut m = message(vec![5; 100_000], 1000);
-        assert!(writer.place(&mut m), "placed once the ring is empty");
-        assert_eq!(Placement::split(&m.app_metadata).unwrap().1.offset, 0);
-    }
-
-    #[test]
-    fn bad_offers_and_placements_are_refused_with_why() {
-        assert!(
-            Segment::open("nonsense")
-                .unwrap_err()
-                .contains("<pid>:<fd>:<nonce>")
-        );
-        let segment = Segment::create().unwrap();
-        let forged = segment.offer().rsplit_once(':').unwrap().0.to_string() + ":00";
-        assert!(
-            Segment::open(&forged)
-                .unwrap_err()
-                .contains("not the segment offered")
-        );
-        // this process's stdin is no segment
-        let stdin = format!("{}:0:00", std::process::id());
-        assert!(Segment::open(&stdin).is_err());
-        let outside = Placement {
-            slot: 0,
-            offset: RING_BYTES - 64,
-            len: 128,
-        };
-        let mut m = FlightData {
-            app_metadata: outside.after(b""),
-            ..FlightData::default()
-        };
-        let error = take_body(&mut m, Some(&segment), Ring::Answers, true).unwrap_err();
-        assert!(error.contains("outside the shared ring"), "{error}");
-        let error = take_body(&mut m, None, Ring::Answers, true).unwrap_err();
-        assert!(error.contains("no segment was shared"), "{error}");
-    }
-}
+mod tests;
