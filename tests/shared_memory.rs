@@ -182,6 +182,50 @@ async fn offers_that_cannot_be_mapped_and_forged_placements_are_refused() {
 
 /// Through SQL, as the shell runs it: a process service's requests and
 /// answers go through shared memory.
+/// Answers of rpcop's own instances are read in place, so each holds its
+/// slot of the ring for as long as the caller keeps it: with every answer
+/// kept, at most one per slot comes through shared memory and the rest come
+/// inline, every row still right; dropped, their slots serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_kept_by_the_caller_hold_their_slots_and_the_rest_come_inline() {
+    within(async {
+        let process = region("shm-kept", &["upper"], &[("isolation", "process")]).await;
+        common::wait_ready(&process, 1).await;
+        // more requests than the ring has slots; bodies of about 15 KB
+        let (requests, batch) = (rpcop::wire::SLOTS as u64 + 144, 1024);
+        let rows = requests as usize * batch;
+        let client = process.client().unwrap();
+        let pass = || {
+            client
+                .call_stream("upper", futures::stream::iter(text_batches(rows, batch)))
+                .try_collect::<Vec<ArrayRef>>()
+        };
+        let kept = pass().await.unwrap();
+        assert_upper_in_order(&kept, rows);
+        let (first, shared) = counted(&process).await;
+        assert_eq!(first, requests);
+        // every request but the few sent before the offer was taken, and no
+        // more answers than the ring has slots
+        let answers = |shared: u64| shared.saturating_sub(requests);
+        assert!(
+            shared >= requests - 16 && answers(shared) <= rpcop::wire::SLOTS as u64,
+            "{shared} bodies shared of {requests} requests, all answers kept"
+        );
+        drop(kept);
+        let again = pass().await.unwrap();
+        assert_upper_in_order(&again, rows);
+        let (_, after) = counted(&process).await;
+        // the same exchange: every request placed, and answers again
+        assert!(
+            answers(after - shared) > 0,
+            "{} bodies shared in the second pass: the slots did not come back",
+            after - shared
+        );
+        process.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_service_shares_memory_through_sql() {
     within(async {

@@ -267,9 +267,9 @@ impl Drop for Forget<'_> {
 /// Routes answers to their waiters until the stream ends; returns why it
 /// ended and the status it ended with, if any. Messages without a data
 /// header are skipped; an [`wire::ENDING`] among them fires `ending`.
-/// Bodies the instance placed in the shared `segment` are copied out of it
-/// before they are decoded (see `wire::shared_memory` for why). Answers of
-/// a `trusted` instance are not validated again.
+/// Bodies a `trusted` instance placed in the shared `segment` are read in
+/// place and not validated again; any other instance's are copied out of it
+/// before they are decoded (see `wire::shared_memory` for why).
 async fn read_answers(
     answers: Streaming<FlightData>,
     pending: &Arc<Mutex<Pending>>,
@@ -291,7 +291,7 @@ async fn read_answers(
                 None
             }
             Ok(mut m) => Some(
-                wire::take_body(&mut m, segment.as_ref(), Ring::Answers, true)
+                wire::take_body(&mut m, segment.as_ref(), Ring::Answers, !trusted)
                     .map(|_| m)
                     .map_err(FlightError::DecodeError),
             ),

@@ -83,10 +83,21 @@ impl BatchEncoder {
                     .1
             }
         };
-        let stream = encoder.encode(batch)?;
+        // arrow counts the schema message as sent once `encode` emitted it,
+        // even when the batch then fails; the caller drops this request's
+        // messages, so a failure starts the next batch on a fresh stream
+        let stream = match encoder.encode(batch) {
+            Ok(stream) => stream,
+            Err(error) => {
+                self.stream = None;
+                return Err(error);
+            }
+        };
         let mut parts = Parts::new(&stream);
         let (mut placed, mut app_metadata) = (0, Some(app_metadata));
-        while let Some((header, kind, body)) = parts.message()? {
+        while let Some((header, kind, body)) =
+            parts.message().inspect_err(|_| self.stream = None)?
+        {
             let mut message = FlightData::new().with_data_header(header);
             if kind == MessageHeader::RecordBatch
                 && let Some(app_metadata) = app_metadata.take()

@@ -24,10 +24,11 @@
 //!
 //! What each side trusts: the instance reads requests in place (zero-copy),
 //! trusting its caller not to touch a body before it is released. The caller
-//! copies each answer out before decoding it, so an instance that scribbles
-//! on its ring cannot change an answer already taken, and the seals keep it
-//! from cutting the mapping from under the caller. (Which answers are then
-//! validated: docs/protocol.md, "Validation".)
+//! reads the answers of instances it trusts (rpcop's own serve program) in
+//! place as well, and copies any other answer out before decoding it, so an
+//! instance that scribbles on its ring cannot change an answer already
+//! taken. The seals keep either side from cutting the mapping from under the
+//! other. (Which answers are validated: docs/protocol.md, "Validation".)
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
