@@ -1,7 +1,7 @@
-//! The bench's own functions, registered in every scenario's session beside
-//! the demo ones: `identity` (the pass-through scenario) and
-//! `model_sim_async`, `model_sim` as a DataFusion async UDF (a baseline of the
-//! latency-bound scenario).
+//! The bench's own function, registered in every scenario's session beside
+//! the demo ones (whose `identity` the pass-through scenario calls):
+//! `model_sim_async`, `model_sim` as a DataFusion async UDF (a baseline of
+//! the latency-bound scenario).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,29 +14,6 @@ use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-
-/// The argument itself: the cheapest function there is.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Identity(Signature);
-
-impl ScalarUDFImpl for Identity {
-    fn name(&self) -> &str {
-        "identity"
-    }
-    fn signature(&self) -> &Signature {
-        &self.0
-    }
-    fn return_type(&self, types: &[DataType]) -> Result<DataType> {
-        Ok(types[0].clone())
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(args.args[0].clone())
-    }
-}
-
-pub(super) fn identity() -> ScalarUDF {
-    ScalarUDF::new_from_impl(Identity(Signature::any(1, Volatility::Immutable)))
-}
 
 /// `model_sim` written as a DataFusion async UDF: the batch latency is an
 /// `await`, not a blocked thread.

@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use rpcop::RpcSession;
 
-use super::functions::{identity, model_sim_async};
+use super::functions::model_sim_async;
 
 /// Counts live heap bytes and their peak, so a scenario can read the peak
 /// memory of one run.
@@ -76,7 +76,12 @@ pub struct Row {
     pub rpcop_ms: f64,
     pub ratio: f64,
     pub rows_per_s: f64,
+    /// Peak memory (baseline, rpcop) in MB: of the process tree where the
+    /// scenario says so, otherwise as the scenario names it.
     pub peak_mb: Option<(f64, f64)>,
+    /// The engine's peak heap (baseline, rpcop) in MB, where measured
+    /// beside `peak_mb`.
+    pub heap_mb: Option<(f64, f64)>,
     pub target: String,
     /// `None` for a row that has no target (it explains another).
     pub met: Option<bool>,
@@ -86,10 +91,15 @@ pub struct Row {
 
 impl Row {
     pub(super) fn json(&self) -> String {
-        let peak = match self.peak_mb {
+        let mut peak = match self.peak_mb {
             Some((b, r)) => format!(", \"baseline_peak_mb\": {b:.1}, \"rpcop_peak_mb\": {r:.1}"),
             None => String::new(),
         };
+        if let Some((b, r)) = self.heap_mb {
+            peak.push_str(&format!(
+                ", \"baseline_heap_mb\": {b:.1}, \"rpcop_heap_mb\": {r:.1}"
+            ));
+        }
         format!(
             "{{\"scenario\": {:?}, \"path\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
             self.scenario,
@@ -138,7 +148,6 @@ pub(super) async fn session(
 ) -> RpcSession {
     let session = RpcSession::builder()
         .with_demo_functions()
-        .udf(identity())
         .udf(model_sim_async())
         .serve_program(env!("CARGO_BIN_EXE_rpcop"))
         .build();
@@ -187,27 +196,42 @@ pub(super) fn columns(partitions: &[Vec<RecordBatch>]) -> Vec<Vec<ArrayRef>> {
         .collect()
 }
 
+/// Each partition's first column, as displayed, in order.
+fn values(partitions: &[Vec<RecordBatch>]) -> Vec<Vec<String>> {
+    columns(partitions)
+        .iter()
+        .map(|arrays| {
+            arrays
+                .iter()
+                .flat_map(|a| {
+                    let f = datafusion::arrow::util::display::ArrayFormatter::try_new(
+                        a.as_ref(),
+                        &Default::default(),
+                    )
+                    .unwrap();
+                    (0..a.len())
+                        .map(move |i| f.value(i).to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The same first column, partition by partition, in order.
 pub(super) fn same(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
-    let flat = |p: &[Vec<ArrayRef>]| -> Vec<Vec<String>> {
-        p.iter()
-            .map(|arrays| {
-                arrays
-                    .iter()
-                    .flat_map(|a| {
-                        let f = datafusion::arrow::util::display::ArrayFormatter::try_new(
-                            a.as_ref(),
-                            &Default::default(),
-                        )
-                        .unwrap();
-                        (0..a.len())
-                            .map(move |i| f.value(i).to_string())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
-            })
-            .collect()
+    values(a) == values(b)
+}
+
+/// The same first-column values, however partitioned and ordered (for
+/// answers of sessions with other partitionings).
+pub(super) fn same_rows(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
+    let sorted = |p| {
+        let mut all: Vec<String> = values(p).into_iter().flatten().collect();
+        all.sort_unstable();
+        all
     };
-    flat(&columns(a)) == flat(&columns(b))
+    sorted(a) == sorted(b)
 }
 
 pub(super) fn rows_of(partitions: &[Vec<RecordBatch>]) -> usize {
@@ -281,6 +305,7 @@ pub(super) fn row(
         ratio: rpcop_ms / baseline_ms,
         rows_per_s: rows as f64 / (rpcop_ms / 1e3),
         peak_mb: None,
+        heap_mb: None,
         target: target.to_string(),
         met: Some(met),
         correct,
@@ -309,6 +334,27 @@ pub(super) fn explaining(
         met: None,
         ..row(scenario, baseline, numbers, what, true, correct)
     }
+}
+
+/// Each way of reaching an instance: its `isolation/transport` and the
+/// service options (after the first) that choose it.
+pub(super) const PATHS: [(&str, &str); 4] = [
+    ("thread/local", ""),
+    ("thread/flight", ", transport = 'flight'"),
+    ("process/shm", ", isolation = 'process'"),
+    (
+        "process/flight",
+        ", isolation = 'process', transport = 'flight'",
+    ),
+];
+
+/// The paths of [`PATHS`] a scenario runs by: those `RPCOP_BENCH_PATHS`
+/// names (comma-separated parts of a path, for profiling), all without it.
+pub(super) fn paths() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let only = std::env::var("RPCOP_BENCH_PATHS").unwrap_or_default();
+    PATHS
+        .into_iter()
+        .filter(move |(path, _)| only.is_empty() || only.split(',').any(|o| path.contains(o)))
 }
 
 pub(super) fn scaled(n: f64, scale: f64, least: usize) -> usize {

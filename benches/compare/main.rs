@@ -2,17 +2,19 @@
 //!
 //! Every scenario runs its baseline and rpcop interleaved, several times, and
 //! reports medians (a baseline quicker than 200 ms runs several times in a
-//! row within each sample, and rpcop as many times: `harness::MIN_SAMPLE`); the table goes to stdout (markdown) and to
-//! `target/rpcop-bench/compare.json`. `RPCOP_BENCH_SCALE` scales the sizes
+//! row within each sample, and rpcop as many times: `harness::MIN_SAMPLE`);
+//! the table goes to stdout (markdown) and to
+//! `target/rpcop-bench/compare.json`, and a chart of it to
+//! `target/rpcop-bench/compare.svg` (`chart.rs`). `RPCOP_BENCH_SCALE` scales the sizes
 //! (1.0 = the sizes below, 0.01 = a smoke run in seconds).
 //!
 //! | scenario | rpcop | baseline | target |
 //! | --- | --- | --- | --- |
-//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads: `thread/local`, `thread/flight` (no target), `process/shm`, `process/flight` | in-process, `target_partitions` = cores | ≤ 1.5, -, ≤ 2.0, ≤ 3.0 |
-//! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, reached in-process and over Flight | the same batches through Arrow IPC in memory | ≤ 1.3 |
-//! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores | in-process, `target_partitions` = cores | ≤ 1.1 |
-//! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each | in-process and an async UDF, `target_partitions` = cores | within 15% of ideal, ≥ 3× both |
-//! | bounded memory | 20M rows through a service 10× slower than its input | the same at 2M rows | peak within 10% |
+//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads: `thread/local`, `thread/flight` (no target), `process/shm`, `process/flight`; and the floor of `process/shm` (in-process + the two copies it needs, no target) | in-process, `target_partitions` = cores | ≤ 1.5, -, ≤ 2.0, ≤ 3.0 |
+//! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, by each of the four paths | the same batches through Arrow IPC in memory, one stream per partition on as many threads (and, no target, through loopback sockets) | ≤ 1.3 |
+//! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores, `thread/local` and `process/shm` | in-process, `target_partitions` = cores | ≤ 1.1 |
+//! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each, `thread/local` and `process/shm` | in-process (`target_partitions` = cores), and an async UDF at 8 partitions (as many in flight) | within 5% of ideal, ≤ 1.0 |
+//! | bounded memory | 20M rows through a service 10× slower than its input, `thread/local` and `process/shm`: the peak resident memory of the whole process tree (`/proc`) and the engine's peak heap | the same at 2M rows | both peaks within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
 //! | Python functions | `x + 1` in Python, row-wise and batched, 1M rows, on rpcop's kit (2 command instances) | the same Python code on RisingWave's arrow-udf server (2 command instances) | ≤ 1.0 |
 //! | a real model | `embed_text` (all-MiniLM-L6-v2, candle) of 2,089 help-center texts, 2 thread and 2 process instances of 1 thread (and, without a target, the kit's numpy implementation) | candle in-process, 2 partitions sharing 2 threads | ≤ 1.1 |
@@ -30,6 +32,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
+#[path = "chart.rs"]
+mod chart;
 #[path = "cheap.rs"]
 mod cheap;
 #[path = "../../tests/common/mod.rs"]
@@ -54,6 +58,8 @@ mod python;
 mod shared;
 #[path = "socket.rs"]
 mod socket;
+#[path = "tree.rs"]
+mod tree;
 
 use harness::Row;
 
@@ -76,13 +82,13 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
         rows.extend(pass_through::pass_through(scale, reps).await);
     }
     if wanted("cpu") {
-        rows.push(cpu_heavy::cpu_heavy(scale, reps).await);
+        rows.extend(cpu_heavy::cpu_heavy(scale, reps).await);
     }
     if wanted("latency") {
         rows.extend(latency::latency_bound(scale, reps).await);
     }
     if wanted("memory") {
-        rows.push(memory::bounded_memory(scale, reps.min(3)).await);
+        rows.extend(memory::bounded_memory(scale, reps.min(3)).await);
     }
     if wanted("shared") {
         rows.push(shared::shared(scale, reps).await);
@@ -102,10 +108,13 @@ fn table(rows: &[Row]) -> String {
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
-        let peak = r.peak_mb.map_or_else(
+        let mut peak = r.peak_mb.map_or_else(
             || "-".to_string(),
             |(b, p)| format!("{b:.1} MB / {p:.1} MB"),
         );
+        if let Some((b, p)) = r.heap_mb {
+            peak.push_str(&format!("; heap {b:.1} MB / {p:.1} MB"));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} | {peak} | {} | {} |\n",
             r.scenario,
@@ -153,6 +162,11 @@ fn main() {
     let path = dir.join("compare.json");
     std::fs::write(&path, format!("[\n  {}\n]\n", json.join(",\n  "))).unwrap();
     println!("\nwritten to {}", path.display());
+    let picture = dir.join("compare.svg");
+    match chart::chart(&rows, &picture) {
+        Ok(()) => println!("chart: {}", picture.display()),
+        Err(e) => eprintln!("no chart: {e}"),
+    }
     if rows.iter().any(|r| !r.correct) {
         eprintln!("some scenario's results differ from its baseline's");
         std::process::exit(1);

