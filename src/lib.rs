@@ -67,6 +67,8 @@ pub use client::{CallReport, ClientStats, ServiceClient};
 pub use error::{FunctionError, RpcError};
 pub use function::demo;
 pub use function::{FunctionLibrary, HostedFunction, LoadContext, Loader};
-pub use options::{Isolation, LoadBalance, OnError, OptionError, ServiceOptions, Transport};
+pub use options::{
+    Isolation, Listen, LoadBalance, OnError, OptionError, ServiceOptions, Transport,
+};
 pub use region::{Member, MemberState, Membership, MembershipWatch, RegionBuilder, ServiceRegion};
 pub use session::{RpcFunction, RpcSession, RpcSessionBuilder, Startup};

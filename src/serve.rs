@@ -5,19 +5,20 @@
 //! [`FunctionLibrary`] to [`serve_main`] (see `examples/serve_own_function.rs`).
 //!
 //! The first line printed on stdout is the bound address as a URL
-//! (`http://host:port`, as `ENDPOINTS` takes it), so a parent that passed
-//! port 0 learns the port the system chose. It follows the command contract
+//! (`http://host:port`, or `unix:/path` for a Unix domain socket, as
+//! `ENDPOINTS` takes it), so a parent that passed port 0 learns the port the
+//! system chose. It follows the command contract
 //! of `command` instances too: `RPCOP_BIND`, `RPCOP_TOKEN_FILE`,
 //! `RPCOP_THREADS`, `RPCOP_MAX_MESSAGE_SIZE` and `RPCOP_MEMORY_LIMIT` stand in for the flags, so
 //! `command = 'rpcop serve --function upper'` is an instance.
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
 
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
+pub use crate::instance::Bind;
 use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
 use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
@@ -25,10 +26,11 @@ use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
 /// The flags of `rpcop serve`.
 #[derive(Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port. Loopback unless told
-    /// otherwise.
+    /// Address to listen on: host:port (port 0 picks a free port; loopback
+    /// unless told otherwise), or unix:/absolute/path for a Unix domain
+    /// socket only this user can connect to.
     #[arg(long, env = "RPCOP_BIND", default_value = "127.0.0.1:50051")]
-    pub bind: SocketAddr,
+    pub bind: Bind,
     /// A function to host (repeatable).
     #[arg(long = "function", required = true)]
     pub functions: Vec<String>,
@@ -99,6 +101,15 @@ impl ServeArgs {
             value,
             expected,
         };
+        if matches!(self.bind, Bind::Unix(_)) && self.tls_cert.is_some() {
+            return Err(invalid(
+                "bind",
+                self.bind.to_string(),
+                "host:port with --tls-cert (TLS runs over TCP; a Unix socket is this user's \
+                 alone already)"
+                    .to_string(),
+            ));
+        }
         if let Some(limit) = self.memory_limit.filter(|l| *l < MIN_INSTANCE_MEMORY) {
             return Err(invalid(
                 "memory-limit",
@@ -129,10 +140,14 @@ impl ServeArgs {
 
     /// Refuses plain text beyond loopback unless `--insecure`.
     fn check_transport(&self) -> Result<(), RpcError> {
-        if self.tls().is_none() && !self.bind.ip().is_loopback() && !self.insecure {
-            return Err(RpcError::PlainTextBeyondLoopback { bind: self.bind });
+        match self.bind {
+            Bind::Tcp(bind)
+                if self.tls().is_none() && !bind.ip().is_loopback() && !self.insecure =>
+            {
+                Err(RpcError::PlainTextBeyondLoopback { bind })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn token(&self) -> Result<String, RpcError> {
@@ -172,7 +187,7 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     args.check_transport()?;
     // the files read (and checked) before anything loads
     let tls = args.tls().map(|tls| tls.config()).transpose()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let secure = tls.is_some();
     crate::malloc::tune();
     if let Some(limit) = args.memory_limit {
         limit_memory(limit)?;
@@ -194,11 +209,15 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         Instance::load(&config)?
     };
     runtime.block_on(async {
-        let listener = bind(args.bind).await?;
-        let address = listener.local_addr()?;
+        let listener = bind(&args.bind).await?;
+        let mut address = listener.address()?;
+        if secure {
+            address = address.replacen("http://", "https://", 1);
+        }
         let mut stdout = std::io::stdout().lock();
-        // a URL that pastes into ENDPOINTS ('http://...' or 'https://...')
-        writeln!(stdout, "{scheme}://{address}")?;
+        // a URL that pastes into ENDPOINTS ('http://...', 'https://...' or
+        // 'unix:/...')
+        writeln!(stdout, "{address}")?;
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%address, functions = ?args.functions, "serving");
@@ -330,5 +349,17 @@ mod tests {
             ..wide
         };
         assert!(tls.check_transport().is_ok());
+        assert!(args("unix:/run/rpcop.sock").check_transport().is_ok());
+    }
+
+    #[test]
+    fn tls_is_refused_on_a_unix_socket() {
+        let unix = ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..args("unix:/run/rpcop.sock")
+        };
+        let refused = unix.check().unwrap_err().to_string();
+        assert!(refused.contains("TLS runs over TCP"), "{refused}");
     }
 }

@@ -338,13 +338,17 @@ pub(super) fn explaining(
 
 /// Each way of reaching an instance: its `isolation/transport` and the
 /// service options (after the first) that choose it.
-pub(super) const PATHS: [(&str, &str); 4] = [
+pub(super) const PATHS: [(&str, &str); 5] = [
     ("thread/local", ""),
     ("thread/flight", ", transport = 'flight'"),
     ("process/shm", ", isolation = 'process'"),
     (
         "process/flight",
         ", isolation = 'process', transport = 'flight'",
+    ),
+    (
+        "process/uds",
+        ", isolation = 'process', transport = 'flight', listen = 'unix'",
     ),
 ];
 

@@ -302,20 +302,28 @@ impl RpcParser<'_> {
     }
 }
 
-/// An endpoint is `http://host:port` or `https://host:port`.
+/// An endpoint is `http://host:port`, `https://host:port` or
+/// `unix:/absolute/path` (a Unix domain socket on this host).
 fn validate_endpoint(endpoint: &str) -> Result<(), ParseError> {
-    let rest = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"));
-    let valid = rest.is_some_and(|rest| {
-        rest.rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-    });
+    let valid = match endpoint.strip_prefix("unix:") {
+        Some(path) => {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            path.starts_with('/') && path.len() > 1
+        }
+        None => endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .is_some_and(|rest| {
+                rest.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            }),
+    };
     if valid {
         Ok(())
     } else {
         Err(ParseError::Syntax(format!(
-            "invalid endpoint '{endpoint}': expected 'http://host:port' or 'https://host:port'"
+            "invalid endpoint '{endpoint}': expected 'http://host:port', 'https://host:port' \
+             or 'unix:/absolute/path'"
         )))
     }
 }
@@ -444,6 +452,11 @@ mod tests {
         assert!(msg.contains("found: © at Line: 1, Column: 47"), "{msg}");
         let msg = error("CREATE RPC SERVICE s FOR FUNCTION f ENDPOINTS ('10.0.0.5')");
         assert!(msg.contains("invalid endpoint '10.0.0.5'"), "{msg}");
+        let msg = error("CREATE RPC SERVICE s FOR FUNCTION f ENDPOINTS ('unix:s.sock')");
+        assert!(msg.contains("or 'unix:/absolute/path'"), "{msg}");
+        assert!(
+            parse_sql("CREATE RPC SERVICE s FOR FUNCTION f ENDPOINTS ('unix:/run/s.sock')").is_ok()
+        );
         let msg = error("SHOW RPC SERVICE");
         assert!(msg.contains("Expected: SERVICES"), "{msg}");
         let msg = error("DROP RPC SERVICE s t");

@@ -1,9 +1,11 @@
 //! The connections an instance accepts, bounded: at most
-//! [`MAX_CONNECTIONS`] at once, and each must send its first bytes within
-//! [`FIRST_BYTES_TIMEOUT`] of being accepted. Without these bounds, a peer
-//! that opens TCP connections and sends nothing would hold them (and their
-//! memory) for as long as it liked; a connection over the bound is closed at
-//! once.
+//! [`MAX_CONNECTIONS`] at once, and each TCP connection must send its first
+//! bytes within [`FIRST_BYTES_TIMEOUT`] of being accepted. Without these
+//! bounds, a peer that opens TCP connections and sends nothing would hold
+//! them (and their memory) for as long as it liked; a connection over the
+//! bound is closed at once. A Unix socket's peers are processes of the
+//! instance's own user (the socket is 0600), which could stop the instance
+//! anyway: its connections are bounded in number only.
 
 use std::io;
 use std::pin::Pin;
@@ -13,10 +15,10 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::server::Connected;
 
 /// Connections an instance holds open at once.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
@@ -26,14 +28,40 @@ pub(crate) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WAITING: usize = 64;
 
 /// An accepted connection, holding its place among [`MAX_CONNECTIONS`].
-pub(crate) struct Accepted {
-    stream: TcpStream,
+pub(crate) struct Accepted<S> {
+    stream: S,
     _place: OwnedSemaphorePermit,
 }
 
 /// The connections of `listener` that fit the bounds (see the module
 /// documentation); the others are closed.
-pub(crate) fn bounded(listener: TcpListener) -> impl Stream<Item = io::Result<Accepted>> {
+pub(crate) fn bounded_unix(
+    listener: UnixListener,
+) -> impl Stream<Item = io::Result<Accepted<UnixStream>>> {
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    UnixListenerStream::new(listener).filter_map(move |accepted| {
+        // an accept error concerns that connection only
+        let accepted = accepted.ok().and_then(|stream| {
+            let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                tracing::warn!(
+                    "closing a connection: {MAX_CONNECTIONS} connections are open already"
+                );
+                return None;
+            };
+            Some(Ok(Accepted {
+                stream,
+                _place: place,
+            }))
+        });
+        std::future::ready(accepted)
+    })
+}
+
+/// The connections of `listener` that fit the bounds (see the module
+/// documentation); the others are closed.
+pub(crate) fn bounded(
+    listener: TcpListener,
+) -> impl Stream<Item = io::Result<Accepted<TcpStream>>> {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     TcpListenerStream::new(listener)
         .map(move |accepted| {
@@ -71,15 +99,15 @@ pub(crate) fn bounded(listener: TcpListener) -> impl Stream<Item = io::Result<Ac
         .filter_map(std::future::ready)
 }
 
-impl Connected for Accepted {
-    type ConnectInfo = TcpConnectInfo;
+impl<S: Connected> Connected for Accepted<S> {
+    type ConnectInfo = S::ConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> Self::ConnectInfo {
         self.stream.connect_info()
     }
 }
 
-impl AsyncRead for Accepted {
+impl<S: AsyncRead + Unpin> AsyncRead for Accepted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -89,7 +117,7 @@ impl AsyncRead for Accepted {
     }
 }
 
-impl AsyncWrite for Accepted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Accepted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -10,10 +10,12 @@
 //! token and can be drained: it then refuses new exchanges and serves the
 //! open ones to their end; told to stop, it gives open exchanges
 //! [`SHUTDOWN_GRACE`] to finish. It accepts a bounded number of connections,
-//! each of which must speak within a few seconds (`listener`). While it
+//! each of which must speak within a few seconds (`listener`), on TCP or a
+//! Unix domain socket (`bind`). While it
 //! serves, a caller in the same process can also reach it without the
 //! network (`local`).
 
+mod bind;
 mod counters;
 mod evaluator;
 mod exchange;
@@ -25,14 +27,13 @@ mod listener;
 mod local;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::config::ConfigOptions;
-use tokio::net::TcpListener;
+use futures::future::Either;
 use tonic::Request;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::ServerTlsConfig;
@@ -40,6 +41,8 @@ use tonic::transport::ServerTlsConfig;
 use crate::error::{FunctionError, RpcError};
 use crate::function::{HostedFunction, LoadContext};
 use crate::wire::{self, Secret, check_token};
+pub use bind::{Bind, UNIX_PREFIX};
+pub(crate) use bind::{Listener, bind};
 use counters::Counters;
 pub(crate) use counters::InFlight;
 use evaluator::Evaluator;
@@ -150,13 +153,11 @@ impl Instance {
     /// evaluating: it serves once.
     pub(crate) async fn serve(
         self,
-        listener: TcpListener,
+        listener: Listener,
         tls: Option<ServerTlsConfig>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RpcError> {
-        let address = listener
-            .local_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let address = listener.address()?;
         let expected = wire::bearer(self.token.expose());
         let service = FlightServiceServer::new(FlightHandler {
             host: Arc::clone(&self.host),
@@ -168,7 +169,7 @@ impl Instance {
             check_token(&request, &expected)?;
             Ok(request)
         });
-        let _serving = Serving::new(format!("http://{address}"), &self.host);
+        let _serving = Serving::new(address.clone(), &self.host);
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             shutdown.await;
@@ -181,15 +182,27 @@ impl Instance {
             })?;
         }
         // TCP_NODELAY is set on each accepted connection (listener.rs)
-        let server = builder
+        let router = builder
             .initial_stream_window_size(wire::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(wire::CONNECTION_WINDOW_BYTES)
             .max_frame_size(wire::MAX_FRAME_BYTES)
             .http2_keepalive_interval(Some(wire::KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(wire::KEEPALIVE_INTERVAL * 2))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .add_service(service)
-            .serve_with_incoming_shutdown(listener::bounded(listener), shutdown);
+            .add_service(service);
+        // the socket's file goes when the server is done with it
+        let (server, _file) = match listener {
+            Listener::Tcp(tcp) => (
+                Either::Left(router.serve_with_incoming_shutdown(listener::bounded(tcp), shutdown)),
+                None,
+            ),
+            Listener::Unix(unix, file) => (
+                Either::Right(
+                    router.serve_with_incoming_shutdown(listener::bounded_unix(unix), shutdown),
+                ),
+                Some(file),
+            ),
+        };
         // once told to stop, open exchanges have SHUTDOWN_GRACE to finish:
         // a caller that keeps one open (and sends nothing) cannot hold the
         // instance up
@@ -217,13 +230,3 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Exchanges one connection may have open at once (rpcop's client opens
 /// one per function it calls).
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-
-/// Binds `address` (port 0 picks a free port) for an instance to serve on.
-pub(crate) async fn bind(address: SocketAddr) -> Result<TcpListener, RpcError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| RpcError::Bind {
-            address: address.to_string(),
-            source,
-        })
-}

@@ -18,8 +18,8 @@ pub use hedge::Hedge;
 use hedge::HedgeKind;
 use values::{Choice, Count, Devices, Environment, Flag, Limit, Positive, Size, Text, ValueKind};
 pub use values::{
-    DeviceSet, Isolation, LoadBalance, OnError, Protocol, Transport, format_duration, parse_bytes,
-    parse_duration,
+    DeviceSet, Isolation, Listen, LoadBalance, OnError, Protocol, Transport, format_duration,
+    parse_bytes, parse_duration,
 };
 
 /// Where an option applies, and whether it may change while its service runs.
@@ -107,6 +107,13 @@ pub enum OptionError {
         "option 'memory' limits an instance process: set isolation = 'process' (or a command) with it"
     )]
     MemoryNeedsProcess,
+    /// `listen = 'unix'` for instances that are a command.
+    #[error(
+        "option listen = 'unix' is for instances of rpcop's serve program (isolation 'thread' \
+         or 'process'); a command's instances listen on the host:port of RPCOP_BIND: drop \
+         listen, or the command"
+    )]
+    UnixNeedsServeProgram,
     /// One of `tls_cert` and `tls_key` without the other.
     #[error(
         "options 'tls_cert' and 'tls_key' go together: the client's certificate and its \
@@ -321,6 +328,8 @@ declare_options! {
     gpus: Vec<DeviceSet> = Vec::new(), Devices, Resource;
     /// 'auto' hands batches to instances in this process directly and shares memory with those on this host; 'flight' always sends them over the wire.
     transport: Transport = Transport::Auto, Choice::<Transport>::new(), Routing;
+    /// Where instances of rpcop's serve program started here listen: 'tcp' on a free loopback port, or 'unix', a Unix domain socket only this user can connect to (with transport = 'flight', the wire between processes without TCP).
+    listen: Listen = Listen::Tcp, Choice::<Listen>::new(), Resource;
     /// Instances are this command, run with sh -c (one process each), following the command contract of docs/protocol.md.
     command: Option<String> = None, Text { what: "a shell command such as 'python3 my_model.py', or 'none'" }, Resource;
     /// Directory a command runs in (default: this process's).
@@ -404,6 +413,9 @@ impl ServiceOptions {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(OptionError::TlsIdentityHalf);
+        }
+        if self.listen == Listen::Unix && self.command.is_some() {
+            return Err(OptionError::UnixNeedsServeProgram);
         }
         if !self.gpus.is_empty() && self.isolation == Isolation::Thread && !cfg!(feature = "cuda") {
             return Err(OptionError::GpusNeedCuda);

@@ -4,7 +4,7 @@
 //! is printed back (so that printing and reading again gives the same
 //! value), and what a user is told it expects when a value does not fit.
 //! The named values of an option ([`LoadBalance`], [`Isolation`],
-//! [`OnError`], [`Transport`]) are declared once with the names SQL spells
+//! [`OnError`], [`Transport`], [`Listen`]) are declared once with the names SQL spells
 //! them with.
 
 use std::fmt;
@@ -108,6 +108,18 @@ named_values! {
         Auto = "auto",
         /// Always Arrow Flight, even in-process.
         Flight = "flight",
+    }
+}
+
+named_values! {
+    /// Where the instances a region starts listen for their callers.
+    pub enum Listen {
+        /// A free port of loopback TCP (127.0.0.1).
+        #[default]
+        Tcp = "tcp",
+        /// A Unix domain socket in a directory of this process's own (mode
+        /// 0700, the socket 0600): only processes of this user connect.
+        Unix = "unix",
     }
 }
 

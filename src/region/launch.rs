@@ -3,7 +3,7 @@
 //! process, a user's command (`command`), or an instance that runs
 //! elsewhere (`ENDPOINTS`), which is only health-checked.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,13 +13,11 @@ use super::command::{CommandSpec, launch_command};
 use super::lifeline::TokenFd;
 use super::process::{ProcessSpec, launch_process};
 use super::running::Running;
+use super::sockets::{BIND_HOST, SocketDir};
 use crate::function::HostedFunction;
-use crate::instance::{Instance, InstanceConfig, bind};
+use crate::instance::{Bind, Instance, InstanceConfig, bind};
 use crate::options::{Protocol, ServiceOptions};
 use crate::wire::{self, Access, NoAnswer, ProbeFailure, Secret, connect, probe, try_action};
-
-/// Instances of a region listen on loopback only.
-pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// How a region's instances come to be.
 #[derive(Debug)]
@@ -43,6 +41,8 @@ pub(crate) struct InstanceSpec {
     pub(crate) functions: Vec<HostedFunction>,
     /// The bearer token the instances require.
     pub(crate) token: Secret,
+    /// Where instances of rpcop's serve program listen.
+    pub(crate) sockets: SocketDir,
 }
 
 impl Launcher {
@@ -54,12 +54,15 @@ impl Launcher {
         options: &ServiceOptions,
     ) -> Result<(String, Running), String> {
         match self {
-            Launcher::Thread => launch_thread(spec, slot, options).await,
+            Launcher::Thread => {
+                let bind = spec.sockets.bind_for(options)?;
+                launch_thread(spec, slot, options, bind).await
+            }
             Launcher::Process { program, token } => {
                 let process = ProcessSpec {
                     service: &spec.service,
                     functions: spec.functions.iter().map(HostedFunction::name).collect(),
-                    bind: SocketAddr::from((BIND_HOST, 0)),
+                    bind: spec.sockets.bind_for(options)?,
                     token,
                 };
                 launch_process(program, &process, slot, options).await
@@ -210,6 +213,7 @@ async fn launch_thread(
     spec: &InstanceSpec,
     slot: usize,
     options: &ServiceOptions,
+    bind_to: Bind,
 ) -> Result<(String, Running), String> {
     let cuda_device = match options.devices_for(slot).and_then(|set| set.first()) {
         None => None,
@@ -242,20 +246,15 @@ async fn launch_thread(
     let (address_tx, address_rx) = oneshot::channel();
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let (done_tx, done_rx) = oneshot::channel();
-    let bind_to = SocketAddr::from((BIND_HOST, 0));
     handle.spawn(async move {
-        let listener = match bind(bind_to).await {
+        let listener = match bind(&bind_to).await {
             Ok(listener) => listener,
             Err(error) => {
                 let _ = address_tx.send(Err(error.to_string()));
                 return;
             }
         };
-        let address = listener
-            .local_addr()
-            .map(|a| format!("http://{a}"))
-            .map_err(|e| e.to_string());
-        let _ = address_tx.send(address);
+        let _ = address_tx.send(listener.address().map_err(|e| e.to_string()));
         let result = instance
             .serve(listener, None, async {
                 let _ = shutdown_rx.await;

@@ -24,6 +24,7 @@ mod lifeline;
 mod membership;
 mod process;
 mod running;
+mod sockets;
 mod supervisor;
 
 use std::path::PathBuf;
@@ -159,6 +160,7 @@ impl RegionBuilder {
                 service: self.name,
                 functions: self.functions,
                 token,
+                sockets: sockets::SocketDir::default(),
             },
             launcher,
             publisher: MembershipPublisher::new(),

@@ -21,6 +21,7 @@ use tokio::process::{ChildStdout, Command};
 use super::lifeline::{TokenFd, tie};
 use super::running::{LastWords, Running, describe_exit};
 use crate::error::RpcError;
+use crate::instance::{Bind, UNIX_PREFIX};
 use crate::options::ServiceOptions;
 use crate::wire::TOKEN_PATH;
 
@@ -31,7 +32,7 @@ pub(crate) struct ProcessSpec<'a> {
     /// The functions it hosts.
     pub(crate) functions: Vec<&'a str>,
     /// The address to bind.
-    pub(crate) bind: SocketAddr,
+    pub(crate) bind: Bind,
     /// The token, passed as an inherited fd.
     pub(crate) token: &'a TokenFd,
 }
@@ -187,6 +188,12 @@ impl ChildStart<'_> {
         // keep reading stdout so the child never blocks on a full pipe
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let address = line.trim();
+        if address
+            .strip_prefix(UNIX_PREFIX)
+            .is_some_and(|path| path.starts_with('/'))
+        {
+            return Ok(address.to_string());
+        }
         let host_port = address.strip_prefix("http://").unwrap_or(address);
         if host_port.parse::<SocketAddr>().is_err() {
             let hint = if address.starts_with(ARROW_UDF_LINE) {

@@ -19,23 +19,32 @@ use crate::options::ServiceOptions;
 /// A Flight client that sends the region's token.
 pub(crate) type FlightClient = FlightServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// Fails unless `address` is one rpcop can reach: `http://host:port`, or
+/// Fails unless `address` is one rpcop can reach: `http://host:port`,
 /// `https://host:port` (TLS: the service's `tls_*` options, or the
-/// system's certificate authorities).
+/// system's certificate authorities), or `unix:/path` (a Unix domain socket
+/// on this host).
 pub(crate) fn check_endpoint(address: &str) -> Result<(), RpcError> {
     let invalid = |reason: &str| RpcError::InvalidEndpoint {
         address: address.to_string(),
         reason: reason.to_string(),
     };
+    const EXPECTED: &str = "expected http://host:port, https://host:port or unix:/absolute/path";
+    if let Some(path) = address.strip_prefix("unix:") {
+        // tonic dials unix:/path and unix:///path
+        return match path.strip_prefix("//").unwrap_or(path) {
+            path if path.starts_with('/') && path.len() > 1 => Ok(()),
+            _ => Err(invalid(EXPECTED)),
+        };
+    }
     let Some(rest) = address
         .strip_prefix("http://")
         .or_else(|| address.strip_prefix("https://"))
     else {
-        return Err(invalid("expected http://host:port or https://host:port"));
+        return Err(invalid(EXPECTED));
     };
     match rest.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(invalid("expected http://host:port or https://host:port")),
+        _ => Err(invalid(EXPECTED)),
     }
 }
 
