@@ -10,11 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use datafusion::arrow::array::ArrayRef;
-use futures::TryStreamExt;
 use rpcop::{RpcSession, ServiceRegion};
 
-use common::{assert_upper_in_order, region, text_batches, within};
+use common::{region, within};
 
 const ROWS: usize = 50_000;
 
@@ -73,14 +71,7 @@ async fn thread_and_process_instances_listen_on_sockets_of_their_own() {
                 assert_eq!(path.parent(), Some(dir.as_path()));
                 assert_eq!(mode(path), 0o600, "{} is its owner's alone", path.display());
             }
-            let client = region.client().unwrap();
-            let input = futures::stream::iter(text_batches(ROWS, 4096));
-            let results: Vec<ArrayRef> = client
-                .call_stream("upper", input)
-                .try_collect()
-                .await
-                .unwrap();
-            assert_upper_in_order(&results, ROWS);
+            common::upper_through(&region, ROWS, 4096).await;
             // shared memory rides on any connection on this host
             let stats = region.stats().await;
             let shared: u64 = stats

@@ -27,14 +27,7 @@ const BATCH: usize = 4096;
 
 /// Runs `upper` over [`ROWS`] rows through `region`; checks every row.
 async fn upper_through(region: &ServiceRegion) {
-    let client = region.client().unwrap();
-    let input = futures::stream::iter(text_batches(ROWS, BATCH));
-    let results: Vec<ArrayRef> = client
-        .call_stream("upper", input)
-        .try_collect()
-        .await
-        .unwrap();
-    assert_upper_in_order(&results, ROWS);
+    common::upper_through(region, ROWS, BATCH).await;
 }
 
 /// The instances' requests and bodies that went through shared memory.

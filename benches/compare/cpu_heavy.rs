@@ -2,7 +2,7 @@
 //! thread and process instances (`thread/local`, `process/shm`). Baseline:
 //! in-process, `target_partitions` = cores. Target: ratio ≤ 1.1.
 
-use super::harness::{Row, compare_sql, cores, row, scaled, session, strings};
+use super::harness::{Row, THREAD_AND_PROCESS, compare_sql, cores, row, scaled, session, strings};
 
 pub(super) async fn cpu_heavy(scale: f64, reps: usize) -> Vec<Row> {
     let rows = scaled(50_000.0, scale, 256);
@@ -10,10 +10,7 @@ pub(super) async fn cpu_heavy(scale: f64, reps: usize) -> Vec<Row> {
     let session = session(strings(rows, 1024, n), n, 1024).await;
     let sql = "SELECT embed(s) FROM t";
     let mut out = Vec::new();
-    for (path, with) in [
-        ("thread/local", ""),
-        ("process/shm", ", isolation = 'process'"),
-    ] {
+    for (path, with) in THREAD_AND_PROCESS {
         session
             .sql(&format!(
                 "CREATE RPC SERVICE models FOR FUNCTION embed WITH (parallelism = {n}, batch_size = 1024{with})"

@@ -352,6 +352,11 @@ pub(super) const PATHS: [(&str, &str); 5] = [
     ),
 ];
 
+/// A thread instance handed batches in-process and a process instance
+/// through shared memory: the paths of scenarios that measure the function
+/// more than the wire.
+pub(super) const THREAD_AND_PROCESS: [(&str, &str); 2] = [PATHS[0], PATHS[2]];
+
 /// The paths of [`PATHS`] a scenario runs by: those `RPCOP_BENCH_PATHS`
 /// names (comma-separated parts of a path, for profiling), all without it.
 pub(super) fn paths() -> impl Iterator<Item = (&'static str, &'static str)> {

@@ -8,7 +8,8 @@
 use rpcop::RpcSession;
 
 use super::harness::{
-    Row, cores, median, row, same, same_rows, scaled, session, set_rewrite, strings, timed,
+    Row, THREAD_AND_PROCESS, cores, median, row, same, same_rows, scaled, session, set_rewrite,
+    strings, timed,
 };
 
 const LATENCY_MS: u64 = 20;
@@ -30,10 +31,7 @@ pub(super) async fn latency_bound(scale: f64, reps: usize) -> Vec<Row> {
     );
     let target = "within 5% of ideal and ratio <= 1.0";
     let mut out = Vec::new();
-    for (path, with) in [
-        ("thread/local", ""),
-        ("process/shm", ", isolation = 'process'"),
-    ] {
+    for (path, with) in THREAD_AND_PROCESS {
         session
             .sql(&format!(
                 "CREATE RPC SERVICE sim FOR FUNCTION model_sim WITH (parallelism = {INSTANCES}, threads = 1, batch_size = {BATCH}{with})"

@@ -11,15 +11,12 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use rpcop::RpcSession;
 
-use super::harness::{Row, median, peak_of, scaled, session, timed};
+use super::harness::{Row, THREAD_AND_PROCESS, median, peak_of, scaled, session, timed};
 use super::tree::tree_peak_of;
 
 pub(super) async fn bounded_memory(scale: f64, reps: usize) -> Vec<Row> {
     let mut out = Vec::new();
-    for (path, with) in [
-        ("thread/local", ""),
-        ("process/shm", ", isolation = 'process'"),
-    ] {
+    for (path, with) in THREAD_AND_PROCESS {
         out.push(bounded_memory_via(scale, reps, path, with).await);
     }
     out

@@ -133,14 +133,16 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         (
             "2 thread instances x 1 thread, in-process hand-off",
             "'thread'",
+            "thread/local",
         ),
         (
-            "2 process instances x 1 thread, Flight on loopback",
+            "2 process instances x 1 thread, shared memory",
             "'process'",
+            "process/shm",
         ),
     ];
     let mut out = Vec::new();
-    for (what, isolation) in services {
+    for (what, isolation, path) in services {
         let session = session(rows).await;
         let create = format!(
             "CREATE RPC SERVICE minilm FOR FUNCTION embed_text \
@@ -165,6 +167,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
                 ms <= baseline * 1.1,
                 close(&expected, &actual),
             )
+            .via(path)
         });
         session.sql("DROP RPC SERVICE minilm").await.unwrap();
     }
@@ -198,6 +201,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
             "why the native path exists",
             close(&expected, &actual),
         )
+        .via("command/flight")
     });
     session.sql("DROP RPC SERVICE numpy").await.unwrap();
     out

@@ -93,16 +93,19 @@ pub(super) async fn python_servers(scale: f64, reps: usize) -> Vec<Row> {
             correct &= same(&expected, &actual);
         }
         let (b, r) = (median(baseline), median(through));
-        out.push(row(
-            format!(
-                "python: x + 1 {shape}, {rows} rows, {parallelism} processes, Flight on loopback"
-            ),
-            "arrow-udf server (command, protocol arrow-udf)",
-            (b, r, rows),
-            "kit ratio <= 1.0",
-            r <= b,
-            correct,
-        ));
+        out.push(
+            row(
+                format!(
+                    "python: x + 1 {shape}, {rows} rows, {parallelism} processes, Flight on loopback"
+                ),
+                "arrow-udf server (command, protocol arrow-udf)",
+                (b, r, rows),
+                "kit ratio <= 1.0",
+                r <= b,
+                correct,
+            )
+            .via("command/flight"),
+        );
         kit.sql("DROP RPC SERVICE py").await.unwrap();
         peer.sql("DROP RPC SERVICE py").await.unwrap();
     }

@@ -183,6 +183,20 @@ pub fn assert_upper_in_order(results: &[ArrayRef], rows: usize) {
     assert_eq!(i, rows, "every row exactly once");
 }
 
+/// Runs `upper` over `text_batches(rows, batch)` through `region`'s client;
+/// checks every row.
+pub async fn upper_through(region: &ServiceRegion, rows: usize, batch: usize) {
+    use futures::TryStreamExt;
+    let client = region.client().expect("a client of the region");
+    let input = futures::stream::iter(text_batches(rows, batch));
+    let results: Vec<ArrayRef> = client
+        .call_stream("upper", input)
+        .try_collect()
+        .await
+        .expect("upper answers");
+    assert_upper_in_order(&results, rows);
+}
+
 /// The cells of `batches`, row by row, as Arrow displays them (NULL as
 /// `NULL`).
 pub fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
