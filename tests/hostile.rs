@@ -201,3 +201,40 @@ async fn an_answer_over_the_message_limit_is_refused() {
     })
     .await;
 }
+
+/// An instance whose answer says its body lies in the caller's shared
+/// memory, far outside it (a command instance is offered shared memory as
+/// any instance on this host is): the request fails naming the bad
+/// placement, nothing is read out of bounds, and the session serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_placed_outside_the_shared_ring_is_refused() {
+    common::within(async {
+        let session = RpcSession::builder().build();
+        let command = format!(
+            "cd ''{}'' && exec ''{}'' hostile_server.py",
+            common::python_tests().display(),
+            common::python().display()
+        );
+        session
+            .sql(&format!(
+                "CREATE RPC SERVICE h FOR FUNCTION misplaced WITH (command = '{command}', retries = 1)"
+            ))
+            .await
+            .unwrap();
+        let e = session
+            .sql("SELECT misplaced(value) FROM generate_series(1, 10)")
+            .await
+            .unwrap_err()
+            .strip_backtrace();
+        assert!(
+            e.contains("a body placed at slot 0, offset 1099511627776, length 4096 lies outside the shared ring"),
+            "{e}"
+        );
+        let still = session.sql("SELECT upper('still here')").await.unwrap();
+        assert_eq!(
+            common::cells(&still).unwrap(),
+            vec![vec!["STILL HERE".to_string()]]
+        );
+    })
+    .await;
+}
