@@ -110,6 +110,25 @@ async fn a_wedged_instance_is_replaced() {
     .await;
 }
 
+/// A session with a service `h` of `functions`, run by the Python kit's
+/// hostile fixture (`tests/python/hostile_server.py`), with more options in
+/// `with`.
+async fn hostile(functions: &str, with: &str) -> RpcSession {
+    let session = RpcSession::builder().build();
+    let command = format!(
+        "cd ''{}'' && exec ''{}'' hostile_server.py",
+        common::python_tests().display(),
+        common::python().display()
+    );
+    session
+        .sql(&format!(
+            "CREATE RPC SERVICE h FOR FUNCTION {functions} WITH (command = '{command}'{with})"
+        ))
+        .await
+        .unwrap();
+    session
+}
+
 /// An instance whose answers are wrong (a value too few, a text where a
 /// BIGINT is due) is reported as a bug of the function, at once: any
 /// instance of the same code would answer the same, so nothing is retried,
@@ -117,18 +136,7 @@ async fn a_wedged_instance_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_answers_are_reported_as_the_functions_bug() {
     common::within(async {
-        let session = RpcSession::builder().build();
-        let command = format!(
-            "cd ''{}'' && exec ''{}'' hostile_server.py",
-            common::python_tests().display(),
-            common::python().display()
-        );
-        session
-            .sql(&format!(
-                "CREATE RPC SERVICE h FOR FUNCTION short, wrong_type WITH (command = '{command}', parallelism = 2)"
-            ))
-            .await
-            .unwrap();
+        let session = hostile("short, wrong_type", ", parallelism = 2").await;
         let error = |sql: &'static str| {
             let session = &session;
             async move { session.sql(sql).await.unwrap_err().strip_backtrace() }
@@ -150,7 +158,11 @@ async fn wrong_answers_are_reported_as_the_functions_bug() {
         let region = session.service("h").unwrap();
         let members = region.members();
         assert_eq!(members.len(), 2);
-        assert!(members.iter().all(|m| m.state == MemberState::Ready && m.restarts == 0));
+        assert!(
+            members
+                .iter()
+                .all(|m| m.state == MemberState::Ready && m.restarts == 0)
+        );
         let client = session.client("h").unwrap();
         assert_eq!(client.stats().retries, 0, "{:?}", client.stats());
     })
@@ -209,18 +221,7 @@ async fn an_answer_over_the_message_limit_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_placed_outside_the_shared_ring_is_refused() {
     common::within(async {
-        let session = RpcSession::builder().build();
-        let command = format!(
-            "cd ''{}'' && exec ''{}'' hostile_server.py",
-            common::python_tests().display(),
-            common::python().display()
-        );
-        session
-            .sql(&format!(
-                "CREATE RPC SERVICE h FOR FUNCTION misplaced WITH (command = '{command}', retries = 1)"
-            ))
-            .await
-            .unwrap();
+        let session = hostile("misplaced", ", retries = 1").await;
         let e = session
             .sql("SELECT misplaced(value) FROM generate_series(1, 10)")
             .await
