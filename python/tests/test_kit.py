@@ -22,6 +22,8 @@ READS_AHEAD = flight.FlightCallOptions(
 )
 PLAIN = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {TOKEN}".encode())], timeout=20)
 GATE = threading.Event()
+# set once request 1 of `gated` is evaluating (waiting at the gate)
+AT_GATE = threading.Event()
 
 
 @udf(input_types=["VARCHAR"], result_type="VARCHAR")
@@ -44,8 +46,10 @@ def wrong_length(a):
 @udf(input_types=["BIGINT"], result_type="BIGINT")
 def gated(x):
     """Request 1 waits until the test opens the gate."""
-    if x == 1 and not GATE.wait(10):
-        raise TimeoutError("the gate stayed shut")
+    if x == 1:
+        AT_GATE.set()
+        if not GATE.wait(10):
+            raise TimeoutError("the gate stayed shut")
     return x
 
 
@@ -208,12 +212,16 @@ def cancel(n):
 
 def test_cancels_skip_queued_requests_and_drop_running_ones(client, server):
     GATE.clear()
+    AT_GATE.clear()
     before = stats(client)
     writer, reader = client.do_exchange(flight.FlightDescriptor.for_path("gated"), options=READS_AHEAD)
     with writer:
         writer.begin(one(0).schema)
         for n in range(1, 11):
             writer.write_with_metadata(one(n), seq(n))
+        # the cancels go once request 1 runs: sent earlier, they could be
+        # read before it starts, and it would be skipped, not dropped
+        assert AT_GATE.wait(10), "request 1 never started"
         for n in range(1, 10):
             writer.write_metadata(cancel(n))
         writer.write_metadata(cancel(99))  # not outstanding: ignored
