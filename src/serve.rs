@@ -18,9 +18,9 @@ use std::path::PathBuf;
 
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
-pub use crate::instance::Bind;
 use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
+pub use crate::wire::Bind;
 use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
 
 /// The flags of `rpcop serve`.

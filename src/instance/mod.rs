@@ -41,7 +41,6 @@ use tonic::transport::ServerTlsConfig;
 use crate::error::{FunctionError, RpcError};
 use crate::function::{HostedFunction, LoadContext};
 use crate::wire::{self, Secret, check_token};
-pub use bind::{Bind, UNIX_PREFIX};
 pub(crate) use bind::{Listener, bind};
 use counters::Counters;
 pub(crate) use counters::InFlight;

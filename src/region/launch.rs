@@ -15,9 +15,9 @@ use super::process::{ProcessSpec, launch_process};
 use super::running::Running;
 use super::sockets::{BIND_HOST, SocketDir};
 use crate::function::HostedFunction;
-use crate::instance::{Bind, Instance, InstanceConfig, bind};
+use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{Protocol, ServiceOptions};
-use crate::wire::{self, Access, NoAnswer, ProbeFailure, Secret, connect, probe, try_action};
+use crate::wire::{self, Access, Bind, NoAnswer, ProbeFailure, Secret, connect, probe, try_action};
 
 /// How a region's instances come to be.
 #[derive(Debug)]

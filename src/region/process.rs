@@ -21,9 +21,8 @@ use tokio::process::{ChildStdout, Command};
 use super::lifeline::{TokenFd, tie};
 use super::running::{LastWords, Running, describe_exit};
 use crate::error::RpcError;
-use crate::instance::{Bind, UNIX_PREFIX};
 use crate::options::ServiceOptions;
-use crate::wire::TOKEN_PATH;
+use crate::wire::{Bind, TOKEN_PATH};
 
 /// What a child process instance is started with.
 pub(crate) struct ProcessSpec<'a> {
@@ -188,10 +187,7 @@ impl ChildStart<'_> {
         // keep reading stdout so the child never blocks on a full pipe
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let address = line.trim();
-        if address
-            .strip_prefix(UNIX_PREFIX)
-            .is_some_and(|path| path.starts_with('/'))
-        {
+        if let Ok(Bind::Unix(_)) = address.parse::<Bind>() {
             return Ok(address.to_string());
         }
         let host_port = address.strip_prefix("http://").unwrap_or(address);

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tempfile::TempDir;
 
-use crate::instance::Bind;
 use crate::options::{Listen, ServiceOptions};
+use crate::wire::Bind;
 
 /// Instances of a region listen on loopback only.
 pub(crate) const BIND_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use super::address::{Bind, UNIX_PREFIX};
 use super::auth::BearerToken;
 use super::stats::InstanceStats;
 use super::tls::ClientTls;
@@ -29,10 +30,10 @@ pub(crate) fn check_endpoint(address: &str) -> Result<(), RpcError> {
         reason: reason.to_string(),
     };
     const EXPECTED: &str = "expected http://host:port, https://host:port or unix:/absolute/path";
-    if let Some(path) = address.strip_prefix("unix:") {
-        // tonic dials unix:/path and unix:///path
-        return match path.strip_prefix("//").unwrap_or(path) {
-            path if path.starts_with('/') && path.len() > 1 => Ok(()),
+    if address.starts_with(UNIX_PREFIX) {
+        // tonic dials unix:/path and unix:///path, as Bind reads them
+        return match address.parse::<Bind>() {
+            Ok(Bind::Unix(_)) => Ok(()),
             _ => Err(invalid(EXPECTED)),
         };
     }

@@ -70,6 +70,25 @@ impl BatchEncoder {
         batch: &RecordBatch,
         app_metadata: Bytes,
         out: &mut Vec<FlightData>,
+        ring: Option<&mut RingWriter>,
+    ) -> Result<usize, ArrowError> {
+        // arrow counts the schema message as sent once `encode` emitted it,
+        // even when the batch then fails; the caller drops this request's
+        // messages, so a failure starts the next batch on a fresh stream
+        let placed = self.encode_on_stream(batch, app_metadata, out, ring);
+        if placed.is_err() {
+            self.stream = None;
+        }
+        placed
+    }
+
+    /// [`encode_placing`](Self::encode_placing) on the stream of `batch`'s
+    /// schema, begun if need be.
+    fn encode_on_stream(
+        &mut self,
+        batch: &RecordBatch,
+        app_metadata: Bytes,
+        out: &mut Vec<FlightData>,
         mut ring: Option<&mut RingWriter>,
     ) -> Result<usize, ArrowError> {
         let unpacked = sendable(batch)?;
@@ -83,21 +102,10 @@ impl BatchEncoder {
                     .1
             }
         };
-        // arrow counts the schema message as sent once `encode` emitted it,
-        // even when the batch then fails; the caller drops this request's
-        // messages, so a failure starts the next batch on a fresh stream
-        let stream = match encoder.encode(batch) {
-            Ok(stream) => stream,
-            Err(error) => {
-                self.stream = None;
-                return Err(error);
-            }
-        };
+        let stream = encoder.encode(batch)?;
         let mut parts = Parts::new(&stream);
         let (mut placed, mut app_metadata) = (0, Some(app_metadata));
-        while let Some((header, kind, body)) =
-            parts.message().inspect_err(|_| self.stream = None)?
-        {
+        while let Some((header, kind, body)) = parts.message()? {
             let mut message = FlightData::new().with_data_header(header);
             if kind == MessageHeader::RecordBatch
                 && let Some(app_metadata) = app_metadata.take()

@@ -36,6 +36,7 @@
 //! own `app_metadata`; a dictionary of dictionaries, which Arrow IPC cannot
 //! carry, travels as one dictionary of the innermost values.
 
+mod address;
 mod arguments;
 mod auth;
 mod connection;
@@ -51,6 +52,7 @@ mod shared_memory;
 mod stats;
 mod tls;
 
+pub use address::{Bind, UNIX_PREFIX};
 pub use arguments::{is_scalar_argument, scalar_argument};
 pub(crate) use auth::{BearerToken, Secret, check_token};
 pub use auth::{MAX_TOKEN_FILE_BYTES, bearer, read_token_file};
