@@ -5,7 +5,9 @@
 //! `target_partitions` = cores. `RPCOP_BENCH_PATHS=process/shm` runs some
 //! of them (for profiling). A row without a target gives the floor of
 //! `process/shm`: in-process plus the two copies shared memory needs, so the
-//! table shows how much of that row is the machine's memory bandwidth.
+//! table shows how much of that row is the machine's memory bandwidth; and
+//! one gives the floor of `process/flight`: in-process plus the same bytes
+//! through loopback sockets, encoded and decoded as Flight must.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::harness::{
     Row, compare_sql, cores, explaining, median, paths, row, scaled, session, strings,
 };
+use super::socket::socket_floor;
 
 /// The ratio to in-process each path must keep, if any.
 fn target(path: &str) -> Option<f64> {
@@ -67,6 +70,19 @@ pub(super) async fn cheap(scale: f64, reps: usize) -> Vec<Row> {
         session.sql("DROP RPC SERVICE text").await.unwrap();
         if path == "process/shm" {
             out.push(copy_floor_row(&data, &scenario, (b, r, got), reps, correct));
+        }
+        if path == "process/flight" {
+            let (socket, echoed) = socket_floor(&data, reps).await;
+            out.push(
+                explaining(
+                    scenario.clone(),
+                    "in-process + the arguments and results as Arrow IPC through loopback TCP (a connection per partition)",
+                    (b + socket, r, got),
+                    "none: the floor of the process/flight row",
+                    correct && echoed,
+                )
+                .via(path),
+            );
         }
     }
     out

@@ -243,8 +243,18 @@ pub(super) fn rows_of(partitions: &[Vec<RecordBatch>]) -> usize {
 /// many times, so that a few milliseconds of noise cannot swing the ratio.
 pub(super) const MIN_SAMPLE: Duration = Duration::from_millis(200);
 
-/// Runs `sql` `runs` times in a row; the last answer and the time per run.
-async fn timed_runs(
+/// How many runs of a baseline that took `once` make a sample of at least
+/// [`MIN_SAMPLE`].
+pub(super) fn runs_for(once: Duration) -> u32 {
+    u32::try_from(MIN_SAMPLE.as_nanos().div_ceil(once.as_nanos().max(1)))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// Runs `sql` `runs` times in a row; the last answer and the time per run
+/// (the answer is checked outside the timed runs: comparing 4M strings
+/// takes longer than sending them).
+pub(super) async fn timed_runs(
     session: &RpcSession,
     sql: &str,
     runs: u32,
@@ -268,10 +278,7 @@ pub(super) async fn compare_sql(
     reps: usize,
 ) -> (f64, f64, usize, bool) {
     set_rewrite(session, false).await;
-    let (_, once) = timed(session, baseline_sql).await;
-    let runs = u32::try_from(MIN_SAMPLE.as_nanos().div_ceil(once.as_nanos().max(1)))
-        .unwrap_or(u32::MAX)
-        .max(1);
+    let runs = runs_for(timed(session, baseline_sql).await.1);
     let (mut b, mut r) = (Vec::new(), Vec::new());
     let mut correct = true;
     let mut rows = 0;

@@ -18,6 +18,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float32Type;
@@ -99,18 +100,32 @@ fn close(a: &[Vec<RecordBatch>], b: &[Vec<RecordBatch>]) -> bool {
         })
 }
 
-/// Times `SQL` on `session` `reps` times, after a first run (the model
-/// loads, the instances warm up) whose heap growth is returned.
-async fn measure(session: &RpcSession, reps: usize) -> (Vec<Vec<RecordBatch>>, f64, usize) {
-    let ((first, _), heap) = peak_of(timed(session, SQL)).await;
+/// Runs `SQL` once on `session` (the model loads, the instances warm up):
+/// the answer and the heap this process grew by.
+async fn first_run(session: &RpcSession) -> (Vec<Vec<RecordBatch>>, usize) {
+    let ((out, _), heap) = peak_of(timed(session, SQL)).await;
+    (out, heap)
+}
+
+/// `reps` interleaved runs of `SQL` in-process (`local`, its times added to
+/// `baseline`) and on `session`: `session`'s last answer and median in ms.
+/// Interleaved, a machine that speeds up or slows down during the scenario
+/// moves both sides alike.
+async fn measure(
+    local: &RpcSession,
+    session: &RpcSession,
+    reps: usize,
+    baseline: &mut Vec<Duration>,
+) -> (Vec<Vec<RecordBatch>>, f64) {
     let mut times = Vec::new();
-    let mut last = first;
+    let mut last = Vec::new();
     for _ in 0..reps {
+        baseline.push(timed(local, SQL).await.1);
         let (out, elapsed) = timed(session, SQL).await;
         times.push(elapsed);
         last = out;
     }
-    (last, median(times), heap)
+    (last, median(times))
 }
 
 pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
@@ -120,14 +135,8 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
     let mb = |bytes: usize| bytes as f64 / 1e6;
 
     let local = session(rows).await;
-    let ((expected, _), load_heap) = peak_of(timed(&local, SQL)).await;
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        times.push(timed(&local, SQL).await.1);
-    }
-    let baseline = median(times);
+    let (expected, load_heap) = first_run(&local).await;
     let in_process_mb = mb(load_heap);
-    drop(local);
 
     let services = [
         (
@@ -142,6 +151,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         ),
     ];
     let mut out = Vec::new();
+    let mut all_baselines = Vec::new();
     for (what, isolation, path) in services {
         let session = session(rows).await;
         let create = format!(
@@ -150,7 +160,11 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
                    batch_size = 64, max_in_flight = 2)"
         );
         let ((), heap) = peak_of(async { session.sql(&create).await.map(drop).unwrap() }).await;
-        let (actual, ms, first_heap) = measure(&session, reps).await;
+        let (_, first_heap) = first_run(&session).await;
+        let mut baselines = Vec::new();
+        let (actual, ms) = measure(&local, &session, reps, &mut baselines).await;
+        let baseline = median(baselines.clone());
+        all_baselines.extend(baselines);
         let per_instance = if isolation == "'process'" {
             largest_child_peak_mb()
         } else {
@@ -171,6 +185,8 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         });
         session.sql("DROP RPC SERVICE minilm").await.unwrap();
     }
+    let baseline = median(all_baselines);
+    drop(local);
 
     let session = session(rows).await;
     let command = format!(
@@ -187,7 +203,15 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         ))
         .await
         .unwrap();
-    let (actual, ms, _) = measure(&session, reps).await;
+    first_run(&session).await;
+    let mut times = Vec::new();
+    let mut actual = Vec::new();
+    for _ in 0..reps {
+        let (answer, elapsed) = timed(&session, SQL).await;
+        times.push(elapsed);
+        actual = answer;
+    }
+    let ms = median(times);
     out.push(Row {
         peak_mb: Some((in_process_mb, largest_child_peak_mb())),
         heap_mb: None,

@@ -13,9 +13,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use rpcop::RpcSession;
 
 use super::harness::{
-    Row, cores, explaining, median, paths, row, same, scaled, session, strings, timed,
+    Row, cores, explaining, median, paths, row, runs_for, same, scaled, session, strings,
+    timed_runs,
 };
-use super::socket::socket_round_trip;
+use super::socket::socket_floor;
 
 /// Pass-through by each path against the parallel IPC floor, and the
 /// wire's own floor (loopback sockets) against Flight.
@@ -72,31 +73,20 @@ pub(super) async fn pass_through(scale: f64, reps: usize) -> Vec<Row> {
     out
 }
 
-/// `reps` interleaved runs of the IPC floor and of `echo`: their medians in
-/// ms and whether every answer equalled `data`.
+/// `reps` interleaved samples of the IPC floor and of `echo`: their medians
+/// in ms per run and whether every answer equalled `data`. Each sample runs
+/// as often as the floor needs to last [`MIN_SAMPLE`](super::harness::MIN_SAMPLE), the same on both sides.
 async fn measure(session: &RpcSession, data: &[Vec<RecordBatch>], reps: usize) -> (f64, f64, bool) {
+    let runs = runs_for(ipc_floor(data));
     let (mut floor, mut echo) = (Vec::new(), Vec::new());
     let mut correct = true;
     for _ in 0..reps {
-        floor.push(ipc_floor(data));
-        let (out, elapsed) = timed(session, "SELECT identity(s) FROM t").await;
+        floor.push((0..runs).map(|_| ipc_floor(data)).sum::<Duration>() / runs);
+        let (out, elapsed) = timed_runs(session, "SELECT identity(s) FROM t", runs).await;
         echo.push(elapsed);
         correct &= same(data, &out);
     }
     (median(floor), median(echo), correct)
-}
-
-/// `reps` runs of the socket floor: its median in ms and whether every
-/// answer equalled `data`.
-async fn socket_floor(data: &[Vec<RecordBatch>], reps: usize) -> (f64, bool) {
-    let mut times = Vec::new();
-    let mut correct = true;
-    for _ in 0..reps {
-        let (echoed, elapsed) = socket_round_trip(data).await;
-        times.push(elapsed);
-        correct &= same(data, &echoed);
-    }
-    (median(times), correct)
 }
 
 /// The floor: each partition's batches encoded and decoded with Arrow IPC,

@@ -1,7 +1,8 @@
 //! The socket floor of the pass-through scenario (a row without a target):
 //! the same batches as Arrow IPC through loopback TCP, one connection per
 //! partition, to a peer that decodes and re-encodes them as an instance does.
-//! It measures what Flight costs beyond the socket it runs on.
+//! It measures what Flight costs beyond the socket it runs on; the cheap
+//! scenario adds it to its in-process time as the floor of `process/flight`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,15 +11,35 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::harness::{median, runs_for, same};
 use super::pass_through::{from_ipc, to_ipc};
+
+/// `reps` samples of the socket floor, each of at least
+/// [`MIN_SAMPLE`](super::harness::MIN_SAMPLE): its median in ms per run and
+/// whether every answer equalled `data`.
+pub(super) async fn socket_floor(data: &[Vec<RecordBatch>], reps: usize) -> (f64, bool) {
+    let runs = runs_for(socket_round_trip(data).await.1);
+    let mut times = Vec::new();
+    let mut correct = true;
+    for _ in 0..reps {
+        let mut total = Duration::ZERO;
+        let mut echoed = Vec::new();
+        for _ in 0..runs {
+            let elapsed;
+            (echoed, elapsed) = socket_round_trip(data).await;
+            total += elapsed;
+        }
+        times.push(total / runs);
+        correct &= same(data, &echoed);
+    }
+    (median(times), correct)
+}
 
 /// Each partition's batches encoded, sent through a loopback TCP connection
 /// of its own to a peer that decodes and re-encodes them (as an instance
 /// does), and decoded again; all partitions at once. Returns what came back
 /// and the time taken.
-pub(super) async fn socket_round_trip(
-    data: &[Vec<RecordBatch>],
-) -> (Vec<Vec<RecordBatch>>, Duration) {
+async fn socket_round_trip(data: &[Vec<RecordBatch>]) -> (Vec<Vec<RecordBatch>>, Duration) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let start = Instant::now();
