@@ -75,7 +75,7 @@ pub use sequence::{
 };
 pub(crate) use sequence::{sequence_of, with_sequence};
 pub use session::{has_session_options, session_metadata, session_options};
-pub use shared_memory::{MIN_PLACED, PLACEMENT_PREFIX, RING_BYTES, SLOTS};
+pub use shared_memory::{HELD_IN_PLACE, MIN_PLACED, PLACEMENT_PREFIX, RING_BYTES, SLOTS};
 pub(crate) use shared_memory::{Ring, RingWriter, Segment, take_body};
 pub use stats::InstanceStats;
 pub use tls::ServerTls;

@@ -17,10 +17,13 @@
 //! sets the body's slot flag in the header page, and sends the message with
 //! an empty body and the placement ([`PLACEMENT_PREFIX`], slot, offset,
 //! length) after its `app_metadata`. The reader clears the flag when it no
-//! longer needs the bytes; the writer reuses the space of the oldest bodies
-//! once they are released. A body that does not fit (bigger than half a
-//! ring, or while the ring is full of unreleased bodies) travels inline:
-//! shared memory never waits and never fails a request.
+//! longer needs the bytes; the writer reuses the space and slot of any body
+//! once it is released, going around the ones still held. A body that does
+//! not fit (bigger than half a ring, or with no free slot or gap left)
+//! travels inline: shared memory never waits and never fails a request. A
+//! reader holds at most [`HELD_IN_PLACE`] bodies of a ring in place and
+//! copies any further one out, so one that keeps what it reads never fills
+//! the ring.
 //!
 //! What each side trusts: the instance reads requests in place (zero-copy),
 //! trusting its caller not to touch a body before it is released. The caller
@@ -30,19 +33,21 @@
 //! taken. The seals keep either side from cutting the mapping from under the
 //! other. (Which answers are validated: docs/protocol.md, "Validation".)
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use arrow_flight::FlightData;
 use bytes::Bytes;
 use datafusion::arrow::buffer::{Buffer, MutableBuffer};
 use memmap2::MmapRaw;
 
+/// How many bodies of a ring a reader holds in place at most (half its
+/// slots); it copies any further one out and releases its slot at once.
+pub const HELD_IN_PLACE: usize = SLOTS / 2;
 /// How a placement starts, after the message's own `app_metadata`.
 pub const PLACEMENT_PREFIX: &[u8] = b"rpcop-shm";
 /// Bytes of a placement: the prefix, slot (u32), offset, length (u64s, LE).
@@ -81,6 +86,9 @@ pub(crate) struct Segment {
     map: MmapRaw,
     /// `<pid>:<fd>:<nonce>`, what the caller offers.
     offer: String,
+    /// Bodies of each ring this side reads in place and still holds (this
+    /// process's count, not shared): past [`HELD_IN_PLACE`], it copies.
+    held: [AtomicUsize; 2],
     _file: File,
 }
 
@@ -132,6 +140,7 @@ impl Segment {
         Ok(Arc::new(Self {
             map,
             offer,
+            held: Default::default(),
             _file: file,
         }))
     }
@@ -181,6 +190,7 @@ impl Segment {
         Ok(Arc::new(Self {
             map,
             offer: offer.to_string(),
+            held: Default::default(),
             _file: file,
         }))
     }
@@ -209,11 +219,20 @@ impl Segment {
         placement: Placement,
     ) -> Result<Bytes, String> {
         placement.check()?;
+        self.held[ring as usize].fetch_add(1, Ordering::Relaxed);
         Ok(Bytes::from_owner(Placed {
             segment: Arc::clone(self),
             ring,
             placement,
         }))
+    }
+
+    /// Whether this side already holds so many bodies of `ring` in place
+    /// that it should copy the next one out: a reader that keeps what it
+    /// reads (a query that collects every answer) would otherwise fill the
+    /// ring, and the writer would send the rest inline, through the socket.
+    pub(crate) fn crowded(&self, ring: Ring) -> bool {
+        self.held[ring as usize].load(Ordering::Relaxed) >= HELD_IN_PLACE
     }
 
     /// A copy of the bytes of `placement` in `ring` (64-byte aligned, as
@@ -265,6 +284,7 @@ impl Drop for Placed {
         self.segment
             .flag(self.ring, self.placement.slot)
             .store(0, Ordering::Release);
+        self.segment.held[self.ring as usize].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -322,15 +342,18 @@ impl Placement {
     }
 }
 
-/// Places bodies in one ring of a segment, reusing the space of released
-/// ones.
+/// Places bodies in one ring of a segment, reusing the space and slots of
+/// released ones, in whatever order they are released: a body its reader
+/// keeps (an answer a query collects) is an island the writer goes around,
+/// not a wall it waits behind.
 pub(crate) struct RingWriter {
     segment: Arc<Segment>,
     ring: Ring,
-    /// Bytes placed so far, across wraps: a body lies at `start % RING_BYTES`.
+    /// Where the next body goes if the space is free: an offset in the ring.
     head: usize,
-    /// The bodies not yet reclaimed, oldest first: slot, start, end.
-    placed: VecDeque<(u32, usize, usize)>,
+    /// The bodies placed and not yet seen released: slot, offset, padded
+    /// length.
+    placed: Vec<(u32, usize, usize)>,
     /// The largest body it places (bigger ones travel inline).
     limit: usize,
     next_slot: u32,
@@ -345,7 +368,7 @@ impl RingWriter {
             segment,
             ring,
             head: 0,
-            placed: VecDeque::new(),
+            placed: Vec::new(),
             limit: RING_BYTES / 2,
             next_slot: 0,
             largest: 0,
@@ -378,44 +401,18 @@ impl RingWriter {
     fn write(&mut self, parts: &[Buffer]) -> Option<Placement> {
         self.reclaim();
         let len = parts.iter().map(Buffer::len).sum::<usize>();
-        if !(MIN_PLACED..=self.limit).contains(&len) || self.placed.len() >= SLOTS {
+        if !(MIN_PLACED..=self.limit).contains(&len) {
             return None;
         }
         let padded = len.next_multiple_of(ALIGNMENT);
+        let slot = self.free_slot()?;
+        let offset = self.free_space(padded)?;
         self.largest = self.largest.max(padded);
-        let tail = self
-            .placed
-            .front()
-            .map_or(self.head, |&(_, start, _)| start);
-        let at = self.head % RING_BYTES;
-        // bodies go on from the last one, and start over at the ring's
-        // beginning past its end, or past a soft end (32 of the largest
-        // bodies) when the beginning is free by then: the ring then keeps to
-        // the bytes in flight, and so do the pages it touches
-        let soft_end = (32 * self.largest).clamp(1 << 20, RING_BYTES);
-        let next_lap = self.head.next_multiple_of(RING_BYTES);
-        let fits = |start: usize| start + padded - tail <= RING_BYTES;
-        let start = if at == 0 {
-            self.head
-        } else if self.placed.is_empty() {
-            // nothing to run into: start over
-            next_lap
-        } else if at + padded > soft_end && fits(next_lap) {
-            next_lap
-        } else if at + padded <= RING_BYTES {
-            self.head
-        } else {
-            next_lap
-        };
-        if !self.placed.is_empty() && !fits(start) {
-            return None;
-        }
-        let end = start + padded;
-        let offset = start % RING_BYTES;
         let mut to = offset;
         for part in parts {
             // SAFETY: the parts end at offset + len <= RING_BYTES, and no
-            // reader holds these bytes: every body that lay there was released
+            // reader holds these bytes: free_space found no body placed
+            // there that is not released
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     part.as_ptr(),
@@ -425,14 +422,60 @@ impl RingWriter {
             }
             to += part.len();
         }
-        let slot = self.next_slot;
-        self.next_slot = (self.next_slot + 1) % SLOTS as u32;
         self.segment
             .flag(self.ring, slot)
             .store(1, Ordering::Release);
-        self.placed.push_back((slot, start, end));
-        self.head = end;
+        self.placed.push((slot, offset, padded));
+        self.head = offset + padded;
         Some(Placement { slot, offset, len })
+    }
+
+    /// A slot no body placed holds, the next in turn after the last used.
+    fn free_slot(&mut self) -> Option<u32> {
+        if self.placed.len() >= SLOTS {
+            return None;
+        }
+        let slot = (0..SLOTS as u32)
+            .map(|i| (self.next_slot + i) % SLOTS as u32)
+            .find(|slot| self.placed.iter().all(|&(held, ..)| held != *slot))?;
+        self.next_slot = (slot + 1) % SLOTS as u32;
+        Some(slot)
+    }
+
+    /// Where `padded` bytes that no held body overlaps begin: on from the
+    /// last body, going around held ones, over at most one lap. Bodies
+    /// start over at the ring's beginning past its end, or past a soft end
+    /// (32 of the largest bodies) when the beginning is free by then: the
+    /// ring then keeps to the bytes in flight, and so do the pages it
+    /// touches.
+    fn free_space(&self, padded: usize) -> Option<usize> {
+        // the end of the last held body that overlaps `at..at + padded`
+        let blocked = |at: usize| {
+            self.placed
+                .iter()
+                .filter(|&&(_, start, len)| start < at + padded && at < start + len)
+                .map(|&(_, start, len)| start + len)
+                .max()
+        };
+        let soft_end = (32 * self.largest.max(padded)).clamp(1 << 20, RING_BYTES);
+        if self.placed.is_empty() || (self.head + padded > soft_end && blocked(0).is_none()) {
+            return Some(0);
+        }
+        let mut at = self.head;
+        let mut wrapped = false;
+        loop {
+            if at + padded > RING_BYTES {
+                if wrapped {
+                    return None;
+                }
+                (at, wrapped) = (0, true);
+            }
+            match blocked(at) {
+                None => return Some(at),
+                Some(end) if wrapped && end >= self.head => return None,
+                Some(end) => at = end,
+            }
+        }
     }
 
     /// How many bodies placed are not released yet.
@@ -442,14 +485,11 @@ impl RingWriter {
         self.placed.len()
     }
 
-    /// Forgets the oldest bodies that their reader released.
+    /// Forgets the bodies that their reader released, in any order.
     fn reclaim(&mut self) {
-        while let Some(&(slot, _, _)) = self.placed.front() {
-            if self.segment.flag(self.ring, slot).load(Ordering::Acquire) != 0 {
-                break;
-            }
-            self.placed.pop_front();
-        }
+        let (segment, ring) = (&self.segment, self.ring);
+        self.placed
+            .retain(|&(slot, ..)| segment.flag(ring, slot).load(Ordering::Acquire) != 0);
     }
 }
 
@@ -470,7 +510,7 @@ pub(crate) fn take_body(
             "a message's body was placed in shared memory, but no segment was shared".to_string(),
         );
     };
-    message.data_body = if copy {
+    message.data_body = if copy || segment.crowded(ring) {
         segment.copy(ring, placement)?
     } else {
         segment.view(ring, placement)?

@@ -1,5 +1,7 @@
 //! Tests of the shared memory: segments, rings and placements.
 
+use std::collections::VecDeque;
+
 use super::*;
 
 fn message(body: Vec<u8>, seq: u64) -> FlightData {
@@ -142,4 +144,56 @@ fn bad_offers_and_placements_are_refused_with_why() {
     assert!(error.contains("outside the shared ring"), "{error}");
     let error = take_body(&mut m, None, Ring::Answers, true).unwrap_err();
     assert!(error.contains("no segment was shared"), "{error}");
+}
+
+#[test]
+fn bodies_a_reader_keeps_are_gone_around_not_waited_behind() {
+    let segment = Segment::create().unwrap();
+    let mut writer = RingWriter::new(Arc::clone(&segment), Ring::Answers);
+    // bodies of 1 MiB, over four laps of the ring; the reader keeps one in
+    // eight in place (as a query keeps answers) and drops the rest
+    let size = 1 << 20;
+    let mut kept = Vec::new();
+    for seq in 0..256u64 {
+        let mut m = message(vec![(seq % 251) as u8; size], seq);
+        assert!(place(&mut writer, &mut m), "body {seq} went inline");
+        take_body(&mut m, Some(&segment), Ring::Answers, false).unwrap();
+        if seq % 8 == 0 {
+            kept.push((seq, m));
+        }
+    }
+    // no body was written over one kept
+    for (seq, m) in &kept {
+        assert!(
+            m.data_body.iter().all(|&b| b == (seq % 251) as u8),
+            "kept body {seq} was overwritten"
+        );
+    }
+    assert_eq!(writer.placed(), kept.len());
+    drop(kept);
+    assert_eq!(writer.placed(), 0);
+}
+
+#[test]
+fn a_reader_holding_half_a_ring_copies_what_comes_next() {
+    let segment = Segment::create().unwrap();
+    let mut writer = RingWriter::new(Arc::clone(&segment), Ring::Answers);
+    let mut read = |seq: u64| {
+        let mut m = message(vec![7; MIN_PLACED], seq);
+        assert!(place(&mut writer, &mut m));
+        take_body(&mut m, Some(&segment), Ring::Answers, false).unwrap();
+        m
+    };
+    let mut held: Vec<FlightData> = (0..HELD_IN_PLACE as u64).map(&mut read).collect();
+    assert!(segment.crowded(Ring::Answers));
+    // copied out: its slot is released at once, the held ones stay held
+    let copied = read(HELD_IN_PLACE as u64);
+    assert_eq!(copied.data_body.as_ref(), vec![7; MIN_PLACED].as_slice());
+    assert_eq!(writer.placed(), HELD_IN_PLACE);
+    held.pop();
+    assert!(
+        !segment.crowded(Ring::Answers),
+        "one dropped: in place again"
+    );
+    assert_eq!(writer.placed(), HELD_IN_PLACE - 1);
 }
