@@ -10,14 +10,14 @@
 //!
 //! | scenario | rpcop | baseline | target |
 //! | --- | --- | --- | --- |
-//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads: `thread/local`, `thread/flight` (no target), `process/shm`, `process/flight`; and the floor of `process/shm` (in-process + the two copies it needs, no target) | in-process, `target_partitions` = cores | ≤ 1.5, -, ≤ 2.0, ≤ 3.0 |
-//! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, by each of the four paths | the same batches through Arrow IPC in memory, one stream per partition on as many threads (and, no target, through loopback sockets) | ≤ 1.3 |
+//! | cheap function | `upper(s)`, 4M rows, 1 instance of `cores` threads: `thread/local`, `thread/flight` (no target), `process/shm`, `process/flight`, `process/uds` (no target); and the floors of `process/shm` (in-process + the two copies it needs) and `process/flight` (in-process + the same bytes through loopback sockets), no target | in-process, `target_partitions` = cores | ≤ 1.5, -, ≤ 2.0, ≤ 3.0 |
+//! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, by each of the five paths | the same batches through Arrow IPC in memory, one stream per partition on as many threads (and, no target, through loopback sockets) | ≤ 1.3 |
 //! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores, `thread/local` and `process/shm` | in-process, `target_partitions` = cores | ≤ 1.1 |
 //! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each, `thread/local` and `process/shm` | in-process (`target_partitions` = cores), and an async UDF at 8 partitions (as many in flight) | within 5% of ideal, ≤ 1.0 |
 //! | bounded memory | 20M rows through a service 10× slower than its input, `thread/local` and `process/shm`: the peak resident memory of the whole process tree (`/proc`) and the engine's peak heap | the same at 2M rows | both peaks within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
 //! | Python functions | `x + 1` in Python, row-wise and batched, 1M rows, on rpcop's kit (2 command instances) | the same Python code on RisingWave's arrow-udf server (2 command instances) | ≤ 1.0 |
-//! | a real model | `embed_text` (all-MiniLM-L6-v2, candle) of 2,089 help-center texts, 2 thread and 2 process instances of 1 thread (and, without a target, the kit's numpy implementation) | candle in-process, 2 partitions sharing 2 threads | ≤ 1.1 |
+//! | a real model | `embed_text` (all-MiniLM-L6-v2, candle) of 2,089 help-center texts, 2 thread and 2 process instances of 1 thread (and, without a target, the kit's numpy implementation) | candle in-process, 2 partitions sharing 2 threads, interleaved with each service's runs | ≤ 1.1 |
 //!
 //! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
 //! some scenarios: cheap, pass-through, cpu, latency, memory, shared, python, model). `tests/compare_smoke.rs` runs every
