@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::harness::{
-    Row, compare_sql, cores, explaining, median, paths, row, scaled, session, strings,
+    Row, compare_sql, cores, explaining, floor_row, median, paths, row, scaled, session, strings,
 };
 use super::socket::socket_floor;
 
@@ -73,16 +73,13 @@ pub(super) async fn cheap(scale: f64, reps: usize) -> Vec<Row> {
         }
         if path == "process/flight" {
             let (socket, echoed) = socket_floor(&data, reps).await;
-            out.push(
-                explaining(
-                    scenario.clone(),
-                    "in-process + the arguments and results as Arrow IPC through loopback TCP (a connection per partition)",
-                    (b + socket, r, got),
-                    "none: the floor of the process/flight row",
-                    correct && echoed,
-                )
-                .via(path),
-            );
+            out.push(floor_row(
+                &scenario,
+                "in-process + the arguments and results as Arrow IPC through loopback TCP (a connection per partition)",
+                (b + socket, r, got),
+                path,
+                correct && echoed,
+            ));
         }
     }
     out
@@ -100,14 +97,13 @@ fn copy_floor_row(
     correct: bool,
 ) -> Row {
     let copies = median((0..reps).map(|_| copy_floor(data)).collect());
-    explaining(
-        scenario.to_string(),
+    floor_row(
+        scenario,
         "in-process + the two copies shared memory needs (arguments in, results out, a thread per partition)",
         (b + copies, r, rows),
-        "none: the floor of the process/shm row",
+        "process/shm",
         correct,
     )
-    .via("process/shm")
 }
 
 /// Each partition's buffers copied twice (in and out) into a 64 MiB region

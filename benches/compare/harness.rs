@@ -343,6 +343,25 @@ pub(super) fn explaining(
     }
 }
 
+/// A row without a target: `baseline` names the floor that `path`'s row
+/// cannot go below, measured in the same run.
+pub(super) fn floor_row(
+    scenario: &str,
+    baseline: &str,
+    numbers: (f64, f64, usize),
+    path: &str,
+    correct: bool,
+) -> Row {
+    explaining(
+        scenario.to_string(),
+        baseline,
+        numbers,
+        &format!("none: the floor of the {path} row"),
+        correct,
+    )
+    .via(path)
+}
+
 /// Each way of reaching an instance: its `isolation/transport` and the
 /// service options (after the first) that choose it.
 pub(super) const PATHS: [(&str, &str); 5] = [

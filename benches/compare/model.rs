@@ -18,7 +18,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float32Type;
@@ -107,17 +106,16 @@ async fn first_run(session: &RpcSession) -> (Vec<Vec<RecordBatch>>, usize) {
     (out, heap)
 }
 
-/// `reps` interleaved runs of `SQL` in-process (`local`, its times added to
-/// `baseline`) and on `session`: `session`'s last answer and median in ms.
-/// Interleaved, a machine that speeds up or slows down during the scenario
-/// moves both sides alike.
+/// `reps` interleaved runs of `SQL` in-process (`local`) and on `session`
+/// (which has had its first run): `session`'s last answer and the medians
+/// in ms of both. Interleaved, a machine that speeds up or slows down
+/// during the scenario moves both sides alike.
 async fn measure(
     local: &RpcSession,
     session: &RpcSession,
     reps: usize,
-    baseline: &mut Vec<Duration>,
-) -> (Vec<Vec<RecordBatch>>, f64) {
-    let mut times = Vec::new();
+) -> (Vec<Vec<RecordBatch>>, f64, f64) {
+    let (mut baseline, mut times) = (Vec::new(), Vec::new());
     let mut last = Vec::new();
     for _ in 0..reps {
         baseline.push(timed(local, SQL).await.1);
@@ -125,7 +123,7 @@ async fn measure(
         times.push(elapsed);
         last = out;
     }
-    (last, median(times))
+    (last, median(baseline), median(times))
 }
 
 pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
@@ -151,7 +149,6 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         ),
     ];
     let mut out = Vec::new();
-    let mut all_baselines = Vec::new();
     for (what, isolation, path) in services {
         let session = session(rows).await;
         let create = format!(
@@ -161,10 +158,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         );
         let ((), heap) = peak_of(async { session.sql(&create).await.map(drop).unwrap() }).await;
         let (_, first_heap) = first_run(&session).await;
-        let mut baselines = Vec::new();
-        let (actual, ms) = measure(&local, &session, reps, &mut baselines).await;
-        let baseline = median(baselines.clone());
-        all_baselines.extend(baselines);
+        let (actual, baseline, ms) = measure(&local, &session, reps).await;
         let per_instance = if isolation == "'process'" {
             largest_child_peak_mb()
         } else {
@@ -185,8 +179,6 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         });
         session.sql("DROP RPC SERVICE minilm").await.unwrap();
     }
-    let baseline = median(all_baselines);
-    drop(local);
 
     let session = session(rows).await;
     let command = format!(
@@ -204,14 +196,7 @@ pub(super) async fn minilm(scale: f64, reps: usize) -> Vec<Row> {
         .await
         .unwrap();
     first_run(&session).await;
-    let mut times = Vec::new();
-    let mut actual = Vec::new();
-    for _ in 0..reps {
-        let (answer, elapsed) = timed(&session, SQL).await;
-        times.push(elapsed);
-        actual = answer;
-    }
-    let ms = median(times);
+    let (actual, baseline, ms) = measure(&local, &session, reps).await;
     out.push(Row {
         peak_mb: Some((in_process_mb, largest_child_peak_mb())),
         heap_mb: None,

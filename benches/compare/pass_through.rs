@@ -13,8 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use rpcop::RpcSession;
 
 use super::harness::{
-    Row, cores, explaining, median, paths, row, runs_for, same, scaled, session, strings,
-    timed_runs,
+    Row, cores, floor_row, median, paths, row, runs_for, same, scaled, session, strings, timed_runs,
 };
 use super::socket::socket_floor;
 
@@ -57,16 +56,13 @@ pub(super) async fn pass_through(scale: f64, reps: usize) -> Vec<Row> {
             // what the wire costs beyond the socket it runs on: not a target
             // of the issue, the measure of how far the floor is reachable
             let (socket, correct) = socket_floor(&data, reps).await;
-            out.push(
-                explaining(
-                    scenario.clone(),
-                    "Arrow IPC both ways through loopback TCP (one connection per partition, peer decodes and re-encodes)",
-                    (socket, echo, rows),
-                    "none: the socket floor of the row above",
-                    correct,
-                )
-                .via(path),
-            );
+            out.push(floor_row(
+                &scenario,
+                "Arrow IPC both ways through loopback TCP (one connection per partition, peer decodes and re-encodes)",
+                (socket, echo, rows),
+                path,
+                correct,
+            ));
         }
         session.sql("DROP RPC SERVICE echo").await.unwrap();
     }
@@ -75,7 +71,8 @@ pub(super) async fn pass_through(scale: f64, reps: usize) -> Vec<Row> {
 
 /// `reps` interleaved samples of the IPC floor and of `echo`: their medians
 /// in ms per run and whether every answer equalled `data`. Each sample runs
-/// as often as the floor needs to last [`MIN_SAMPLE`](super::harness::MIN_SAMPLE), the same on both sides.
+/// as often as the floor needs to last
+/// [`MIN_SAMPLE`](super::harness::MIN_SAMPLE), the same on both sides.
 async fn measure(session: &RpcSession, data: &[Vec<RecordBatch>], reps: usize) -> (f64, f64, bool) {
     let runs = runs_for(ipc_floor(data));
     let (mut floor, mut echo) = (Vec::new(), Vec::new());
