@@ -70,5 +70,7 @@ pub use function::{FunctionLibrary, HostedFunction, LoadContext, Loader};
 pub use options::{
     Isolation, Listen, LoadBalance, OnError, OptionError, ServiceOptions, Transport,
 };
-pub use region::{Member, MemberState, Membership, MembershipWatch, RegionBuilder, ServiceRegion};
+pub use region::{
+    Member, MemberState, Membership, MembershipWatch, RegionBuilder, Scaling, ServiceRegion,
+};
 pub use session::{RpcFunction, RpcSession, RpcSessionBuilder, Startup};

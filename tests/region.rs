@@ -9,13 +9,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, AsArray};
 use futures::{StreamExt, TryStreamExt};
 use rpcop::ServiceRegion;
 use tokio::sync::Notify;
 
-use common::{assert_upper_in_order, region, text_batches, wait_ready, within};
+use common::{assert_upper_in_order, model_sim_batches, region, text_batches, wait_ready, within};
 
 /// Runs `upper` over `rows` rows through `region` with `client`'s options.
 async fn run_upper(client: &rpcop::ServiceClient, rows: usize, batch: usize) -> Vec<ArrayRef> {
@@ -73,25 +72,6 @@ async fn a_million_rows_per_policy_exactly_once_in_order() {
         }
     })
     .await;
-}
-
-/// `model_sim(s, latency_ms, 0)` arguments for `rows` rows: each request
-/// waits `latency_ms` at its instance.
-fn model_sim_batches(rows: usize, batch: usize, latency_ms: i64) -> Vec<RecordBatch> {
-    text_batches(rows, batch)
-        .into_iter()
-        .map(|b| {
-            let n = b.num_rows();
-            let latency: ArrayRef = Arc::new(Int64Array::from(vec![latency_ms; n]));
-            let cost: ArrayRef = Arc::new(Int64Array::from(vec![0; n]));
-            RecordBatch::try_from_iter([
-                ("s", Arc::clone(b.column(0))),
-                ("latency", latency),
-                ("cost", cost),
-            ])
-            .unwrap()
-        })
-        .collect()
 }
 
 /// An instance killed while it holds requests of a stream (each waits

@@ -38,7 +38,7 @@ pub use stats::{CallReport, ClientStats};
 use crate::error::RpcError;
 use crate::instance::InFlight;
 use crate::options::{Hedge, OnError, ServiceOptions};
-use crate::region::{MembershipWatch, ServiceRegion, may_blame_request};
+use crate::region::{Demand, MembershipWatch, ServiceRegion, may_blame_request};
 use crate::transport::{Connection, Failure, MAX_COLLATERAL_RESENDS};
 use crate::wire::{self, Access, FunctionSignature};
 
@@ -70,6 +70,9 @@ struct Inner {
     counters: Arc<Counters>,
     /// Recent answer times, for `hedge_after = 'auto'`.
     latencies: Latencies,
+    /// Where the requests outstanding are also counted for the region's
+    /// autoscaler, for a client its region made.
+    demand: Option<Arc<Demand>>,
 }
 
 /// A caller of one service. Cheap to clone; clones share connections.
@@ -109,7 +112,13 @@ impl ServiceRegion {
     /// A client of this service with other routing options (policy,
     /// in-flight limit, timeout, retries).
     pub fn client_with(&self, options: ServiceOptions) -> Result<ServiceClient, RpcError> {
-        ServiceClient::new(self.name(), options, self.token(), self.membership())
+        ServiceClient::build(
+            self.name().to_string(),
+            options,
+            self.token(),
+            self.membership(),
+            Some(self.demand_counter()),
+        )
     }
 }
 
@@ -122,7 +131,17 @@ impl ServiceClient {
         token: &str,
         membership: MembershipWatch,
     ) -> Result<Self, RpcError> {
-        let service = service.into();
+        Self::build(service.into(), options, token, membership, None)
+    }
+
+    /// [`Self::new`], also counting the requests outstanding in `demand`.
+    fn build(
+        service: String,
+        options: ServiceOptions,
+        token: &str,
+        membership: MembershipWatch,
+        demand: Option<Arc<Demand>>,
+    ) -> Result<Self, RpcError> {
         let router = Router::new(
             service.clone(),
             &options,
@@ -137,6 +156,7 @@ impl ServiceClient {
                 sequence: AtomicU64::new(0),
                 counters: Arc::default(),
                 latencies: Latencies::default(),
+                demand,
             }),
         })
     }
@@ -149,6 +169,11 @@ impl ServiceClient {
     /// The options the client routes by.
     pub fn options(&self) -> &ServiceOptions {
         &self.inner.options
+    }
+
+    /// How many instances of the service are ready now.
+    pub fn ready_instances(&self) -> usize {
+        self.inner.router.ready_instances()
     }
 
     /// What the client has done so far.
@@ -269,6 +294,7 @@ impl ServiceClient {
     ) -> Result<ArrayRef, RpcError> {
         let inner = &self.inner;
         let _in_flight = InFlight::enter(&inner.counters.in_flight);
+        let _demand = inner.demand.as_ref().map(|d| InFlight::enter(d.requests()));
         if arguments.num_rows() == 1 {
             // a request of one row is as small as requests get
             let bytes = argument_bytes(arguments);

@@ -80,6 +80,11 @@ impl Router {
         router
     }
 
+    /// How many instances are ready now.
+    pub(crate) fn ready_instances(&self) -> usize {
+        self.membership.borrow().ready().count()
+    }
+
     fn connections(&self) -> MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
         self.connections
             .lock()

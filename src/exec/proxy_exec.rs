@@ -10,8 +10,9 @@
 //!
 //! `EXPLAIN ANALYZE` shows its metrics: `requests`, `retries`, `errors` (rows
 //! answered NULL under `on_error = 'null'`), `in_flight_time` (summed time
-//! of requests on the wire) and `wait_time` (time the output waited for an
-//! answer while requests were out).
+//! of requests on the wire), `wait_time` (time the output waited for an
+//! answer while requests were out) and `instances` (the most ready
+//! instances its requests saw: an autoscaled service changes size).
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::equivalence::ProjectionMapping;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput, Time,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
+    RecordOutput, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -50,6 +52,9 @@ pub(crate) struct RpcProxyExec {
     calls: Arc<[Call]>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// The most ready instances the query's requests saw, over all
+    /// partitions (an autoscaled service changes size while it runs).
+    instances: Gauge,
 }
 
 impl RpcProxyExec {
@@ -83,12 +88,15 @@ impl RpcProxyExec {
             input.pipeline_behavior(),
             input.boundedness(),
         );
+        let metrics = ExecutionPlanMetricsSet::new();
+        let instances = MetricBuilder::new(&metrics).global_gauge("instances");
         Ok(Self {
             input,
             client,
             calls,
             properties: Arc::new(properties),
-            metrics: ExecutionPlanMetricsSet::new(),
+            metrics,
+            instances,
         })
     }
 
@@ -173,7 +181,7 @@ impl ExecutionPlan for RpcProxyExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let metrics = ProxyMetrics::new(&self.metrics, partition);
+        let metrics = ProxyMetrics::new(&self.metrics, partition, self.instances.clone());
         let options = self.client.options();
         let requests = requests(input, options.batch_size, options.request_bytes());
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -292,6 +300,7 @@ async fn answer(
     for (result, report) in answers? {
         if let Some((report, sent)) = report {
             metrics.requests.add(1);
+            metrics.instances.set_max(client.ready_instances());
             metrics
                 .retries
                 .add(usize::try_from(report.retries).unwrap_or(usize::MAX));
@@ -317,10 +326,11 @@ pub(crate) struct ProxyMetrics {
     errors: Count,
     in_flight_time: Time,
     wait_time: Time,
+    instances: Gauge,
 }
 
 impl ProxyMetrics {
-    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize, instances: Gauge) -> Self {
         Self {
             baseline: BaselineMetrics::new(metrics, partition),
             requests: MetricBuilder::new(metrics).counter("requests", partition),
@@ -328,6 +338,7 @@ impl ProxyMetrics {
             errors: MetricBuilder::new(metrics).counter("errors", partition),
             in_flight_time: MetricBuilder::new(metrics).subset_time("in_flight_time", partition),
             wait_time: MetricBuilder::new(metrics).subset_time("wait_time", partition),
+            instances,
         }
     }
 }

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 pub use hedge::Hedge;
 use hedge::HedgeKind;
-use values::{Choice, Count, Devices, Environment, Flag, Limit, Positive, Size, Text, ValueKind};
+use values::{
+    Choice, Count, Devices, Environment, Flag, Limit, OptionalCount, Positive, Size, Text,
+    ValueKind,
+};
 pub use values::{
     DeviceSet, Isolation, Listen, LoadBalance, OnError, Protocol, Transport, format_duration,
     parse_bytes, parse_duration,
@@ -180,6 +183,17 @@ pub enum OptionError {
         /// The budget.
         budget: usize,
     },
+    /// `min_parallelism` above `max_parallelism`, or without it.
+    #[error(
+        "min_parallelism = {min} needs a max_parallelism of at least {min} (autoscaling \
+         keeps the service between the two); max_parallelism is {max}"
+    )]
+    ScalingBounds {
+        /// `min_parallelism`.
+        min: usize,
+        /// `max_parallelism`, as written ('none' when not set).
+        max: String,
+    },
     /// An option that takes effect when instances start, changed while they run.
     #[error("option '{key}' of a running service cannot change")]
     FixedWhileRunning {
@@ -300,8 +314,16 @@ macro_rules! declare_options {
 }
 
 declare_options! {
-    /// Number of service instances.
+    /// Number of service instances (with max_parallelism: how many start, kept within min_parallelism and max_parallelism).
     parallelism: usize = 1, Count { min: 1, max: 1024 }, Scale;
+    /// Autoscaling: the fewest instances the service shrinks to (needs max_parallelism).
+    min_parallelism: usize = 1, Count { min: 1, max: 1024 }, Scale;
+    /// Autoscaling: the most instances the service grows to, or 'none' for a fixed size; with gpus, at most one instance per device set.
+    max_parallelism: Option<usize> = None, OptionalCount { min: 1, max: 1024 }, Scale;
+    /// Autoscaling: how long callers' requests must outnumber the instances' threads before the service grows.
+    scale_up_after: Duration = Duration::from_secs(2), Positive, Scale;
+    /// Autoscaling: how long at least one instance's worth of threads must stay unused before the service shrinks.
+    scale_down_after: Duration = Duration::from_secs(30), Positive, Scale;
     /// Rows per request.
     batch_size: usize = 8192, Count { min: 1, max: 1 << 24 }, Routing;
     /// Upper bound of the argument bytes of one request.
@@ -406,6 +428,28 @@ impl ServiceOptions {
         self.max_batch_bytes.min(self.max_message_size / 4 * 3)
     }
 
+    /// The sizes an autoscaled service keeps within, smallest and largest,
+    /// or `None` for a fixed size (no `max_parallelism`). With `gpus`, the
+    /// largest is at most one instance per device set, so no two instances
+    /// share a device.
+    pub fn scaling_bounds(&self) -> Option<(usize, usize)> {
+        let mut max = self.max_parallelism?;
+        if !self.gpus.is_empty() {
+            max = max.min(self.gpus.len());
+        }
+        let min = self.min_parallelism.min(max);
+        Some((min, max))
+    }
+
+    /// How many instances a service starts with: `parallelism`, kept within
+    /// [`Self::scaling_bounds`] when autoscaled.
+    pub fn initial_parallelism(&self) -> usize {
+        match self.scaling_bounds() {
+            Some((min, max)) => self.parallelism.clamp(min, max),
+            None => self.parallelism,
+        }
+    }
+
     /// Checks the options together (each was validated alone by [`Self::set`]).
     pub fn validate(&self) -> Result<(), OptionError> {
         if self.memory.is_some() && self.isolation != Isolation::Process {
@@ -436,12 +480,23 @@ impl ServiceOptions {
                 });
             }
         }
-        let total = self.threads.saturating_mul(self.parallelism);
+        match self.max_parallelism {
+            Some(max) if self.min_parallelism <= max => {}
+            None if self.min_parallelism == 1 => {}
+            max => {
+                return Err(OptionError::ScalingBounds {
+                    min: self.min_parallelism,
+                    max: OptionalCount { min: 1, max: 1024 }.format(&max),
+                });
+            }
+        }
+        let most = self.max_parallelism.unwrap_or(0).max(self.parallelism);
+        let total = self.threads.saturating_mul(most);
         let budget = thread_budget();
         if total > budget {
             return Err(OptionError::ThreadBudget {
                 threads: self.threads,
-                parallelism: self.parallelism,
+                parallelism: most,
                 total,
                 budget,
             });

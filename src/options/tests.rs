@@ -62,7 +62,10 @@ fn unknown_key_names_the_valid_ones() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("unknown option 'paralelism'"), "{msg}");
-    assert!(msg.contains("parallelism, batch_size"), "{msg}");
+    assert!(
+        msg.contains("parallelism, min_parallelism, max_parallelism"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -205,6 +205,36 @@ impl ValueKind for Count {
     }
 }
 
+/// `'none'`, or a whole number from `min` to `max`.
+pub(crate) struct OptionalCount {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+}
+
+impl ValueKind for OptionalCount {
+    type Value = Option<usize>;
+
+    fn parse(&self, text: &str) -> Option<Option<usize>> {
+        if text.eq_ignore_ascii_case("none") {
+            return Some(None);
+        }
+        Count {
+            min: self.min,
+            max: self.max,
+        }
+        .parse(text)
+        .map(Some)
+    }
+
+    fn format(&self, value: &Option<usize>) -> String {
+        value.map_or_else(|| "none".to_string(), |n| n.to_string())
+    }
+
+    fn expected(&self) -> String {
+        format!("'none' or an integer from {} to {}", self.min, self.max)
+    }
+}
+
 /// A size in bytes of at least `min`.
 pub(crate) struct Size {
     pub(crate) min: u64,

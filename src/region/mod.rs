@@ -6,7 +6,9 @@
 //! on the region's membership watch ([`MembershipWatch`]).
 //! [`ServiceRegion::resize`] adds slots (callers use them as soon as they
 //! are ready) or drains slots (no new requests; in-flight ones finish)
-//! before stopping them.
+//! before stopping them. With `max_parallelism` the region resizes itself
+//! to its callers' demand (`autoscale`); [`ServiceRegion::last_scaling`]
+//! tells its last decision and why.
 //!
 //! With `isolation = 'thread'` an instance runs in this process on a tokio
 //! runtime of its own with `threads` evaluation threads, apart from the
@@ -18,6 +20,7 @@
 //! one slot per endpoint, health-checked and published the same way, but
 //! never started, drained or stopped by this process.
 
+mod autoscale;
 mod command;
 mod launch;
 mod lifeline;
@@ -32,11 +35,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::error::RpcError;
 use crate::function::HostedFunction;
 use crate::options::{Isolation, OptionError, ServiceOptions};
 use crate::wire::{Access, BearerToken, InstanceStats, Secret, instance_stats};
+pub(crate) use autoscale::Demand;
+use autoscale::Scaler;
+pub use autoscale::Scaling;
 use launch::{InstanceSpec, Launcher};
 use lifeline::TokenFd;
 use membership::MembershipPublisher;
@@ -153,7 +160,8 @@ impl RegionBuilder {
         } else {
             Launcher::Thread
         };
-        let parallelism = options.parallelism;
+        let parallelism = options.initial_parallelism();
+        let remote = matches!(launcher, Launcher::Remote { .. });
         let shared = Arc::new(RegionShared {
             names: self.names,
             spec: InstanceSpec {
@@ -167,15 +175,23 @@ impl RegionBuilder {
             next_id: AtomicU64::new(1),
             options: Mutex::new(options),
             restarts: AtomicU64::new(0),
+            demand: Arc::default(),
+            scaling: Mutex::new(None),
         });
-        let region = ServiceRegion {
+        let mut region = ServiceRegion {
             shared,
-            slots: tokio::sync::Mutex::new(Vec::new()),
+            slots: Arc::default(),
+            autoscaler: None,
         };
         watch(region.membership());
         if let Err(error) = region.grow_or_shrink(parallelism).await {
             region.shutdown().await;
             return Err(error);
+        }
+        // instances that run elsewhere are as many as their endpoints
+        if !remote {
+            let (shared, slots) = (Arc::clone(&region.shared), Arc::clone(&region.slots));
+            region.autoscaler = Some(tokio::spawn(keep_scaled(shared, slots)));
         }
         Ok(region)
     }
@@ -202,7 +218,38 @@ impl RegionBuilder {
 /// ```
 pub struct ServiceRegion {
     shared: Arc<RegionShared>,
-    slots: tokio::sync::Mutex<Vec<Slot>>,
+    slots: Arc<Slots>,
+    /// Resizes the region to its demand (when it has `max_parallelism`).
+    autoscaler: Option<JoinHandle<()>>,
+}
+
+/// The slots of a region, in order; the last ones go first when it shrinks.
+type Slots = tokio::sync::Mutex<SlotList>;
+
+/// Slots whose keepers are aborted when the list is dropped (the region and
+/// its autoscaler both hold it; the last to go stops them).
+#[derive(Default)]
+struct SlotList(Vec<Slot>);
+
+impl std::ops::Deref for SlotList {
+    type Target = Vec<Slot>;
+    fn deref(&self) -> &Vec<Slot> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SlotList {
+    fn deref_mut(&mut self) -> &mut Vec<Slot> {
+        &mut self.0
+    }
+}
+
+impl Drop for SlotList {
+    fn drop(&mut self) {
+        for slot in &self.0 {
+            slot.task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for ServiceRegion {
@@ -339,51 +386,27 @@ impl ServiceRegion {
     }
 
     async fn grow_or_shrink(&self, parallelism: usize) -> Result<(), RpcError> {
-        if parallelism == 0 {
-            return Err(RpcError::NoParallelism {
-                service: self.name().to_string(),
-            });
-        }
-        let mut slots = self.slots.lock().await;
-        let mut started = Vec::new();
-        while slots.len() < parallelism {
-            let (ready, ready_rx) = oneshot::channel();
-            let index = slots.len();
-            slots.push(Slot::start(&self.shared, index, ready));
-            started.push(ready_rx);
-        }
-        let mut stopping = Vec::new();
-        while slots.len() > parallelism {
-            if let Some(slot) = slots.pop() {
-                let _ = slot.commands.send(SlotCommand::Stop).await;
-                stopping.push(slot.task);
-            }
-        }
+        resize_slots(&self.shared, &self.slots, parallelism).await
+    }
+
+    /// The autoscaler's last decision, if it took one (`max_parallelism`).
+    pub fn last_scaling(&self) -> Option<Scaling> {
         self.shared
-            .options
+            .scaling
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .parallelism = parallelism;
-        drop(slots);
-        let mut first_error = None;
-        for ready in started {
-            let outcome = ready
-                .await
-                .unwrap_or_else(|_| Err("the slot ended before it was ready".into()));
-            if let Err(reason) = outcome {
-                first_error.get_or_insert(reason);
-            }
-        }
-        for task in stopping {
-            let _ = task.await;
-        }
-        match first_error {
-            None => Ok(()),
-            Some(reason) => Err(RpcError::InstanceStart {
-                service: self.name().to_string(),
-                reason,
-            }),
-        }
+            .clone()
+    }
+
+    /// The requests callers have outstanding at this region now (sent, or
+    /// waiting for a ready instance): what the autoscaler sizes it by.
+    pub fn demand(&self) -> u64 {
+        self.shared.demand.now()
+    }
+
+    /// What every client this region makes counts its requests in.
+    pub(crate) fn demand_counter(&self) -> Arc<Demand> {
+        Arc::clone(&self.shared.demand)
     }
 
     /// Kills the instance with this member id at once, as a crash would; its
@@ -428,7 +451,10 @@ impl ServiceRegion {
 
     /// Drains and stops every instance.
     pub async fn shutdown(&self) {
-        let slots = std::mem::take(&mut *self.slots.lock().await);
+        if let Some(autoscaler) = &self.autoscaler {
+            autoscaler.abort();
+        }
+        let slots = std::mem::take(&mut **self.slots.lock().await);
         for slot in &slots {
             let _ = slot.commands.send(SlotCommand::Stop).await;
         }
@@ -438,9 +464,111 @@ impl ServiceRegion {
     }
 }
 
+/// Starts or stops slots until `slots` has `parallelism`: returns when the
+/// new instances are ready (or with the first one's start-up error), and the
+/// removed ones have drained and stopped.
+async fn resize_slots(
+    shared: &Arc<RegionShared>,
+    slots: &Slots,
+    parallelism: usize,
+) -> Result<(), RpcError> {
+    if parallelism == 0 {
+        return Err(RpcError::NoParallelism {
+            service: shared.name().to_string(),
+        });
+    }
+    let mut slots = slots.lock().await;
+    let mut started = Vec::new();
+    while slots.len() < parallelism {
+        let (ready, ready_rx) = oneshot::channel();
+        let index = slots.len();
+        slots.push(Slot::start(shared, index, ready));
+        started.push(ready_rx);
+    }
+    let mut stopping = Vec::new();
+    while slots.len() > parallelism {
+        if let Some(slot) = slots.pop() {
+            let _ = slot.commands.send(SlotCommand::Stop).await;
+            stopping.push(slot.task);
+        }
+    }
+    shared
+        .options
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .parallelism = parallelism;
+    drop(slots);
+    let mut first_error = None;
+    for ready in started {
+        let outcome = ready
+            .await
+            .unwrap_or_else(|_| Err("the slot ended before it was ready".into()));
+        if let Err(reason) = outcome {
+            first_error.get_or_insert(reason);
+        }
+    }
+    for task in stopping {
+        let _ = task.await;
+    }
+    match first_error {
+        None => Ok(()),
+        Some(reason) => Err(RpcError::InstanceStart {
+            service: shared.name().to_string(),
+            reason,
+        }),
+    }
+}
+
+/// Keeps a region sized to its demand while it has `max_parallelism` (read
+/// again at each sample, so ALTER turns it on, off or changes it).
+async fn keep_scaled(shared: Arc<RegionShared>, slots: Arc<Slots>) {
+    let mut scaler = Scaler::new(std::time::Instant::now());
+    loop {
+        let options = shared.options();
+        tokio::time::sleep(autoscale::tick(&options)).await;
+        let options = shared.options();
+        let size = slots.lock().await.len();
+        let now = std::time::Instant::now();
+        let Some((to, why)) = scaler.observe(now, shared.demand.now(), size, &options) else {
+            continue;
+        };
+        tracing::info!(service = %shared.name(), from = size, to, %why, "autoscaling");
+        let decision = Scaling {
+            at: std::time::SystemTime::now(),
+            from: size,
+            to,
+            why,
+        };
+        // told before the resize ends: a caller that sees the new size
+        // also sees why
+        *shared
+            .scaling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(decision.clone());
+        if let Err(error) = resize_slots(&shared, &slots, to).await {
+            tracing::warn!(service = %shared.name(), %error, "autoscaling failed; back to {size}");
+            let _ = resize_slots(&shared, &slots, size).await;
+            *shared
+                .scaling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Scaling {
+                why: format!("{}; not done: {error}", decision.why),
+                ..decision
+            });
+        }
+        scaler.restart(std::time::Instant::now());
+    }
+}
+
 impl Drop for ServiceRegion {
     fn drop(&mut self) {
-        for slot in self.slots.get_mut().drain(..) {
+        if let Some(autoscaler) = &self.autoscaler {
+            autoscaler.abort();
+        }
+        let Ok(mut slots) = self.slots.try_lock() else {
+            return;
+        };
+        for slot in slots.drain(..) {
             slot.task.abort();
         }
     }

@@ -70,6 +70,11 @@ pub(crate) struct RegionShared {
     pub(crate) options: Mutex<ServiceOptions>,
     /// Instances restarted, over the region's life.
     pub(crate) restarts: AtomicU64,
+    /// The requests callers have outstanding, counted by every client the
+    /// region made.
+    pub(crate) demand: Arc<super::Demand>,
+    /// The autoscaler's last decision.
+    pub(crate) scaling: Mutex<Option<super::Scaling>>,
 }
 
 impl RegionShared {

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::catalog::{Service, ServiceCatalog, ServiceEntry};
-use crate::options::OptionInfo;
+use crate::options::{OptionInfo, ServiceOptions};
 use crate::region::{Member, MemberState};
 use crate::wire::InstanceStats;
 
@@ -43,7 +43,7 @@ fn schema(text: &[&str], counts: &[&str]) -> SchemaRef {
 }
 
 fn services_schema() -> SchemaRef {
-    schema(
+    let columns = schema(
         &[
             "name",
             "kind",
@@ -52,8 +52,38 @@ fn services_schema() -> SchemaRef {
             "isolation",
             "load_balance",
         ],
-        &["requests", "rows", "errors", "retries", "restarts"],
-    )
+        &[
+            "requests",
+            "rows",
+            "errors",
+            "retries",
+            "restarts",
+            "min_instances",
+            "max_instances",
+        ],
+    );
+    let mut fields = columns.fields().to_vec();
+    fields.push(Arc::new(Field::new("last_scaling", DataType::Utf8, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// One `rpc_services()` row after its name: text columns, counts, and the
+/// autoscaler's last decision.
+type ServiceRow = ([String; 5], [u64; COUNTS], Option<String>);
+
+/// The smallest and largest sizes of a service with `options`: its bounds
+/// when autoscaled, else its fixed size twice.
+fn sizes(options: &ServiceOptions) -> [u64; 2] {
+    let (min, max) = options
+        .scaling_bounds()
+        .unwrap_or((options.parallelism, options.parallelism));
+    [min as u64, max as u64]
+}
+
+/// The counts of a service that has not run: none, and its sizes.
+fn unused(options: &ServiceOptions) -> [u64; COUNTS] {
+    let [min, max] = sizes(options);
+    [0, 0, 0, 0, 0, min, max]
 }
 
 fn options_schema() -> SchemaRef {
@@ -80,7 +110,7 @@ fn instances_schema() -> SchemaRef {
 /// One row per service, running or pending (an annotated function whose
 /// implicit service has not started yet), by name.
 pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
-    let mut rows: BTreeMap<String, ([String; 5], [u64; COUNTS])> = BTreeMap::new();
+    let mut rows: BTreeMap<String, ServiceRow> = BTreeMap::new();
     for (function, options) in catalog.annotations() {
         // an annotation sleeps while a service created by name hosts its
         // function, and wakes when that service is dropped
@@ -92,7 +122,7 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
                 options.isolation.to_string(),
                 options.load_balance.to_string(),
             ];
-            rows.insert(function, (text, [0; COUNTS]));
+            rows.insert(function, (text, unused(&options), None));
         }
     }
     for (name, launching) in catalog.launching() {
@@ -109,25 +139,28 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
             launching.options.isolation.to_string(),
             launching.options.load_balance.to_string(),
         ];
-        rows.insert(name, (text, [0; COUNTS]));
+        rows.insert(name, (text, unused(&launching.options), None));
     }
     for entry in catalog.entries() {
         rows.insert(entry.region.name().to_string(), running_row(&entry).await);
     }
     let text = |i: usize| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(
-            rows.values().map(|(t, _)| t[i].as_str()),
+            rows.values().map(|(t, ..)| t[i].as_str()),
         ))
     };
     let count = |i: usize| -> ArrayRef {
         Arc::new(UInt64Array::from_iter_values(
-            rows.values().map(|(_, c)| c[i]),
+            rows.values().map(|(_, c, _)| c[i]),
         ))
     };
     let names: ArrayRef = Arc::new(StringArray::from_iter_values(rows.keys()));
     let mut columns = vec![names];
     columns.extend((0..5).map(text));
     columns.extend((0..COUNTS).map(count));
+    columns.push(Arc::new(StringArray::from_iter(
+        rows.values().map(|(.., scaling)| scaling.as_deref()),
+    )));
     Ok(RecordBatch::try_new(services_schema(), columns)?)
 }
 
@@ -149,12 +182,11 @@ fn instances_text(members: &[Member], wanted: usize) -> String {
 }
 
 /// How many counts a `rpc_services()` row has: requests, rows, errors,
-/// retries, restarts.
-const COUNTS: usize = 5;
+/// retries, restarts, and the smallest and largest sizes.
+const COUNTS: usize = 7;
 
-/// The `rpc_services()` row of a running service (after its name): text
-/// columns, then counts.
-async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; COUNTS]) {
+/// The `rpc_services()` row of a running service (after its name).
+async fn running_row(entry: &ServiceEntry) -> ServiceRow {
     let region = &entry.region;
     let options = region.options();
     let members = region.members();
@@ -163,12 +195,15 @@ async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; COUNTS]) {
     // answered NULL under on_error = 'null', is an error though no instance
     // reported one; the instances' own counters start again with each one
     let callers = entry.client.stats();
+    let [min, max] = sizes(&options);
     let counts = [
         callers.requests + callers.failures,
         callers.rows,
         callers.errors,
         callers.retries,
         region.restarts(),
+        min,
+        max,
     ];
     let kind = if entry.implicit {
         "implicit"
@@ -186,7 +221,8 @@ async fn running_row(entry: &ServiceEntry) -> ([String; 5], [u64; COUNTS]) {
         },
         options.load_balance.to_string(),
     ];
-    (text, counts)
+    let scaling = region.last_scaling().map(|s| s.to_string());
+    (text, counts, scaling)
 }
 
 /// One row per instance of the service `name`; none for a pending implicit

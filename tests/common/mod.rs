@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rpcop::{FunctionLibrary, MemberState, ServiceOptions, ServiceRegion};
@@ -162,6 +162,25 @@ pub fn text_batches(rows: usize, batch: usize) -> Vec<RecordBatch> {
                 (start..end).map(|i| format!("row-{i}")),
             ));
             RecordBatch::try_from_iter([("s", column)]).expect("batch")
+        })
+        .collect()
+}
+
+/// `model_sim(s, latency_ms, 0)` arguments for `rows` rows: each request
+/// waits `latency_ms` at its instance.
+pub fn model_sim_batches(rows: usize, batch: usize, latency_ms: i64) -> Vec<RecordBatch> {
+    text_batches(rows, batch)
+        .into_iter()
+        .map(|b| {
+            let n = b.num_rows();
+            let latency: ArrayRef = Arc::new(Int64Array::from(vec![latency_ms; n]));
+            let cost: ArrayRef = Arc::new(Int64Array::from(vec![0; n]));
+            RecordBatch::try_from_iter([
+                ("s", Arc::clone(b.column(0))),
+                ("latency", latency),
+                ("cost", cost),
+            ])
+            .expect("batch")
         })
         .collect()
 }
