@@ -74,6 +74,9 @@ pub struct Row {
     pub baseline: String,
     pub baseline_ms: f64,
     pub rpcop_ms: f64,
+    /// What `baseline_ms` and `rpcop_ms` count: "ms" but in rows that say
+    /// otherwise (instance-seconds).
+    pub unit: &'static str,
     pub ratio: f64,
     pub rows_per_s: f64,
     /// Peak memory (baseline, rpcop) in MB: of the process tree where the
@@ -101,12 +104,13 @@ impl Row {
             ));
         }
         format!(
-            "{{\"scenario\": {:?}, \"path\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
+            "{{\"scenario\": {:?}, \"path\": {:?}, \"baseline\": {:?}, \"baseline_ms\": {:.3}, \"rpcop_ms\": {:.3}, \"unit\": {:?}, \"ratio\": {:.3}, \"rows_per_s\": {:.0}, \"target\": {:?}, \"met\": {}, \"correct\": {}{peak}}}",
             self.scenario,
             self.path,
             self.baseline,
             self.baseline_ms,
             self.rpcop_ms,
+            self.unit,
             self.ratio,
             self.rows_per_s,
             self.target,
@@ -309,6 +313,7 @@ pub(super) fn row(
         baseline: baseline.to_string(),
         baseline_ms,
         rpcop_ms,
+        unit: "ms",
         ratio: rpcop_ms / baseline_ms,
         rows_per_s: rows as f64 / (rpcop_ms / 1e3),
         peak_mb: None,

@@ -14,17 +14,18 @@
 //! | pass-through floor | an identity function, 4M rows, 1 instance of `cores` threads, by each of the five paths | the same batches through Arrow IPC in memory, one stream per partition on as many threads (and, no target, through loopback sockets) | ≤ 1.3 |
 //! | CPU-heavy | `embed(body)` at 20 µs/row, `parallelism` = cores, `thread/local` and `process/shm` | in-process, `target_partitions` = cores | ≤ 1.1 |
 //! | latency-bound | `model_sim` at 20 ms/batch, 8 instances, one request at a time each, `thread/local` and `process/shm` | in-process (`target_partitions` = cores), and an async UDF at 8 partitions (as many in flight); and, no target, its floor: the same `model_sim` calls on 8 plain threads, no engine | within 5% of ideal, ≤ 1.0 |
+//! | bursty (autoscaling) | `model_sim` at 20 ms/request: idle 2 s, 8 callers for 5 s, idle 4 s, on a service autoscaled from 1 to 8 (`scale_up_after` 250 ms, `scale_down_after` 1 s), `thread/local` | the same workload on a fixed pool of 8: instance-seconds used, and the p99 latency of the burst's requests | none |
 //! | bounded memory | 20M rows through a service 10× slower than its input, `thread/local` and `process/shm`: the peak resident memory of the whole process tree (`/proc`) and the engine's peak heap | the same at 2M rows | both peaks within 10% |
 //! | shared service | 4 queries at once on one service | one after another | ≤ 1.0 |
 //! | Python functions | `x + 1` in Python, row-wise and batched, 1M rows, on rpcop's kit (2 command instances) | the same Python code on RisingWave's arrow-udf server (2 command instances) | ≤ 1.0 |
 //! | a real model | `embed_text` (all-MiniLM-L6-v2, candle) of 2,089 help-center texts, 2 thread and 2 process instances of 1 thread (and, without a target, the kit's numpy implementation) | candle in-process, 2 partitions sharing 2 threads, interleaved with each service's runs | ≤ 1.1 |
 //!
 //! Run: `cargo bench --bench compare` (`RPCOP_BENCH_ONLY=cheap,latency` for
-//! some scenarios: cheap, pass-through, cpu, latency, memory, shared, python, model). `tests/compare_smoke.rs` runs every
+//! some scenarios: cheap, pass-through, cpu, latency, bursty, memory, shared, python, model). `tests/compare_smoke.rs` runs every
 //! scenario at a tiny scale in the test suite and checks only the results.
 //!
 //! One file per scenario beside this one (`cheap.rs`, `pass_through.rs` with
-//! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `memory.rs`, `shared.rs`,
+//! `socket.rs`, `cpu_heavy.rs`, `latency.rs`, `bursty.rs`, `memory.rs`, `shared.rs`,
 //! `python.rs`, whose servers are `tests/python/`, `model.rs`); the
 //! shared helpers in `harness.rs`, the bench's own functions in
 //! `functions.rs`. Each module names its file: this file is also included as
@@ -32,6 +33,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
+#[path = "bursty.rs"]
+mod bursty;
 #[path = "chart.rs"]
 mod chart;
 #[path = "cheap.rs"]
@@ -87,6 +90,9 @@ pub async fn run_only(scale: f64, reps: usize, only: &str) -> Vec<Row> {
     if wanted("latency") {
         rows.extend(latency::latency_bound(scale, reps).await);
     }
+    if wanted("bursty") {
+        rows.extend(bursty::bursty(scale).await);
+    }
     if wanted("memory") {
         rows.extend(memory::bounded_memory(scale, reps.min(3)).await);
     }
@@ -108,6 +114,7 @@ fn table(rows: &[Row]) -> String {
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
+        let unit = r.unit;
         let mut peak = r.peak_mb.map_or_else(
             || "-".to_string(),
             |(b, p)| format!("{b:.1} MB / {p:.1} MB"),
@@ -116,7 +123,7 @@ fn table(rows: &[Row]) -> String {
             peak.push_str(&format!("; heap {b:.1} MB / {p:.1} MB"));
         }
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} | {peak} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} {unit} | {:.1} {unit} | {:.2} | {:.0} | {peak} | {} | {} |\n",
             r.scenario,
             r.path,
             r.baseline,

@@ -67,6 +67,7 @@ async fn bounded_memory_via(scale: f64, reps: usize, path: &str, with: &str) -> 
         ),
         baseline_ms: small_time,
         rpcop_ms: large_time,
+        unit: "ms",
         ratio,
         rows_per_s: large as f64 / (large_time / 1e3),
         peak_mb: Some(tree),
