@@ -125,6 +125,8 @@ impl ServiceRegion {
 impl ServiceClient {
     /// A client of the service `service` whose instances `membership`
     /// publishes, sending `token`. Must be called within a tokio runtime.
+    /// Its requests do not count in an autoscaled region's demand: a client
+    /// of a region should come from [`ServiceRegion::client`].
     pub fn new(
         service: impl Into<String>,
         options: ServiceOptions,

@@ -92,6 +92,8 @@ pub(crate) fn tick(options: &ServiceOptions) -> Duration {
 pub(crate) struct Scaler {
     /// When the current size began to be judged.
     since: Instant,
+    /// The size being judged.
+    size: Option<usize>,
     /// Samples of the demand since then, at most the longer window's.
     samples: VecDeque<(Instant, u64)>,
 }
@@ -101,6 +103,7 @@ impl Scaler {
     pub(crate) fn new(now: Instant) -> Self {
         Self {
             since: now,
+            size: None,
             samples: VecDeque::new(),
         }
     }
@@ -113,7 +116,9 @@ impl Scaler {
 
     /// Takes the sample `demand` at `now`, for a service of `size`
     /// instances with `options`; returns the size to go to and why, if the
-    /// service should change size.
+    /// service should change size. The windows start again whenever
+    /// autoscaling is off or the size changed (an `ALTER`), so a decision
+    /// always rests on a whole window of the size it changes.
     pub(crate) fn observe(
         &mut self,
         now: Instant,
@@ -121,7 +126,14 @@ impl Scaler {
         size: usize,
         options: &ServiceOptions,
     ) -> Option<(usize, String)> {
-        let (min, max) = options.scaling_bounds()?;
+        let Some((min, max)) = options.scaling_bounds() else {
+            self.restart(now);
+            return None;
+        };
+        if self.size != Some(size) {
+            self.restart(now);
+            self.size = Some(size);
+        }
         if size < min {
             return Some((min, format!("below min_parallelism = {min}")));
         }
@@ -305,6 +317,24 @@ mod tests {
         let mut scaler = Scaler::new(start);
         assert_eq!(scaler.observe(start, 0, 1, &options).unwrap().0, 3);
         assert_eq!(scaler.observe(start, 0, 9, &options).unwrap().0, 5);
+    }
+
+    #[test]
+    fn turned_on_or_resized_it_waits_a_whole_window() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(start);
+        // an hour without autoscaling, then it is turned on: saturated
+        // from then on, it grows one window later, not at once
+        let fixed = ServiceOptions::default();
+        assert_eq!(feed(&mut scaler, start, 3_600_000, 1, &fixed, |_| 9), None);
+        let options = autoscaled(1, 8, 1);
+        let on = start + Duration::from_secs(3_601);
+        let (at, _, _) = feed(&mut scaler, on, 5_000, 1, &options, |_| 9).unwrap();
+        assert_eq!(at, 1_000);
+        // resized from outside (ALTER parallelism): the same
+        let later = on + Duration::from_secs(60);
+        let (at, _, _) = feed(&mut scaler, later, 5_000, 3, &options, |_| 9).unwrap();
+        assert_eq!(at, 1_000);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::autoscale::{Demand, Scaling};
 use super::launch::{InstanceSpec, Launcher};
 use super::membership::{MemberState, MembershipPublisher};
 use super::running::Running;
@@ -72,9 +73,9 @@ pub(crate) struct RegionShared {
     pub(crate) restarts: AtomicU64,
     /// The requests callers have outstanding, counted by every client the
     /// region made.
-    pub(crate) demand: Arc<super::Demand>,
+    pub(crate) demand: Arc<Demand>,
     /// The autoscaler's last decision.
-    pub(crate) scaling: Mutex<Option<super::Scaling>>,
+    pub(crate) scaling: Mutex<Option<Scaling>>,
 }
 
 impl RegionShared {
