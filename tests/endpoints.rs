@@ -78,6 +78,16 @@ async fn dies_and_returns(protocol: &str) {
             .unwrap();
         let query = "SELECT sum(gcd(value, 12)) FROM generate_series(1, 1000)";
         let expected = text(&session, query).await;
+        // its instances are its endpoints: it cannot autoscale
+        let refused = session
+            .sql("ALTER RPC SERVICE e SET (max_parallelism = 4)")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("option 'max_parallelism' does not apply to a service with ENDPOINTS"),
+            "{refused}"
+        );
 
         // one endpoint dies: marked, skipped, probed again and again
         a.kill().unwrap();

@@ -37,8 +37,8 @@ enum Target {
     Pool,
     /// Instances that run elsewhere (`ENDPOINTS`).
     Endpoints,
-    /// A service that runs now.
-    Running,
+    /// A service that runs now; `remote`: its instances are `ENDPOINTS`.
+    Running { remote: bool },
 }
 
 /// Applies `changes` to `options`, each checked against where it applies;
@@ -53,8 +53,15 @@ fn apply(options: &mut ServiceOptions, changes: &[OptionValue], target: Target) 
             Target::Endpoints if !scope.applies_to_endpoints() => {
                 Some(OptionError::NotForEndpoints { key })
             }
-            Target::Running if !scope.changes_while_running() => {
+            Target::Running { .. } if !scope.changes_while_running() => {
                 Some(OptionError::FixedWhileRunning { key })
+            }
+            // the number of endpoints is checked by the resize, which says
+            // how many there are
+            Target::Running { remote: true }
+                if !scope.applies_to_endpoints() && key != "parallelism" =>
+            {
+                Some(OptionError::NotForEndpoints { key })
             }
             _ => None,
         };
@@ -426,7 +433,8 @@ impl Services {
             }
         };
         let mut options = region.options();
-        apply(&mut options, changes, Target::Running)?;
+        let remote = region.is_remote();
+        apply(&mut options, changes, Target::Running { remote })?;
         // resized first: a refused resize changes nothing
         region
             .resize(options.parallelism)
