@@ -10,7 +10,7 @@ async fn every_scenario_answers_like_its_baseline() {
     let rows = tokio::time::timeout(std::time::Duration::from_secs(300), compare::run(0.001, 1))
         .await
         .expect("the smoke run finishes within five minutes");
-    assert_eq!(rows.len(), 31);
+    assert_eq!(rows.len(), 33);
     for row in rows {
         assert!(row.correct, "{row:?}");
         assert!(row.baseline_ms > 0.0 && row.rpcop_ms > 0.0, "{row:?}");

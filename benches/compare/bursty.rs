@@ -1,11 +1,13 @@
 //! Bursty: idle, a burst, idle again, on `model_sim` at 20 ms per request,
 //! through an autoscaled service (`min_parallelism = 1`, `max_parallelism =
-//! 8`) and a fixed pool of 8, one after the other in the same run, both
-//! `thread/local`. The burst is 8 callers, each keeping one request of 256
-//! rows outstanding. Rows: the instance-seconds each used over the whole
-//! workload (instances alive, sampled every 10 ms, whatever their state),
-//! and the 99th-percentile latency of the burst's requests. No target: the
-//! row says what autoscaling saves and what its ramp costs.
+//! 8`) and a fixed pool of 8, one after the other in the same run, through
+//! thread instances (`thread/local`) and process instances (`process/shm`,
+//! whose growth waits for processes to start). The burst is 8 callers, each
+//! keeping one request of 256 rows outstanding. Rows: the instance-seconds
+//! each used over the whole workload (instances alive, sampled every 10 ms,
+//! whatever their state), and the 99th-percentile latency of the burst's
+//! requests. No target: the rows say what autoscaling saves and what its
+//! ramp costs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,14 +54,24 @@ struct Used {
     correct: bool,
 }
 
-/// The two rows: instance-seconds and p99 latency, autoscaled vs fixed.
+/// Two rows per isolation: instance-seconds and p99 latency, autoscaled
+/// vs fixed.
 pub(super) async fn bursty(scale: f64) -> Vec<Row> {
+    let mut out = Vec::new();
+    for (path, isolation) in [("thread/local", "thread"), ("process/shm", "process")] {
+        out.extend(bursty_via(scale, path, isolation).await);
+    }
+    out
+}
+
+async fn bursty_via(scale: f64, path: &str, isolation: &str) -> Vec<Row> {
     let phases = Phases::at(scale);
-    let fixed = run(&phases, &[("parallelism", "8")]).await;
+    let fixed = run(&phases, &[("isolation", isolation), ("parallelism", "8")]).await;
     let (up, down) = (ms(phases.up), ms(phases.down));
     let scaled = run(
         &phases,
         &[
+            ("isolation", isolation),
             ("min_parallelism", "1"),
             ("max_parallelism", "8"),
             ("scale_up_after", &up),
@@ -74,7 +86,7 @@ pub(super) async fn bursty(scale: f64) -> Vec<Row> {
         phases.burst.as_secs_f64(),
         phases.after.as_secs_f64(),
     );
-    let rate = |used: &Used| (used.requests * ROWS) as f64 / phases.burst.as_secs_f64();
+    let rows_per_s = (scaled.requests * ROWS) as f64 / phases.burst.as_secs_f64();
     let correct = fixed.correct && scaled.correct;
     let seconds = explaining(
         format!("{scenario}: instance-seconds used"),
@@ -93,12 +105,12 @@ pub(super) async fn bursty(scale: f64) -> Vec<Row> {
     vec![
         Row {
             unit: "instance-s",
-            rows_per_s: rate(&scaled),
-            ..seconds.via("thread/local")
+            rows_per_s,
+            ..seconds.via(path)
         },
         Row {
-            rows_per_s: rate(&scaled),
-            ..latency.via("thread/local")
+            rows_per_s,
+            ..latency.via(path)
         },
     ]
 }
@@ -119,6 +131,7 @@ async fn run(phases: &Phases, pairs: &[(&str, &str)]) -> Used {
         library.select(&["model_sim".to_string()]).unwrap(),
     )
     .options(options)
+    .serve_program(env!("CARGO_BIN_EXE_rpcop"))
     .start()
     .await
     .unwrap();
