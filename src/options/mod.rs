@@ -10,20 +10,19 @@
 //! equal to the docs by a test).
 
 mod hedge;
+mod named;
 mod values;
 
 use std::time::Duration;
 
 pub use hedge::Hedge;
 use hedge::HedgeKind;
+use named::Choice;
+pub use named::{Isolation, Listen, LoadBalance, OnError, Protocol, Transport};
 use values::{
-    Choice, Count, Devices, Environment, Flag, Limit, OptionalCount, Positive, Size, Text,
-    ValueKind,
+    Count, Devices, Environment, Flag, Limit, OptionalCount, Positive, Size, Text, ValueKind,
 };
-pub use values::{
-    DeviceSet, Isolation, Listen, LoadBalance, OnError, Protocol, Transport, format_duration,
-    parse_bytes, parse_duration,
-};
+pub use values::{DeviceSet, format_duration, parse_bytes, parse_duration};
 
 /// Where an option applies, and whether it may change while its service runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
