@@ -482,10 +482,10 @@ impl ServiceOptions {
         match self.max_parallelism {
             Some(max) if self.min_parallelism <= max => {}
             None if self.min_parallelism == 1 => {}
-            max => {
+            _ => {
                 return Err(OptionError::ScalingBounds {
                     min: self.min_parallelism,
-                    max: OptionalCount { min: 1, max: 1024 }.format(&max),
+                    max: self.value_of("max_parallelism"),
                 });
             }
         }
