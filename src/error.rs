@@ -220,6 +220,29 @@ pub enum RpcError {
         /// The service.
         service: String,
     },
+    /// A registry that cannot start as configured.
+    #[error("registry: {reason}")]
+    InvalidRegistry {
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// A region refused an instance that asked to join it (`rpcop serve
+    /// --register`).
+    #[error("service '{service}' refused the instance: {reason}")]
+    RegistrationRefused {
+        /// The service.
+        service: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Registering with a session's registry failed, or it refused.
+    #[error("registering with {registry}: {reason}")]
+    Registration {
+        /// The registry's address.
+        registry: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A token that cannot travel as gRPC metadata.
     #[error("the token must be non-empty printable ASCII without spaces")]
     InvalidToken,

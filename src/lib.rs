@@ -73,4 +73,4 @@ pub use options::{
 pub use region::{
     Member, MemberState, Membership, MembershipWatch, RegionBuilder, Scaling, ServiceRegion,
 };
-pub use session::{RpcFunction, RpcSession, RpcSessionBuilder, Startup};
+pub use session::{Registry, RegistryConfig, RpcFunction, RpcSession, RpcSessionBuilder, Startup};

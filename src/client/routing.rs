@@ -201,7 +201,8 @@ impl Router {
                     client,
                     direct,
                     self.protocol,
-                    self.own_instances,
+                    // a registered instance is another host's, not started here
+                    self.own_instances && !m.registered,
                 ));
                 connections.insert(m.id, Arc::clone(&connection));
                 Ok(connection)

@@ -147,6 +147,13 @@ impl Instance {
         })
     }
 
+    /// The instance, answering calls that carry `token` instead (one that
+    /// learns its token after loading: `rpcop serve --register`).
+    pub(crate) fn with_token(mut self, token: &str) -> Self {
+        self.token = Secret::new(token);
+        self
+    }
+
     /// Serves on `listener` (over TLS with `tls`) until `shutdown`
     /// completes. Then (or when this future is dropped) the instance stops
     /// evaluating: it serves once.

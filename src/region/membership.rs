@@ -48,7 +48,8 @@ impl fmt::Display for MemberState {
 pub struct Member {
     /// Unique within the region; a restarted instance gets a new id.
     pub id: u64,
-    /// The slot (0..parallelism) the instance fills.
+    /// The slot (0..parallelism) the instance fills (a registered
+    /// instance: a slot of its own, from 2^20).
     pub slot: usize,
     /// Its Flight address, `http://host:port` (empty while starting).
     pub address: String,
@@ -60,6 +61,11 @@ pub struct Member {
     pub last_error: Option<String>,
     /// When a [`MemberState::Restarting`] slot starts its next instance.
     pub next_start: Option<Instant>,
+    /// Joined through a session's registry (`rpcop serve --register`): it
+    /// runs elsewhere, keeps its place by renewing a lease, and is not the
+    /// region's to start, restart or stop. Its slot is its own, numbered
+    /// from 2^20.
+    pub registered: bool,
 }
 
 /// A snapshot of a service's instances.
@@ -129,6 +135,7 @@ impl MembershipPublisher {
                         restarts: 0,
                         last_error: None,
                         next_start: None,
+                        registered: false,
                     });
                     next.members.len() - 1
                 }

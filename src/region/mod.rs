@@ -18,21 +18,28 @@
 //! `gpus` sets its `CUDA_VISIBLE_DEVICES`. [`ServiceRegion::attach`] makes a
 //! region of instances that run elsewhere (`rpcop serve` on another host):
 //! one slot per endpoint, health-checked and published the same way, but
-//! never started, drained or stopped by this process.
+//! never started, drained or stopped by this process. Instances on other
+//! hosts may also join a running region through a session's registry
+//! ([`ServiceRegion::admit`]): *guests* (`guests`), each holding a lease it
+//! renews, drained when it leaves. The slots themselves, resizing and the
+//! autoscaler's loop are in `slots`.
 
 mod autoscale;
 mod command;
+mod guests;
 mod launch;
 mod lifeline;
 mod membership;
 mod process;
 mod running;
+mod slots;
 mod sockets;
 mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -40,17 +47,21 @@ use tokio::task::JoinHandle;
 use crate::error::RpcError;
 use crate::function::HostedFunction;
 use crate::options::{Isolation, OptionError, ServiceOptions};
-use crate::wire::{Access, BearerToken, InstanceStats, Secret, instance_stats};
+use crate::wire::{
+    Access, Admission, BearerToken, InstanceStats, PROTOCOL_VERSION, Registration, Secret,
+    instance_stats,
+};
 pub(crate) use autoscale::Demand;
-use autoscale::Scaler;
 pub use autoscale::Scaling;
+use guests::Guests;
 use launch::{InstanceSpec, Launcher};
 use lifeline::TokenFd;
 use membership::MembershipPublisher;
 pub use membership::{Member, MemberState, Membership, MembershipWatch};
 use process::random_token;
+use slots::{Slots, keep_scaled, resize_slots};
 pub(crate) use supervisor::may_blame_request;
-use supervisor::{RegionShared, Slot, SlotCommand};
+use supervisor::{RegionShared, SlotCommand};
 
 /// Builds and starts a [`ServiceRegion`].
 #[derive(Debug)]
@@ -182,6 +193,7 @@ impl RegionBuilder {
             shared,
             slots: Arc::default(),
             autoscaler: None,
+            guests: Arc::default(),
         };
         watch(region.membership());
         if let Err(error) = region.grow_or_shrink(parallelism).await {
@@ -221,35 +233,8 @@ pub struct ServiceRegion {
     slots: Arc<Slots>,
     /// Resizes the region to its demand (when it has `max_parallelism`).
     autoscaler: Option<JoinHandle<()>>,
-}
-
-/// The slots of a region, in order; the last ones go first when it shrinks.
-type Slots = tokio::sync::Mutex<SlotList>;
-
-/// Slots whose keepers are aborted when the list is dropped (the region and
-/// its autoscaler both hold it; the last to go stops them).
-#[derive(Default)]
-struct SlotList(Vec<Slot>);
-
-impl std::ops::Deref for SlotList {
-    type Target = Vec<Slot>;
-    fn deref(&self) -> &Vec<Slot> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for SlotList {
-    fn deref_mut(&mut self) -> &mut Vec<Slot> {
-        &mut self.0
-    }
-}
-
-impl Drop for SlotList {
-    fn drop(&mut self) {
-        for slot in &self.0 {
-            slot.task.abort();
-        }
-    }
+    /// Instances that joined through a session's registry.
+    guests: Arc<Guests>,
 }
 
 impl std::fmt::Debug for ServiceRegion {
@@ -449,11 +434,79 @@ impl ServiceRegion {
         out
     }
 
-    /// Drains and stops every instance.
+    /// Admits an instance that runs elsewhere and asked to join through a
+    /// session's registry (`rpcop serve --register`): it must speak
+    /// rpcop's protocol version and host every function of the service.
+    /// It keeps its place while it answers health checks and renews its
+    /// `lease` ([`Self::renew`]); [`Self::leave`] drains it.
+    pub fn admit(
+        &self,
+        registration: &Registration,
+        lease: Duration,
+    ) -> Result<Admission, RpcError> {
+        let refused = |reason: String| RpcError::RegistrationRefused {
+            service: self.name().to_string(),
+            reason,
+        };
+        let protocol = self.options().protocol;
+        if !protocol.is_rpcop() {
+            return Err(refused(format!(
+                "its instances are '{protocol}' servers; only rpcop instances register"
+            )));
+        }
+        if registration.protocol_version != PROTOCOL_VERSION {
+            return Err(refused(format!(
+                "the instance speaks protocol version {}, this session {PROTOCOL_VERSION}; run \
+                 the same rpcop release on both",
+                registration.protocol_version
+            )));
+        }
+        let missing: Vec<&str> = self
+            .functions()
+            .iter()
+            .filter(|f| !registration.functions.contains(f))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(refused(format!(
+                "the instance does not host {}; start it with --function for each of {}",
+                missing.join(", "),
+                self.functions().join(", ")
+            )));
+        }
+        crate::wire::check_endpoint(&registration.address)
+            .map_err(|e| refused(format!("{e}; give --advertise the address to reach it at")))?;
+        let member = self
+            .guests
+            .admit(&self.shared, registration.address.clone(), lease);
+        Ok(Admission {
+            member,
+            token: self.token().to_string(),
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Renews the lease of the registered instance `member`; false if the
+    /// region does not know it (its lease ran out, or it left): it must
+    /// register again.
+    pub fn renew(&self, member: u64) -> bool {
+        self.guests.renew(member)
+    }
+
+    /// Takes the registered instance `member` out of routing, drains it,
+    /// and lets it go; returns when it has drained (false at once if the
+    /// region does not know it).
+    pub async fn leave(&self, member: u64) -> bool {
+        self.guests.leave(member).await
+    }
+
+    /// Drains and stops every instance (registered ones are let go, and
+    /// left running).
     pub async fn shutdown(&self) {
         if let Some(autoscaler) = &self.autoscaler {
             autoscaler.abort();
         }
+        self.guests.dismiss_all(&self.shared);
         let slots = std::mem::take(&mut **self.slots.lock().await);
         for slot in &slots {
             let _ = slot.commands.send(SlotCommand::Stop).await;
@@ -464,107 +517,12 @@ impl ServiceRegion {
     }
 }
 
-/// Starts or stops slots until `slots` has `parallelism`: returns when the
-/// new instances are ready (or with the first one's start-up error), and the
-/// removed ones have drained and stopped.
-async fn resize_slots(
-    shared: &Arc<RegionShared>,
-    slots: &Slots,
-    parallelism: usize,
-) -> Result<(), RpcError> {
-    if parallelism == 0 {
-        return Err(RpcError::NoParallelism {
-            service: shared.name().to_string(),
-        });
-    }
-    let mut slots = slots.lock().await;
-    let mut started = Vec::new();
-    while slots.len() < parallelism {
-        let (ready, ready_rx) = oneshot::channel();
-        let index = slots.len();
-        slots.push(Slot::start(shared, index, ready));
-        started.push(ready_rx);
-    }
-    let mut stopping = Vec::new();
-    while slots.len() > parallelism {
-        if let Some(slot) = slots.pop() {
-            let _ = slot.commands.send(SlotCommand::Stop).await;
-            stopping.push(slot.task);
-        }
-    }
-    shared
-        .options
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .parallelism = parallelism;
-    drop(slots);
-    let mut first_error = None;
-    for ready in started {
-        let outcome = ready
-            .await
-            .unwrap_or_else(|_| Err("the slot ended before it was ready".into()));
-        if let Err(reason) = outcome {
-            first_error.get_or_insert(reason);
-        }
-    }
-    for task in stopping {
-        let _ = task.await;
-    }
-    match first_error {
-        None => Ok(()),
-        Some(reason) => Err(RpcError::InstanceStart {
-            service: shared.name().to_string(),
-            reason,
-        }),
-    }
-}
-
-/// Keeps a region sized to its demand while it has `max_parallelism` (read
-/// again at each sample, so ALTER turns it on, off or changes it).
-async fn keep_scaled(shared: Arc<RegionShared>, slots: Arc<Slots>) {
-    let mut scaler = Scaler::new(std::time::Instant::now());
-    loop {
-        let options = shared.options();
-        tokio::time::sleep(autoscale::tick(&options)).await;
-        let options = shared.options();
-        let size = slots.lock().await.len();
-        let now = std::time::Instant::now();
-        let Some((to, why)) = scaler.observe(now, shared.demand.now(), size, &options) else {
-            continue;
-        };
-        tracing::info!(service = %shared.name(), from = size, to, %why, "autoscaling");
-        let decision = Scaling {
-            at: std::time::SystemTime::now(),
-            from: size,
-            to,
-            why,
-        };
-        // told before the resize ends: a caller that sees the new size
-        // also sees why
-        *shared
-            .scaling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(decision.clone());
-        if let Err(error) = resize_slots(&shared, &slots, to).await {
-            tracing::warn!(service = %shared.name(), %error, "autoscaling failed; back to {size}");
-            let _ = resize_slots(&shared, &slots, size).await;
-            *shared
-                .scaling
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(Scaling {
-                why: format!("{}; not done: {error}", decision.why),
-                ..decision
-            });
-        }
-        scaler.restart(std::time::Instant::now());
-    }
-}
-
 impl Drop for ServiceRegion {
     fn drop(&mut self) {
         if let Some(autoscaler) = &self.autoscaler {
             autoscaler.abort();
         }
+        self.guests.dismiss_all(&self.shared);
         let Ok(mut slots) = self.slots.try_lock() else {
             return;
         };

@@ -25,9 +25,9 @@ use crate::options::{Protocol, ServiceOptions};
 use crate::wire::{self, Access, FlightClient, action, connect, probe, stats_of, stats_within};
 
 /// How often the supervisor checks an instance's health.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a health check waits for its answer.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Health checks failed in a row before an instance is replaced; the
 /// first failed one takes it out of routing. An instance that stops
 /// answering (frozen, SIGSTOP) is therefore unresponsive within
@@ -348,7 +348,7 @@ async fn wait_or_stop(commands: &mut mpsc::Receiver<SlotCommand>, delay: Duratio
 }
 
 /// How an instance's health is checked every [`HEALTH_INTERVAL`].
-enum Check<'a> {
+pub(crate) enum Check<'a> {
     /// rpcop's `health` action (an instance that runs elsewhere).
     Health,
     /// rpcop's `stats` action, which also tells a wedged instance: one
@@ -363,7 +363,7 @@ enum Check<'a> {
 /// in a row or is wedged; never without a control connection. Tells
 /// `responsive` when the instance misses a check after answering one, and
 /// when it answers again.
-async fn unhealthy(
+pub(crate) async fn unhealthy(
     control: Option<&FlightClient>,
     check: Check<'_>,
     responsive: impl Fn(bool),
@@ -414,7 +414,7 @@ async fn unhealthy(
 
 /// Tells an instance to drain and waits (up to `timeout` plus a grace) until
 /// its open exchanges are closed by their callers.
-async fn drain(control: &FlightClient, timeout: Duration) {
+pub(crate) async fn drain(control: &FlightClient, timeout: Duration) {
     if action(control, wire::ACTION_DRAIN, Duration::from_secs(2))
         .await
         .is_none()

@@ -19,6 +19,7 @@ mod annotated;
 mod catalog;
 mod fold;
 mod hostable;
+mod registry;
 mod remote;
 mod rpc_call;
 mod services;
@@ -42,6 +43,7 @@ pub use annotated::RpcFunction;
 use annotated::called_functions;
 use catalog::ServiceCatalog;
 pub use catalog::Startup;
+pub use registry::{Registry, RegistryConfig};
 use services::Services;
 use tables::{RpcInstances, RpcOptions, RpcServices};
 
@@ -228,6 +230,16 @@ impl RpcSession {
             .get(name)
             .ok()
             .map(|entry| entry.region)
+    }
+
+    /// Starts a registry through which instances on other hosts join this
+    /// session's services (`rpcop serve --register ADDRESS --service
+    /// NAME`); it stops when the returned [`Registry`] is dropped.
+    pub async fn start_registry(
+        &self,
+        config: RegistryConfig,
+    ) -> std::result::Result<Registry, crate::RpcError> {
+        registry::start(Arc::clone(&self.services.catalog), config).await
     }
 
     /// The client of the service `name`, for a user's own UDF to call it with

@@ -165,14 +165,25 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
 }
 
 /// `ready/wanted`, and how many are starting or restarting if any are:
-/// `1/2 (1 starting)`, `2/3 (1 restarting)`.
+/// `1/2 (1 starting)`, `2/3 (1 restarting)`; instances that registered
+/// from other hosts count apart: `2/2 (+1 registered)`.
 fn instances_text(members: &[Member], wanted: usize) -> String {
-    let count = |state| members.iter().filter(|m| m.state == state).count();
+    let count = |state| {
+        members
+            .iter()
+            .filter(|m| m.state == state && !m.registered)
+            .count()
+    };
     let ready = count(MemberState::Ready);
+    let guests = members
+        .iter()
+        .filter(|m| m.registered && m.state == MemberState::Ready)
+        .count();
     let others: Vec<String> = [MemberState::Starting, MemberState::Restarting]
         .into_iter()
         .filter(|state| count(*state) > 0)
         .map(|state| format!("{} {state}", count(state)))
+        .chain((guests > 0).then(|| format!("+{guests} registered")))
         .collect();
     if others.is_empty() {
         format!("{ready}/{wanted}")

@@ -140,10 +140,20 @@ pub(crate) async fn try_action(
     name: &str,
     timeout: Duration,
 ) -> Result<Bytes, NoAnswer> {
+    try_action_with(client, name, Bytes::new(), timeout).await
+}
+
+/// Runs one action with `body`: its first result, or why there is none.
+pub(crate) async fn try_action_with(
+    client: &FlightClient,
+    name: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, NoAnswer> {
     let mut client = client.clone();
     let call = async {
         let mut results = client
-            .do_action(Action::new(name, Bytes::new()))
+            .do_action(Action::new(name, body))
             .await
             .map_err(NoAnswer::Status)?
             .into_inner();

@@ -26,7 +26,10 @@
 //!   TLS for an `https://` instance ([`ServerTls`] on the instance's side);
 //! - `DoAction` answers [`ACTION_HEALTH`], [`ACTION_DRAIN`],
 //!   [`ACTION_STATS`] (an [`InstanceStats`] as JSON) and
-//!   [`ACTION_PROTOCOL_VERSION`].
+//!   [`ACTION_PROTOCOL_VERSION`];
+//! - a session's registry answers [`ACTION_REGISTER`], [`ACTION_RENEW`] and
+//!   [`ACTION_LEAVE`], by which instances on other hosts join a service
+//!   (`registration`).
 //!
 //! Flight UDF servers of other protocols (RisingWave's `arrow-udf`,
 //! `databend-udf`) are probed by what each answers (`probe`), and described
@@ -46,6 +49,7 @@ mod dictionaries;
 mod encoder;
 mod message;
 mod probe;
+mod registration;
 mod sequence;
 mod session;
 mod shared_memory;
@@ -70,6 +74,10 @@ pub use encoder::BatchEncoder;
 pub(crate) use message::message_of;
 pub use probe::{ARROW_UDF_PROTOCOL_VERSION, DATABEND_HEALTH_FUNCTION};
 pub(crate) use probe::{ProbeFailure, probe};
+pub(crate) use registration::registry_action;
+pub use registration::{
+    ACTION_LEAVE, ACTION_REGISTER, ACTION_RENEW, Admission, Registration, Tenancy,
+};
 pub use sequence::{
     CANCEL_PREFIX, ENDING, decode_cancel, decode_sequence, encode_cancel, encode_sequence,
 };

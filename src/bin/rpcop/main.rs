@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one standalone service instance.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fetch or list the models' files (`rpcop model fetch all-MiniLM-L6-v2`).
     Model(ModelArgs),
 }

@@ -24,7 +24,7 @@ use rustyline::DefaultEditor;
 
 use crate::command::{Command, HELP};
 use crate::progress;
-use rpcop::RpcSession;
+use rpcop::{RegistryConfig, RpcSession};
 use rustyline::error::ReadlineError;
 
 /// How results are printed.
@@ -56,6 +56,66 @@ pub(crate) struct ShellArgs {
     /// Print no rows-and-time line.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Take instances that register from other hosts (`rpcop serve
+    /// --register ADDRESS --service NAME`) on this address (HOST:PORT; port
+    /// 0 picks one, printed on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) registry: Option<std::net::SocketAddr>,
+    /// File holding the token instances must send to register (with
+    /// --registry).
+    #[arg(long, env = "RPCOP_REGISTRY_TOKEN_FILE")]
+    pub(crate) registry_token_file: Option<PathBuf>,
+    /// How long a registered instance keeps its place without renewing its
+    /// lease (it renews every third of it): `10s`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_lease)]
+    pub(crate) registry_lease: std::time::Duration,
+    /// PEM certificate (chain) the registry serves TLS with; with
+    /// --registry-tls-key.
+    #[arg(long, requires = "registry_tls_key")]
+    pub(crate) registry_tls_cert: Option<PathBuf>,
+    /// PEM private key of --registry-tls-cert.
+    #[arg(long, requires = "registry_tls_cert")]
+    pub(crate) registry_tls_key: Option<PathBuf>,
+    /// Let the registry listen beyond loopback in plain text (refused
+    /// without it): tokens cross the network readable.
+    #[arg(long)]
+    pub(crate) registry_insecure: bool,
+}
+
+fn parse_lease(text: &str) -> std::result::Result<std::time::Duration, String> {
+    rpcop::options::parse_duration(text)
+        .ok_or_else(|| format!("'{text}' is not a duration: a number with ms, s, m or h"))
+}
+
+impl ShellArgs {
+    /// The registry the flags ask for, if any.
+    fn registry(&self) -> Result<Option<RegistryConfig>> {
+        let Some(bind) = self.registry else {
+            return Ok(None);
+        };
+        let file = self.registry_token_file.as_ref().ok_or_else(|| {
+            DataFusionError::Configuration(
+                "--registry needs --registry-token-file (or RPCOP_REGISTRY_TOKEN_FILE): a file \
+                 with the token instances must send to register"
+                    .to_string(),
+            )
+        })?;
+        let token = rpcop::wire::read_token_file(file).map_err(external)?;
+        let tls = match (&self.registry_tls_cert, &self.registry_tls_key) {
+            (Some(cert), Some(key)) => Some(rpcop::wire::ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+            }),
+            _ => None,
+        };
+        Ok(Some(RegistryConfig {
+            lease: self.registry_lease,
+            tls,
+            insecure: self.registry_insecure,
+            ..RegistryConfig::new(bind, token)
+        }))
+    }
 }
 
 /// A shell session.
@@ -292,6 +352,26 @@ fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusion
 /// failing statement.
 pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
     let mut shell = Shell::new(args.format, args.quiet);
+    // kept until the shell ends
+    let _registry = match args.registry()? {
+        Some(config) => {
+            let lease = config.lease;
+            let registry = shell
+                .session
+                .start_registry(config)
+                .await
+                .map_err(external)?;
+            // on stderr, as the start-up progress: stdout holds results
+            eprintln!(
+                "rpcop: registry at {} (lease {lease:?}): instances join with `rpcop serve \
+                 --register {} --service NAME --function ...`",
+                registry.address(),
+                registry.address()
+            );
+            Some(registry)
+        }
+        None => None,
+    };
     if args.commands.is_empty() && args.files.is_empty() {
         return shell.interactive().await;
     }

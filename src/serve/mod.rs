@@ -11,10 +11,17 @@
 //! of `command` instances too: `RPCOP_BIND`, `RPCOP_TOKEN_FILE`,
 //! `RPCOP_THREADS`, `RPCOP_MAX_MESSAGE_SIZE` and `RPCOP_MEMORY_LIMIT` stand in for the flags, so
 //! `command = 'rpcop serve --function upper'` is an instance.
+//!
+//! With `--register ADDRESS --service NAME` the instance joins a running
+//! session's service through its registry (`register`): it requires the
+//! token the registry hands it, renews its lease while it runs, and on
+//! SIGTERM leaves, drained, before it stops.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::PathBuf;
+
+mod register;
 
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
@@ -22,6 +29,7 @@ use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
 pub use crate::wire::Bind;
 use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
+use register::Registrant;
 
 /// The flags of `rpcop serve`.
 #[derive(Clone, clap::Args)]
@@ -71,6 +79,27 @@ pub struct ServeArgs {
     /// it): tokens and data cross the network readable.
     #[arg(long)]
     pub insecure: bool,
+    /// Join the service --service of the session whose registry is at this
+    /// address (http://host:port, or https://), keep the place while
+    /// running, and leave it drained on SIGTERM. The instance then requires
+    /// the service's token, which the registry hands it.
+    #[arg(long, value_name = "ADDRESS", requires = "service",
+          conflicts_with_all = ["token", "token_file"])]
+    pub register: Option<String>,
+    /// The service to join (with --register).
+    #[arg(long, requires = "register")]
+    pub service: Option<String>,
+    /// File holding the registry's token (with --register).
+    #[arg(long, env = "RPCOP_REGISTRY_TOKEN_FILE")]
+    pub registry_token_file: Option<PathBuf>,
+    /// PEM certificates of the authority that signed an https:// registry's
+    /// certificate (default: the system's).
+    #[arg(long)]
+    pub registry_ca: Option<PathBuf>,
+    /// The address the session reaches this instance at (with --register;
+    /// default: the bound address, which must then not be 0.0.0.0 or [::]).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -88,6 +117,11 @@ impl std::fmt::Debug for ServeArgs {
             .field("tls_key", &self.tls_key)
             .field("tls_client_ca", &self.tls_client_ca)
             .field("insecure", &self.insecure)
+            .field("register", &self.register)
+            .field("service", &self.service)
+            .field("registry_token_file", &self.registry_token_file)
+            .field("registry_ca", &self.registry_ca)
+            .field("advertise", &self.advertise)
             .finish()
     }
 }
@@ -192,17 +226,34 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
     if let Some(limit) = args.memory_limit {
         limit_memory(limit)?;
     }
-    let token = args.token()?;
-    let functions = library.select(&args.functions)?;
-    let config = InstanceConfig::new(functions, &token)
-        .with_threads(args.threads)
-        .with_cuda_device(args.cuda_device)
-        .with_max_message(args.max_message_size);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("rpcop-serve")
         .enable_all()
         .build()?;
+    // a registering instance learns its token from the registry
+    let mut registrant = match (&args.register, &args.service) {
+        (Some(registry), Some(service)) => Some({
+            let _entered = runtime.enter();
+            Registrant::new(
+                registry,
+                service,
+                args.registry_token_file.as_ref(),
+                args.registry_ca.as_ref(),
+                &args.functions,
+            )?
+        }),
+        _ => None,
+    };
+    let token = match registrant {
+        Some(_) => String::new(),
+        None => args.token()?,
+    };
+    let functions = library.select(&args.functions)?;
+    let config = InstanceConfig::new(functions, &token)
+        .with_threads(args.threads)
+        .with_cuda_device(args.cuda_device)
+        .with_max_message(args.max_message_size);
     // loaded within the runtime, so the evaluation threads can use it
     let instance = {
         let _entered = runtime.enter();
@@ -214,6 +265,17 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         if secure {
             address = address.replacen("http://", "https://", 1);
         }
+        let joined = match &mut registrant {
+            Some(registrant) => {
+                let reached_at = register::advertised(&address, args.advertise.as_deref())?;
+                // told to stop while the registry cannot be reached: stops
+                tokio::select! {
+                    joined = registrant.join(reached_at) => Some(joined?),
+                    () = shutdown_signal() => return Ok(()),
+                }
+            }
+            None => None,
+        };
         let mut stdout = std::io::stdout().lock();
         // a URL that pastes into ENDPOINTS ('http://...', 'https://...' or
         // 'unix:/...')
@@ -221,7 +283,23 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%address, functions = ?args.functions, "serving");
-        instance.serve(listener, tls, shutdown_signal()).await
+        let (Some(registrant), Some(joined)) = (registrant.as_mut(), joined) else {
+            return instance.serve(listener, tls, shutdown_signal()).await;
+        };
+        // a member of the session's service: serves until it has left, drained
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = instance
+            .with_token(&joined.token)
+            .serve(listener, tls, async {
+                let _ = stopped.await;
+            });
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            kept = registrant.keep(joined, shutdown_signal()) => kept?,
+        }
+        let _ = stop.send(());
+        server.await
     })
 }
 
@@ -326,6 +404,11 @@ mod tests {
             tls_key: None,
             tls_client_ca: None,
             insecure: false,
+            register: None,
+            service: None,
+            registry_token_file: None,
+            registry_ca: None,
+            advertise: None,
         }
     }
 
