@@ -97,7 +97,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub registry_ca: Option<PathBuf>,
     /// The address the session reaches this instance at (with --register;
-    /// default: the bound address, which must then not be 0.0.0.0 or [::]).
+    /// default: the bound address, which must then not be 0.0.0.0 or `[::]`).
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
 }

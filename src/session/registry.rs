@@ -33,7 +33,7 @@ use crate::error::RpcError;
 use crate::region::ServiceRegion;
 use crate::wire::{self, BearerToken, Registration, ServerTls, Tenancy, check_token};
 
-/// How a registry is started ([`RpcSession::start_registry`]).
+/// How a registry is started ([`crate::RpcSession::start_registry`]).
 #[derive(Clone)]
 pub struct RegistryConfig {
     /// Where it listens (port 0: a free port; see [`Registry::address`]).
