@@ -17,6 +17,7 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use rpcop::RpcFunction;
 use rpcop::RpcSession;
 
@@ -137,6 +138,55 @@ async fn explain_analyze_shows_the_proxy_metrics() {
         for metric in ["output_rows=1.00 K", "requests=10", "retries=0", "errors=0", "in_flight_time=", "wait_time="] {
             assert!(plan.contains(metric), "{metric} missing in {plan}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_above_the_proxy_keeps_the_rows_past_it_from_the_service() {
+    within(async {
+        let session = RpcSession::new();
+        session
+            .sql("CREATE RPC SERVICE text FOR FUNCTION upper WITH (batch_size = 100)")
+            .await
+            .unwrap();
+        let query = "SELECT upper(s) AS u FROM \
+                     (SELECT 'row ' || value AS s FROM generate_series(1, 100000)) LIMIT 3";
+        let plan = explain(&session, query).await;
+        // the limit sits below the proxy: the service sees 3 rows
+        let proxy = plan.find("RpcProxyExec").unwrap();
+        let limit = plan.rfind("LimitExec").unwrap();
+        assert!(limit > proxy, "{plan}");
+        // it tells optimizers it keeps row counts: one row out per row in
+        let physical = session
+            .context()
+            .sql(query)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut nodes = vec![physical];
+        let mut effects = Vec::new();
+        while let Some(node) = nodes.pop() {
+            if node.name() == "RpcProxyExec" {
+                effects.push(matches!(
+                    node.cardinality_effect(),
+                    CardinalityEffect::Equal
+                ));
+            }
+            nodes.extend(node.children().into_iter().cloned());
+        }
+        assert_eq!(effects, [true]);
+        let rows = text(&session.sql(query).await.unwrap());
+        assert!(rows.contains("| ROW 3 |"), "{rows}");
+        let sent = text(
+            &session
+                .sql("SELECT requests, rows FROM rpc_services() WHERE name = 'text'")
+                .await
+                .unwrap(),
+        );
+        assert!(sent.contains("| 1        | 3    |"), "{sent}");
     })
     .await;
 }

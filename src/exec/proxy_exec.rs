@@ -28,6 +28,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::equivalence::ProjectionMapping;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet,
     RecordOutput, Time,
@@ -145,6 +146,12 @@ impl ExecutionPlan for RpcProxyExec {
         vec![true]
     }
 
+    /// Exactly one output row per input row: optimizers (DataFusion's, and
+    /// a distributed engine's) keep row counts across it.
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
     /// The calls' arguments and guards (the calls themselves are sent, not
     /// evaluated here).
     fn apply_expressions(
@@ -229,6 +236,8 @@ impl ExecutionPlan for RpcProxyExec {
         Some(self.metrics.clone_inner())
     }
 
+    /// A limit above the operator holds below it too (one row out per row
+    /// in, in order), so the rows past it are never sent to the service.
     fn supports_limit_pushdown(&self) -> bool {
         true
     }
