@@ -378,3 +378,67 @@ fn the_shell_takes_instances_that_register() {
     let status = common::child_output_within(shell).status;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_address_that_never_answers_is_dropped_within_its_lease() {
+    use rpcop::wire::{PROTOCOL_VERSION, Registration};
+    within(async {
+        let (session, _registry) = session_with_registry(Duration::from_secs(10)).await;
+        let region = session.service("sim").unwrap();
+        let registration = |address: &str| Registration {
+            service: "sim".into(),
+            address: address.into(),
+            functions: vec!["model_sim".into()],
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let lease = Duration::from_secs(1);
+        // never a Unix socket of this host, whatever an instance says
+        let refused = region
+            .admit(&registration("unix:/tmp/elsewhere.sock"), lease)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("not an http:// or https:// address"),
+            "{refused}"
+        );
+
+        // nothing listens at port 1: renewed all along, it is still dropped
+        // once a lease has passed without a health answer
+        let admission = region
+            .admit(&registration("http://127.0.0.1:1"), lease)
+            .unwrap();
+        let member = admission.member;
+        assert!(!region.renew(member, "not-its-secret"));
+        assert!(!region.leave(member, "not-its-secret").await);
+        let renewing = {
+            let (region, secret) = (Arc::clone(&region), admission.secret.clone());
+            tokio::spawn(async move {
+                while region.renew(member, &secret) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let admitted = Instant::now();
+        let members = members_until(&session, |m| {
+            m.iter()
+                .any(|m| m.id == member && m.state == MemberState::Starting)
+                || !m.iter().any(|m| m.id == member)
+        })
+        .await;
+        assert!(
+            !members
+                .iter()
+                .any(|m| m.id == member && m.state == MemberState::Ready)
+        );
+        members_until(&session, |m| !m.iter().any(|m| m.id == member)).await;
+        let dropped = admitted.elapsed();
+        assert!(
+            dropped >= lease && dropped < lease * 3,
+            "dropped after {dropped:?}"
+        );
+        // its renewals are refused from then on
+        renewing.await.unwrap();
+        assert!(!region.renew(member, &admission.secret));
+    })
+    .await;
+}

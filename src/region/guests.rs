@@ -13,15 +13,20 @@
 //! [`GUEST_SLOTS_FROM`], so it never stands in for one of the region's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::membership::MemberState;
-use super::supervisor::{Check, HEALTH_INTERVAL, HEALTH_TIMEOUT, RegionShared, drain, unhealthy};
-use crate::wire::{self, Access, FlightClient, connect};
+use super::membership::{Member, MemberState};
+use super::process::random_token;
+use super::supervisor::{
+    Check, HEALTH_INTERVAL, HEALTH_TIMEOUT, MISSED_LEASE, RegionShared, drain, unhealthy,
+};
+use crate::error::RpcError;
+use crate::wire::{self, Access, FlightClient, Secret, connect};
 
 /// The first slot number of guests: beyond any region's own slots.
 pub(crate) const GUEST_SLOTS_FROM: usize = 1 << 20;
@@ -35,70 +40,94 @@ enum GuestCommand {
 }
 
 struct Guest {
+    secret: Secret,
     commands: mpsc::Sender<GuestCommand>,
     task: JoinHandle<()>,
 }
 
 /// A region's guests, by member id.
 #[derive(Default)]
-pub(crate) struct Guests(Mutex<HashMap<u64, Guest>>);
+pub(crate) struct Guests {
+    book: Mutex<HashMap<u64, Guest>>,
+    /// The region is going: no guest is admitted any more.
+    closed: AtomicBool,
+}
 
 impl Guests {
     fn book(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Guest>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Admits the instance at `address` with `lease`: publishes it as
     /// starting, and ready once it answers a health check. Returns its
-    /// member id.
+    /// member id and secret; `None` once the region is going.
     pub(crate) fn admit(
         self: &Arc<Self>,
         shared: &Arc<RegionShared>,
         address: String,
         lease: Duration,
-    ) -> u64 {
-        let id = shared
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ) -> Result<Option<(u64, String)>, RpcError> {
+        let secret = random_token()?;
+        // the book holds the guest before its keeper can end and remove it
+        let mut book = self.book();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = GUEST_SLOTS_FROM.saturating_add(usize::try_from(id).unwrap_or(usize::MAX));
+        // listed before the keeper runs: the keeper only changes it, so
+        // once dismissed it stays gone
+        shared.publisher.update(id, slot, |m| {
+            m.address = address.clone();
+            m.state = MemberState::Starting;
+            m.registered = true;
+        });
         let (commands, receiver) = mpsc::channel(4);
         let keeper = Keeper {
             shared: Arc::clone(shared),
             id,
-            slot: GUEST_SLOTS_FROM.saturating_add(usize::try_from(id).unwrap_or(usize::MAX)),
             address,
             lease,
         };
-        // the book holds the guest before its keeper can end and remove it
-        let mut book = self.book();
         let guests = Arc::clone(self);
         let task = tokio::spawn(async move {
             keeper.keep(receiver).await;
             guests.book().remove(&id);
         });
-        book.insert(id, Guest { commands, task });
-        id
+        let guest = Guest {
+            secret: Secret::new(secret.as_str()),
+            commands,
+            task,
+        };
+        book.insert(id, guest);
+        Ok(Some((id, secret)))
     }
 
-    /// Renews the lease of guest `id`; false if there is no such guest (its
-    /// lease ran out, it left, or it never joined).
-    pub(crate) fn renew(&self, id: u64) -> bool {
+    /// The commands of guest `id`, if its secret is `secret`.
+    fn commands_of(&self, id: u64, secret: &str) -> Option<mpsc::Sender<GuestCommand>> {
         let book = self.book();
-        let Some(guest) = book.get(&id) else {
+        let guest = book.get(&id)?;
+        (guest.secret.expose() == secret).then(|| guest.commands.clone())
+    }
+
+    /// Renews the lease of guest `id`; false if there is no such guest
+    /// with that secret (its lease ran out, it left, or it never joined).
+    pub(crate) fn renew(&self, id: u64, secret: &str) -> bool {
+        let Some(commands) = self.commands_of(id, secret) else {
             return false;
         };
         // a renewal already queued renews as well
-        match guest.commands.try_send(GuestCommand::Renew) {
+        match commands.try_send(GuestCommand::Renew) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
     /// Drains guest `id` and lets it go; returns when it has drained, or
-    /// false at once if there is no such guest.
-    pub(crate) async fn leave(&self, id: u64) -> bool {
-        let commands = match self.book().get(&id) {
-            Some(guest) => guest.commands.clone(),
-            None => return false,
+    /// false at once if there is no such guest with that secret.
+    pub(crate) async fn leave(&self, id: u64, secret: &str) -> bool {
+        let Some(commands) = self.commands_of(id, secret) else {
+            return false;
         };
         let (reply, done) = oneshot::channel();
         if commands.send(GuestCommand::Leave(reply)).await.is_err() {
@@ -107,14 +136,21 @@ impl Guests {
         done.await.is_ok()
     }
 
-    /// Stops keeping every guest (the region is going): they are published
-    /// as gone, and left running.
+    /// Stops keeping every guest (the region is going): admits no more,
+    /// publishes them as gone, and leaves them running.
     pub(crate) fn dismiss_all(&self, shared: &RegionShared) {
-        for (id, guest) in self.book().drain() {
+        let guests: Vec<(u64, Guest)> = {
+            let mut book = self.book();
+            self.closed.store(true, Ordering::Release);
+            book.drain().collect()
+        };
+        for (id, guest) in guests {
             guest.task.abort();
+            // a keeper still running changes only listed members: once
+            // removed, it cannot bring this one back
             shared
                 .publisher
-                .update(id, GUEST_SLOTS_FROM, |m| m.state = MemberState::Gone);
+                .update_existing(id, |m| m.state = MemberState::Gone);
         }
     }
 }
@@ -123,19 +159,12 @@ impl Guests {
 struct Keeper {
     shared: Arc<RegionShared>,
     id: u64,
-    slot: usize,
     address: String,
     lease: Duration,
 }
 
 impl Keeper {
     async fn keep(self, mut commands: mpsc::Receiver<GuestCommand>) {
-        let address = self.address.clone();
-        self.publish(|m| {
-            m.address = address;
-            m.state = MemberState::Starting;
-            m.registered = true;
-        });
         let left = match self.watch(&mut commands).await {
             Ok(reply) => reply,
             Err(reason) => {
@@ -156,8 +185,8 @@ impl Keeper {
         }
     }
 
-    fn publish(&self, change: impl FnOnce(&mut super::Member)) {
-        self.shared.publisher.update(self.id, self.slot, change);
+    fn publish(&self, change: impl FnOnce(&mut Member)) {
+        self.shared.publisher.update_existing(self.id, change);
     }
 
     /// Follows the guest until it leaves (`Ok`, with whom to tell once it
@@ -174,25 +203,34 @@ impl Keeper {
         tokio::pin!(lease);
         let expired = || {
             format!(
-                "missed its lease: no renewal in {:?} (the instance vanished, froze, or cannot \
+                "{MISSED_LEASE}: no renewal in {:?} (the instance vanished, froze, or cannot \
                  reach the registry); it joins again when it renews",
                 self.lease
             )
         };
-        // starting: ready at its first answer
+        // starting: ready at its first answer, which renewals do not wait
+        // for longer than one lease
+        let first_answer = async {
+            while wire::action(&control, wire::ACTION_HEALTH, HEALTH_TIMEOUT)
+                .await
+                .is_none()
+            {
+                tokio::time::sleep(HEALTH_INTERVAL / 5).await;
+            }
+        };
+        tokio::pin!(first_answer);
+        let start_by = tokio::time::sleep(self.lease);
+        tokio::pin!(start_by);
         loop {
             tokio::select! {
-                answer = wire::action(&control, wire::ACTION_HEALTH, HEALTH_TIMEOUT) => {
-                    if answer.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(HEALTH_INTERVAL / 5).await;
-                }
-                () = &mut lease => return Err(format!(
+                () = &mut first_answer => break,
+                () = &mut start_by => return Err(format!(
                     "never answered a health check at {} within its lease of {:?}; check that \
-                     the address it registered (--advertise) reaches it from here",
+                     the address it registered (--advertise) reaches it from here, and that \
+                     this host trusts its TLS certificate",
                     self.address, self.lease
                 )),
+                () = &mut lease => return Err(expired()),
                 command = commands.recv() => match command {
                     Some(GuestCommand::Renew) => lease.as_mut().reset(tokio::time::Instant::now() + self.lease),
                     Some(GuestCommand::Leave(reply)) => return Ok(Some(reply)),

@@ -118,8 +118,22 @@ impl MembershipPublisher {
     /// publishes. A member that becomes gone is published as gone, then
     /// removed in a second publication.
     pub(crate) fn update(&self, id: u64, slot: usize, change: impl FnOnce(&mut Member)) {
+        self.apply(id, Some(slot), change);
+    }
+
+    /// Applies `change` to the member `id` if it is still listed (a member
+    /// removed meanwhile stays removed), and publishes.
+    pub(crate) fn update_existing(&self, id: u64, change: impl FnOnce(&mut Member)) {
+        self.apply(id, None, change);
+    }
+
+    /// [`Self::update`]; with no `slot`, a member not listed is left out.
+    fn apply(&self, id: u64, slot: Option<usize>, change: impl FnOnce(&mut Member)) {
         let mut gone = false;
-        self.sender.send_modify(|current| {
+        self.sender.send_if_modified(|current| {
+            if slot.is_none() && !current.members.iter().any(|m| m.id == id) {
+                return false;
+            }
             let mut next = Membership {
                 epoch: current.epoch + 1,
                 members: current.members.clone(),
@@ -129,7 +143,7 @@ impl MembershipPublisher {
                 None => {
                     next.members.push(Member {
                         id,
-                        slot,
+                        slot: slot.unwrap_or_default(),
                         address: String::new(),
                         state: MemberState::Starting,
                         restarts: 0,
@@ -144,6 +158,7 @@ impl MembershipPublisher {
             gone = next.members[index].state == MemberState::Gone;
             next.members.sort_by_key(|m| (m.slot, m.id));
             *current = Arc::new(next);
+            true
         });
         if gone {
             self.sender.send_modify(|current| {
@@ -184,5 +199,13 @@ mod tests {
         assert_eq!(now.members[0].id, 2);
         // starting, ready, second member, gone, removed
         assert_eq!(now.epoch, 5);
+        // a member removed stays removed for updates of existing ones only
+        publisher.update_existing(1, |m| m.state = MemberState::Ready);
+        assert!(!watch.has_changed().unwrap());
+        publisher.update_existing(2, |m| m.state = MemberState::Draining);
+        assert_eq!(
+            watch.borrow_and_update().members[0].state,
+            MemberState::Draining
+        );
     }
 }

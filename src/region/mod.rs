@@ -474,30 +474,46 @@ impl ServiceRegion {
                 self.functions().join(", ")
             )));
         }
-        crate::wire::check_endpoint(&registration.address)
+        // an instance of another host is reached over the network only:
+        // never at a Unix socket of this host
+        let address = &registration.address;
+        if !address.starts_with("http://") && !address.starts_with("https://") {
+            return Err(refused(format!(
+                "'{address}' is not an http:// or https:// address; give --advertise the \
+                 address this session reaches the instance at"
+            )));
+        }
+        crate::wire::check_endpoint(address)
             .map_err(|e| refused(format!("{e}; give --advertise the address to reach it at")))?;
-        let member = self
-            .guests
-            .admit(&self.shared, registration.address.clone(), lease);
+        let Some((member, secret)) = self.guests.admit(&self.shared, address.clone(), lease)?
+        else {
+            return Err(refused("the service is shutting down".to_string()));
+        };
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Admission {
             member,
             token: self.token().to_string(),
-            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+            secret,
+            lease_ms: millis(lease),
+            // the drain's own bound (the timeout and 2 s, after a 2 s drain
+            // call), and a grace
+            drain_ms: millis(self.options().timeout + Duration::from_secs(10)),
         })
     }
 
-    /// Renews the lease of the registered instance `member`; false if the
-    /// region does not know it (its lease ran out, or it left): it must
-    /// register again.
-    pub fn renew(&self, member: u64) -> bool {
-        self.guests.renew(member)
+    /// Renews the lease of the registered instance `member`, given the
+    /// secret its admission carried; false if the region does not know it
+    /// (its lease ran out, or it left) by that secret: it must register
+    /// again.
+    pub fn renew(&self, member: u64, secret: &str) -> bool {
+        self.guests.renew(member, secret)
     }
 
     /// Takes the registered instance `member` out of routing, drains it,
     /// and lets it go; returns when it has drained (false at once if the
-    /// region does not know it).
-    pub async fn leave(&self, member: u64) -> bool {
-        self.guests.leave(member).await
+    /// region does not know it by `secret`).
+    pub async fn leave(&self, member: u64, secret: &str) -> bool {
+        self.guests.leave(member, secret).await
     }
 
     /// Drains and stops every instance (registered ones are let go, and

@@ -51,13 +51,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const KILLED_ON_REQUEST: &str = "killed on request";
 /// How the reason of an instance replaced for missing health checks starts.
 const STOPPED_ANSWERING: &str = "stopped answering";
+/// How the reason of a registered instance dropped for want of a renewal
+/// starts (`guests`).
+pub(crate) const MISSED_LEASE: &str = "missed its lease";
 
 /// Could the request an instance was evaluating have caused its end, as
 /// told by `reason` (its member's `last_error`)? A crash, an abort or a
-/// wedge could be the request's doing; a kill on request, or missed health
-/// checks (a frozen process, an overloaded host), are not.
+/// wedge could be the request's doing; a kill on request, missed health
+/// checks (a frozen process, an overloaded host) or a lapsed lease (a host
+/// that vanished) are not.
 pub(crate) fn may_blame_request(reason: &str) -> bool {
-    !(reason.starts_with(KILLED_ON_REQUEST) || reason.starts_with(STOPPED_ANSWERING))
+    ![KILLED_ON_REQUEST, STOPPED_ANSWERING, MISSED_LEASE]
+        .iter()
+        .any(|innocent| reason.starts_with(innocent))
 }
 
 /// What the slots of one region share.
@@ -427,6 +433,28 @@ pub(crate) async fn drain(control: &FlightClient, timeout: Duration) {
             Some(stats) if stats.open_streams == 0 && stats.in_flight == 0 => return,
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_end_the_request_could_cause_is_blamed_on_it() {
+        for innocent in [
+            KILLED_ON_REQUEST.to_string(),
+            format!("{STOPPED_ANSWERING}: missed 3 health checks in a row"),
+            format!("{MISSED_LEASE}: no renewal in 1s"),
+        ] {
+            assert!(!may_blame_request(&innocent), "{innocent}");
+        }
+        for suspect in [
+            "the instance process was killed (SIGKILL: out of memory, or killed)",
+            "wedged: a request has run for 31s",
+        ] {
+            assert!(may_blame_request(suspect), "{suspect}");
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::instance::{Instance, InstanceConfig, bind};
 use crate::options::{MAX_INSTANCE_THREADS, MIN_INSTANCE_MEMORY, OptionError, thread_budget};
 pub use crate::wire::Bind;
 use crate::wire::{BearerToken, LIFELINE_ENV, ServerTls};
-use register::Registrant;
+use register::{Registrant, stopped};
 
 /// The flags of `rpcop serve`.
 #[derive(Clone, clap::Args)]
@@ -82,9 +82,9 @@ pub struct ServeArgs {
     /// Join the service --service of the session whose registry is at this
     /// address (http://host:port, or https://), keep the place while
     /// running, and leave it drained on SIGTERM. The instance then requires
-    /// the service's token, which the registry hands it.
-    #[arg(long, value_name = "ADDRESS", requires = "service",
-          conflicts_with_all = ["token", "token_file"])]
+    /// the service's token, which the registry hands it (--token and
+    /// --token-file are not read).
+    #[arg(long, value_name = "ADDRESS", requires = "service")]
     pub register: Option<String>,
     /// The service to join (with --register).
     #[arg(long, requires = "register")]
@@ -260,6 +260,12 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         Instance::load(&config)?
     };
     runtime.block_on(async {
+        // one watch of the signals, followed by every step that must stop
+        let (stopping, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        });
         let listener = bind(&args.bind).await?;
         let mut address = listener.address()?;
         if secure {
@@ -269,9 +275,9 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
             Some(registrant) => {
                 let reached_at = register::advertised(&address, args.advertise.as_deref())?;
                 // told to stop while the registry cannot be reached: stops
-                tokio::select! {
-                    joined = registrant.join(reached_at) => Some(joined?),
-                    () = shutdown_signal() => return Ok(()),
+                match registrant.join(reached_at, &stop).await? {
+                    Some(joined) => Some(joined),
+                    None => return Ok(()),
                 }
             }
             None => None,
@@ -284,22 +290,24 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         drop(stdout);
         tracing::info!(%address, functions = ?args.functions, "serving");
         let (Some(registrant), Some(joined)) = (registrant.as_mut(), joined) else {
-            return instance.serve(listener, tls, shutdown_signal()).await;
+            return instance.serve(listener, tls, stopped(&stop)).await;
         };
-        // a member of the session's service: serves until it has left, drained
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // a member of the session's service: serves until it has left,
+        // drained (or, refused, has left and stops with why)
+        let (halt, halted) = tokio::sync::oneshot::channel::<()>();
         let server = instance
             .with_token(&joined.token)
             .serve(listener, tls, async {
-                let _ = stopped.await;
+                let _ = halted.await;
             });
         tokio::pin!(server);
-        tokio::select! {
+        let kept = tokio::select! {
             result = &mut server => return result,
-            kept = registrant.keep(joined, shutdown_signal()) => kept?,
-        }
-        let _ = stop.send(());
-        server.await
+            kept = registrant.keep(joined, &stop) => kept,
+        };
+        let _ = halt.send(());
+        let served = server.await;
+        kept.and(served)
     })
 }
 

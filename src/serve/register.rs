@@ -7,10 +7,14 @@
 //! every third of its lease, registers again when the region no longer
 //! knows it (its lease ran out while it was cut off), and on SIGTERM or
 //! SIGINT asks to leave: the session drains it, and the instance stops once
-//! its callers' requests in flight have finished.
+//! its callers' requests in flight have finished. It also leaves, and
+//! stops with an error, when the registry refuses a renewal (a new
+//! registry token), or the service wants another token.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::error::RpcError;
 use crate::options::ServiceOptions;
@@ -19,12 +23,22 @@ use crate::wire::{
     connect, registry_action,
 };
 
-/// How long one registry call may take; leaving waits for the drain.
+/// How long one registry call may take; leaving waits for the drain too.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The shortest wait between renewals, and the shortest renewal call.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Waits between registrations while the registry cannot be reached.
 const RETRY_START: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Set to `true` once the instance is told to stop (SIGTERM, SIGINT).
+pub(crate) type Stop = watch::Receiver<bool>;
+
+/// Resolves once `stop` says so (or its sender is gone).
+pub(crate) async fn stopped(stop: &Stop) {
+    let mut stop = stop.clone();
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
 
 /// An instance that joins a service through a registry (`--register`).
 #[derive(Debug)]
@@ -84,34 +98,44 @@ impl Registrant {
     }
 
     /// Registers the instance reachable at `address`: retries while the
-    /// registry cannot be reached, fails at once when it refuses.
-    pub(crate) async fn join(&mut self, address: String) -> Result<Joined, RpcError> {
+    /// registry cannot be reached, fails at once when it refuses; `None`
+    /// if told to stop first.
+    pub(crate) async fn join(
+        &mut self,
+        address: String,
+        stop: &Stop,
+    ) -> Result<Option<Joined>, RpcError> {
         self.registration.address = address;
         let mut wait = RETRY_START;
         loop {
-            match registry_action(
-                &self.client,
-                wire::ACTION_REGISTER,
-                &self.registration,
-                CALL_TIMEOUT,
-            )
-            .await
-            {
+            let answer = tokio::select! {
+                answer = registry_action(
+                    &self.client,
+                    wire::ACTION_REGISTER,
+                    &self.registration,
+                    CALL_TIMEOUT,
+                ) => answer,
+                () = stopped(stop) => return Ok(None),
+            };
+            match answer {
                 Ok(body) => {
                     let admission: Admission = serde_json::from_slice(&body).map_err(|e| {
                         self.failed(format!("the registry's answer is not an admission: {e}"))
                     })?;
                     tracing::info!(registry = %self.registry, service = %self.registration.service,
                         member = admission.member, lease = ?admission.lease(), "registered");
-                    return Ok(Joined {
+                    return Ok(Some(Joined {
                         token: admission.token.clone(),
                         admission,
-                    });
+                    }));
                 }
                 Err(no_answer) if unreachable(&no_answer) => {
                     tracing::warn!(registry = %self.registry, reason = %describe(&no_answer),
                         "cannot reach the registry; trying again in {wait:?}");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stopped(stop) => return Ok(None),
+                    }
                     wait = (wait * 2).min(RETRY_MAX);
                 }
                 Err(no_answer) => return Err(self.failed(refusal(&no_answer))),
@@ -119,58 +143,76 @@ impl Registrant {
         }
     }
 
-    /// Keeps the place of `joined` until `stop` completes, then leaves,
-    /// drained. Fails if the region, joined again, wants another token
-    /// (the service was created anew): the instance must restart.
-    pub(crate) async fn keep(
-        &mut self,
-        mut joined: Joined,
-        stop: impl Future<Output = ()>,
-    ) -> Result<(), RpcError> {
-        tokio::pin!(stop);
-        loop {
-            let every = (joined.admission.lease() / 3).max(Duration::from_millis(50));
-            tokio::select! {
-                () = &mut stop => break,
-                () = tokio::time::sleep(every) => {}
-            }
-            let tenancy = self.tenancy(&joined);
-            match registry_action(&self.client, wire::ACTION_RENEW, &tenancy, every).await {
-                Ok(_) => {}
-                Err(NoAnswer::Status(status)) if status.code() == tonic::Code::NotFound => {
+    /// Keeps the place of `joined` until `stop` says so, then leaves,
+    /// drained. Renews every third of the lease, and soon again after a
+    /// renewal that got no answer; joins again when the region forgot the
+    /// instance. Fails (having left) when the registry refuses otherwise,
+    /// or when the region, joined again, wants another token (the service
+    /// was created anew): the instance must restart.
+    pub(crate) async fn keep(&mut self, mut joined: Joined, stop: &Stop) -> Result<(), RpcError> {
+        let outcome = loop {
+            let lease = joined.admission.lease();
+            let mut next = lease / 3;
+            let renewed = loop {
+                tokio::select! {
+                    () = tokio::time::sleep(next.max(MIN_WAIT)) => {}
+                    () = stopped(stop) => break None,
+                }
+                let tenancy = self.tenancy(&joined);
+                let call = (lease / 4).max(MIN_WAIT);
+                match registry_action(&self.client, wire::ACTION_RENEW, &tenancy, call).await {
+                    Ok(_) => next = lease / 3,
+                    Err(no_answer) if unreachable(&no_answer) => {
+                        tracing::warn!(registry = %self.registry, reason = %describe(&no_answer),
+                            "renewal failed; trying again");
+                        next = lease / 10;
+                    }
+                    Err(no_answer) => break Some(no_answer),
+                }
+            };
+            match renewed {
+                None => break Ok(()),
+                Some(NoAnswer::Status(status)) if status.code() == tonic::Code::NotFound => {
                     tracing::warn!(registry = %self.registry, reason = %status.message(),
                         "the region no longer knows this instance; registering again");
                     let address = self.registration.address.clone();
-                    let again = self.join(address).await?;
-                    if again.token != joined.token {
-                        return Err(self.failed(format!(
+                    let Some(again) = self.join(address, stop).await? else {
+                        return Ok(());
+                    };
+                    let changed = again.token != joined.token;
+                    joined = again;
+                    if changed {
+                        break Err(self.failed(format!(
                             "service '{}' now requires another token (it was created again); \
                              restart this instance to join it",
                             self.registration.service
                         )));
                     }
-                    joined = again;
                 }
-                Err(no_answer) => {
-                    tracing::warn!(registry = %self.registry, reason = %describe(&no_answer),
-                        "renewal failed; trying again");
-                }
+                Some(refused) => break Err(self.failed(refusal(&refused))),
             }
-        }
-        let tenancy = self.tenancy(&joined);
-        match registry_action(&self.client, wire::ACTION_LEAVE, &tenancy, LEAVE_TIMEOUT).await {
+        };
+        self.leave(&joined).await;
+        outcome
+    }
+
+    /// Asks to leave, and waits while the region drains the instance.
+    async fn leave(&self, joined: &Joined) {
+        let tenancy = self.tenancy(joined);
+        let drain = Duration::from_millis(joined.admission.drain_ms) + CALL_TIMEOUT;
+        match registry_action(&self.client, wire::ACTION_LEAVE, &tenancy, drain).await {
             Ok(_) => tracing::info!(registry = %self.registry, service = %tenancy.service,
                 "left the service, drained"),
             Err(no_answer) => tracing::warn!(registry = %self.registry,
                 reason = %describe(&no_answer), "could not leave cleanly; stopping anyway"),
         }
-        Ok(())
     }
 
     fn tenancy(&self, joined: &Joined) -> Tenancy {
         Tenancy {
             service: self.registration.service.clone(),
             member: joined.admission.member,
+            secret: joined.admission.secret.clone(),
         }
     }
 }

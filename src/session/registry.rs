@@ -217,16 +217,16 @@ impl RegistryHandler {
                 let tenancy: Tenancy = parse(&action.body)?;
                 let region = self.region(&tenancy.service)?;
                 let known = if action.r#type == wire::ACTION_RENEW {
-                    region.renew(tenancy.member)
+                    region.renew(tenancy.member, &tenancy.secret)
                 } else {
-                    region.leave(tenancy.member).await
+                    region.leave(tenancy.member, &tenancy.secret).await
                 };
                 if known {
                     Ok(Bytes::from_static(b"ok"))
                 } else {
                     Err(Status::not_found(format!(
-                        "service '{}' has no registered member {} (its lease ran out, or it \
-                         left); register again",
+                        "service '{}' has no registered member {} with that secret (its \
+                         lease ran out, or it left); register again",
                         tenancy.service, tenancy.member
                     )))
                 }

@@ -7,10 +7,11 @@
 //! registry's own bearer token:
 //!
 //! - [`ACTION_REGISTER`] with a [`Registration`]: the region admits the
-//!   instance and answers an [`Admission`] — its member id, the token the
-//!   instance must then require from callers (the service's), and its
-//!   lease;
-//! - [`ACTION_RENEW`] with a [`Tenancy`], at least once per lease (rpcop
+//!   instance and answers an [`Admission`] — its member id and secret, the
+//!   token the instance must then require from callers (the service's), its
+//!   lease, and how long leaving may take;
+//! - [`ACTION_RENEW`] with a [`Tenancy`] (the member id and the secret its
+//!   admission gave), at least once per lease (rpcop
 //!   renews every third of it): a member whose lease runs out is dropped;
 //!   one the region no longer knows is refused with `NOT_FOUND`, and
 //!   registers again;
@@ -54,9 +55,15 @@ pub struct Admission {
     pub member: u64,
     /// The bearer token the instance must require from callers.
     pub token: String,
+    /// The member's own secret, which its renewals and its leaving carry
+    /// (so one registered host cannot renew or drain another's member).
+    pub secret: String,
     /// How long the member keeps its place without a renewal, in
     /// milliseconds.
     pub lease_ms: u64,
+    /// The longest a `leave` may wait for the member to drain, in
+    /// milliseconds (the service's timeout and a grace).
+    pub drain_ms: u64,
 }
 
 impl Admission {
@@ -71,18 +78,32 @@ impl std::fmt::Debug for Admission {
         f.debug_struct("Admission")
             .field("member", &self.member)
             .field("token", &"(redacted)")
+            .field("secret", &"(redacted)")
             .field("lease_ms", &self.lease_ms)
+            .field("drain_ms", &self.drain_ms)
             .finish()
     }
 }
 
 /// A member of a service, as its renewals and its leaving name it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenancy {
     /// The service.
     pub service: String,
     /// The member id its [`Admission`] gave.
     pub member: u64,
+    /// The secret its [`Admission`] gave.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("service", &self.service)
+            .field("member", &self.member)
+            .field("secret", &"(redacted)")
+            .finish()
+    }
 }
 
 /// Sends the registry action `name` with `body` as JSON and returns its
@@ -107,10 +128,21 @@ mod tests {
         let admission = Admission {
             member: 7,
             token: "s3cret".into(),
+            secret: "m3mber".into(),
             lease_ms: 10_000,
+            drain_ms: 34_000,
         };
         let shown = format!("{admission:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("m3mber"),
+            "{shown}"
+        );
+        let tenancy = Tenancy {
+            service: "sim".into(),
+            member: 7,
+            secret: "m3mber".into(),
+        };
+        assert!(!format!("{tenancy:?}").contains("m3mber"));
         assert!(shown.contains("member: 7"), "{shown}");
         assert_eq!(admission.lease(), Duration::from_secs(10));
         let text = serde_json::to_string(&admission).unwrap();

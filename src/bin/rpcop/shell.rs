@@ -82,6 +82,11 @@ pub(crate) struct ShellArgs {
     pub(crate) registry_insecure: bool,
 }
 
+/// Is the registry bound to a wildcard address (0.0.0.0, [::])?
+fn registry_bound_everywhere(args: &ShellArgs) -> bool {
+    args.registry.is_some_and(|bind| bind.ip().is_unspecified())
+}
+
 fn parse_lease(text: &str) -> std::result::Result<std::time::Duration, String> {
     rpcop::options::parse_duration(text)
         .ok_or_else(|| format!("'{text}' is not a duration: a number with ms, s, m or h"))
@@ -362,6 +367,12 @@ pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
                 .await
                 .map_err(external)?;
             // on stderr, as the start-up progress: stdout holds results
+            if registry_bound_everywhere(args) {
+                eprintln!(
+                    "rpcop: the registry listens on every address of this host: instances \
+                     reach it by this host's name or address, not 0.0.0.0"
+                );
+            }
             eprintln!(
                 "rpcop: registry at {} (lease {lease:?}): instances join with `rpcop serve \
                  --register {} --service NAME --function ...`",
