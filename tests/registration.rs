@@ -442,3 +442,33 @@ async fn an_admitted_address_that_never_answers_is_dropped_within_its_lease() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_service_lets_its_registered_instances_go_with_why() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), REGISTRY_TOKEN);
+    within(async {
+        let (session, registry) = session_with_registry(Duration::from_secs(1)).await;
+        let mut child = joining(registry.address(), &token, "sim", &["model_sim"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (address, _) = common::first_line_within(
+            std::io::BufReader::new(child.stdout.take().unwrap()),
+            common::FIRST_LINE,
+        )
+        .unwrap();
+        members_until(&session, |m| guest_at(m, &address).is_some()).await;
+        session.sql("DROP RPC SERVICE sim").await.unwrap();
+        // its next renewal finds no member, its registration no service
+        let output = tokio::task::spawn_blocking(move || common::child_output_within(child))
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let told = String::from_utf8_lossy(&output.stderr);
+        assert!(told.contains("no RPC service named 'sim'"), "{told}");
+    })
+    .await;
+}
