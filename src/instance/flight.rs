@@ -48,7 +48,8 @@ pub(crate) struct FlightHandler {
     pub(crate) max_message: usize,
 }
 
-type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// The stream a Flight call answers with (also the session's registry's).
+pub(crate) type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The requests of an exchange, decoded; the sequence number of each
 /// cancel message goes to `cancels` as it is read.

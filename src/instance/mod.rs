@@ -46,6 +46,7 @@ use counters::Counters;
 pub(crate) use counters::InFlight;
 use evaluator::Evaluator;
 use flight::FlightHandler;
+pub(crate) use flight::FlightStream;
 use host::Host;
 pub(crate) use local::LocalInstance;
 use local::Serving;

@@ -296,7 +296,7 @@ pub fn serve_main(args: &ServeArgs, library: &FunctionLibrary) -> Result<(), Rpc
         // drained (or, refused, has left and stops with why)
         let (halt, halted) = tokio::sync::oneshot::channel::<()>();
         let server = instance
-            .with_token(&joined.token)
+            .with_token(joined.token())
             .serve(listener, tls, async {
                 let _ = halted.await;
             });

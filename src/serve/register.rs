@@ -48,11 +48,16 @@ pub(crate) struct Registrant {
     registration: Registration,
 }
 
-/// Where the instance stands with the registry.
+/// Where the instance stands with the registry: its admission.
 pub(crate) struct Joined {
-    /// The token callers must send, from the admission.
-    pub(crate) token: String,
     admission: Admission,
+}
+
+impl Joined {
+    /// The token callers must send.
+    pub(crate) fn token(&self) -> &str {
+        &self.admission.token
+    }
 }
 
 impl Registrant {
@@ -124,10 +129,7 @@ impl Registrant {
                     })?;
                     tracing::info!(registry = %self.registry, service = %self.registration.service,
                         member = admission.member, lease = ?admission.lease(), "registered");
-                    return Ok(Some(Joined {
-                        token: admission.token.clone(),
-                        admission,
-                    }));
+                    return Ok(Some(Joined { admission }));
                 }
                 Err(no_answer) if unreachable(&no_answer) => {
                     tracing::warn!(registry = %self.registry, reason = %describe(&no_answer),
@@ -179,7 +181,7 @@ impl Registrant {
                     let Some(again) = self.join(address, stop).await? else {
                         return Ok(());
                     };
-                    let changed = again.token != joined.token;
+                    let changed = again.token() != joined.token();
                     joined = again;
                     if changed {
                         break Err(self.failed(format!(

@@ -11,7 +11,6 @@
 //! plain text only when told that the network is trusted.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use bytes::Bytes;
-use futures::{Stream, stream};
+use futures::stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::catalog::ServiceCatalog;
 use crate::error::RpcError;
+use crate::instance::FlightStream;
 use crate::region::ServiceRegion;
 use crate::wire::{self, BearerToken, Registration, ServerTls, Tenancy, check_token};
 
@@ -245,8 +245,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(body)
         .map_err(|e| Status::invalid_argument(format!("the action's JSON body: {e}")))
 }
-
-type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn only_actions<T>() -> Result<T, Status> {
     Err(Status::unimplemented(
