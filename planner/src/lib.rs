@@ -52,6 +52,7 @@ mod directory;
 mod guard;
 mod proxy;
 mod rewrite;
+mod scan;
 
 pub use config::RpcopConfig;
 pub use constants::{ConstantCall, constant_calls, has_constant_calls, replace_calls};

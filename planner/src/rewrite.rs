@@ -21,7 +21,8 @@
 //! evaluate it, and the optimizer's next pass prunes and pushes through the
 //! new nodes. A first run, before everything else, moves only calls whose
 //! arguments read no column, which constant folding would otherwise
-//! evaluate in-process. Neither touches a correlated subquery, which the
+//! evaluate in-process. Calls in the filters pushed into a table scan leave
+//! it (`scan`). Neither touches a correlated subquery, which the
 //! decorrelation rules must see unchanged. Every column the rule adds has a
 //! new name (`__rpcop_call_N`), so none collides with a column of the same
 //! name on the other side of a join.
@@ -40,6 +41,7 @@ use crate::config::RpcopConfig;
 use crate::directory::{ServiceDirectory, ServiceRef};
 use crate::guard::Context;
 use crate::proxy::{ProxyCall, RpcProxy};
+use crate::scan::unpush_hosted_filters;
 
 /// The optimizer rule that moves calls of service-hosted functions into
 /// [`RpcProxy`] nodes (see the module documentation).
@@ -128,6 +130,14 @@ impl RpcRewrite {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        if !self.constants_only && matches!(plan, LogicalPlan::TableScan(_)) {
+            let unpushed = unpush_hosted_filters(plan, self.directory.as_ref())?;
+            return match unpushed.data {
+                LogicalPlan::TableScan(_) => Ok(unpushed),
+                // an exact filter back above the scan: its calls move now
+                above => Ok(Transformed::yes(self.rewrite_plan(above, config)?.data)),
+            };
+        }
         // the expressions evaluated on every row: all, but a join's filter,
         // which sees only the pairs of rows whose keys match
         let (keeps_names, always) = match &plan {
