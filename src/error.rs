@@ -235,6 +235,10 @@ pub enum RpcError {
         /// Why, and what to do.
         reason: String,
     },
+    /// A plan from another process (a distributed engine's scheduler or
+    /// executor) that this process cannot run as it is.
+    #[error("{0}")]
+    InvalidPlan(String),
     /// Registering with a session's registry failed, or it refused.
     #[error("registering with {registry}: {reason}")]
     Registration {

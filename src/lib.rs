@@ -25,6 +25,8 @@
 //! - [`wire`]: the protocol's constants and codecs; [`serve`]: `rpcop serve`
 //!   as a library entry for a binary that hosts its own functions;
 //!   [`malloc`]: glibc's malloc set for moving batches between threads.
+//! - `ballista` (the cargo feature `ballista`): a session's queries on a
+//!   Ballista cluster, its services reached from the executors.
 //! - [`RpcError`] and [`FunctionError`]: what can go wrong.
 //!
 //! ```no_run
@@ -46,6 +48,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "ballista")]
+pub mod ballista;
 mod client;
 mod error;
 mod exec;
@@ -68,7 +72,7 @@ pub use error::{FunctionError, RpcError};
 pub use function::demo;
 pub use function::{FunctionLibrary, HostedFunction, LoadContext, Loader};
 pub use options::{
-    Isolation, Listen, LoadBalance, OnError, OptionError, ServiceOptions, Transport,
+    Isolation, Listen, LoadBalance, OnError, OptionError, Placement, ServiceOptions, Transport,
 };
 pub use region::{
     Member, MemberState, Membership, MembershipWatch, RegionBuilder, Scaling, ServiceRegion,

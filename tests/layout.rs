@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The layers of `src/`, top first: a file may import its own layer or one
-/// below it. `serve` is a library entry beside the session (it starts one
+/// below it. `ballista` (feature `ballista`) runs sessions' plans on a
+/// cluster; `serve` is a library entry beside the session (it starts one
 /// instance), and `fuzz` the fuzz targets' (feature `fuzzing`); `error`,
 /// `options` and `malloc` are below everything.
 const LAYERS: &[&[&str]] = &[
+    &["ballista"],
     &["session", "serve", "fuzz"],
     &["exec"],
     &["client"],

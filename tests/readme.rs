@@ -8,7 +8,7 @@
 //! query and `\q` on its input. `serve` runs where the README's
 //! `echo s3cret > token` wrote its token (a directory of its own), must
 //! print the address it bound on its first line, and is then stopped.
-//! `cargo test --workspace` is the command CI runs. A README whose commands
+//! `cargo test --workspace --features ballista` is the command CI runs. A README whose commands
 //! change is checked as it is.
 
 mod common;

@@ -35,8 +35,9 @@ pub(crate) struct Call {
     columns: Vec<usize>,
     /// The arguments, over a batch of just those columns.
     pub(crate) arguments: Vec<Arc<dyn PhysicalExpr>>,
-    /// The arguments as EXPLAIN shows them: over the input's columns.
-    shown: Vec<String>,
+    /// The arguments as planned: over the input's columns (as EXPLAIN
+    /// shows them, and as a plan codec sends them).
+    planned: Vec<Arc<dyn PhysicalExpr>>,
     /// The field of each argument as DataFusion plans it (name, type,
     /// nullability, metadata): sent with its values, since some functions
     /// read it (`arrow_field`, `arrow_metadata`, extension types).
@@ -82,7 +83,7 @@ impl Call {
             .collect();
         columns.sort_unstable();
         columns.dedup();
-        let shown = arguments.iter().map(ToString::to_string).collect();
+        let planned = arguments.clone();
         let arguments = arguments
             .into_iter()
             .map(|argument| {
@@ -106,12 +107,18 @@ impl Call {
             function,
             columns,
             arguments,
-            shown,
+            planned,
             fields,
             guard,
             result,
             session: session_metadata(options),
         })
+    }
+
+    /// The arguments as planned: expressions over the operator's input.
+    #[cfg(feature = "ballista")]
+    pub(crate) fn planned_arguments(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.planned
     }
 
     /// The rows of `request` this call is evaluated on.
@@ -180,7 +187,8 @@ impl Call {
 
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}({})", self.function, self.shown.join(", "))?;
+        let shown: Vec<String> = self.planned.iter().map(ToString::to_string).collect();
+        write!(f, "{}({})", self.function, shown.join(", "))?;
         if let Some(guard) = &self.guard {
             write!(f, " WHEN {guard} = 1")?;
         }

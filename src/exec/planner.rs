@@ -1,9 +1,10 @@
 //! The physical planning of `RpcProxy` nodes: [`RpcQueryPlanner`] is
 //! DataFusion's physical planner with [`RpcProxyPlanner`] added, which
-//! plans each node as [`RpcProxyExec`] with the client of its service.
+//! plans each node as [`RpcProxyExec`] with the way to its service.
 //!
-//! The planner asks a [`ClientSource`] for that client; the session's
-//! service catalog is one, so this layer does not know the session.
+//! The planner asks a [`TargetSource`] for that way: the session's service
+//! catalog gives its running service's client, a distributed engine's
+//! scheduler the service the plan defines; this layer knows neither.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -18,24 +19,24 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use rpcop_planner::{ProxyCall, RpcProxy};
+use rpcop_planner::{ProxyCall, RpcProxy, ServiceRef};
 
 use super::call::Call;
 use super::proxy_exec::RpcProxyExec;
-use crate::client::ServiceClient;
+use super::target::Target;
 
-/// Where the physical planner finds the client of a service.
-pub(crate) trait ClientSource: Debug + Send + Sync {
-    /// The client of the service `name`, or the error that tells the user
-    /// the service is gone.
-    fn client(&self, name: &str) -> Result<ServiceClient>;
+/// Where the physical planner finds how to reach a service.
+pub(crate) trait TargetSource: Debug + Send + Sync {
+    /// How a proxy of `service` reaches it, or the error that tells the
+    /// user why it cannot (the service is gone).
+    fn target(&self, service: &ServiceRef) -> Result<Target>;
 }
 
-/// Plans `RpcProxy` nodes as [`RpcProxyExec`], with the client of the
-/// service from a [`ClientSource`].
+/// Plans `RpcProxy` nodes as [`RpcProxyExec`], reaching the service as a
+/// [`TargetSource`] says.
 #[derive(Debug)]
 pub(crate) struct RpcProxyPlanner {
-    clients: Arc<dyn ClientSource>,
+    targets: Arc<dyn TargetSource>,
 }
 
 #[async_trait]
@@ -55,7 +56,7 @@ impl ExtensionPlanner for RpcProxyPlanner {
         let [input] = physical_inputs else {
             return internal_err!("RpcProxy takes one input");
         };
-        let client = self.clients.client(&proxy.service().name)?;
+        let target = self.targets.target(proxy.service())?;
         let calls = proxy
             .calls()
             .iter()
@@ -63,7 +64,7 @@ impl ExtensionPlanner for RpcProxyPlanner {
             .collect::<Result<Arc<[Call]>>>()?;
         Ok(Some(Arc::new(RpcProxyExec::try_new(
             Arc::clone(input),
-            client,
+            target,
             calls,
         )?)))
     }
@@ -107,13 +108,14 @@ fn physical_call(
 /// DataFusion's physical planner with [`RpcProxyPlanner`] added.
 #[derive(Debug)]
 pub(crate) struct RpcQueryPlanner {
-    clients: Arc<dyn ClientSource>,
+    targets: Arc<dyn TargetSource>,
 }
 
 impl RpcQueryPlanner {
-    /// A query planner whose proxies take clients from `clients`.
-    pub(crate) fn new(clients: Arc<dyn ClientSource>) -> Self {
-        Self { clients }
+    /// A query planner whose proxies reach their services as `targets`
+    /// says.
+    pub(crate) fn new(targets: Arc<dyn TargetSource>) -> Self {
+        Self { targets }
     }
 }
 
@@ -125,7 +127,7 @@ impl QueryPlanner for RpcQueryPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let proxies = RpcProxyPlanner {
-            clients: Arc::clone(&self.clients),
+            targets: Arc::clone(&self.targets),
         };
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(proxies)])
             .create_physical_plan(logical_plan, session)

@@ -37,10 +37,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::call::{Call, Rows};
 use super::requests::{Waiting, requests};
+use super::target::Target;
 use crate::client::ServiceClient;
 use crate::error::RpcError;
 
@@ -49,7 +50,7 @@ use crate::error::RpcError;
 #[derive(Debug)]
 pub(crate) struct RpcProxyExec {
     input: Arc<dyn ExecutionPlan>,
-    client: ServiceClient,
+    target: Target,
     calls: Arc<[Call]>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -61,7 +62,7 @@ pub(crate) struct RpcProxyExec {
 impl RpcProxyExec {
     pub(crate) fn try_new(
         input: Arc<dyn ExecutionPlan>,
-        client: ServiceClient,
+        target: Target,
         calls: Arc<[Call]>,
     ) -> Result<Self> {
         let input_schema = input.schema();
@@ -93,7 +94,7 @@ impl RpcProxyExec {
         let instances = MetricBuilder::new(&metrics).global_gauge("instances");
         Ok(Self {
             input,
-            client,
+            target,
             calls,
             properties: Arc::new(properties),
             metrics,
@@ -103,14 +104,26 @@ impl RpcProxyExec {
 
     /// The service the operator calls.
     pub(crate) fn service(&self) -> &str {
-        self.client.service()
+        self.target.service()
+    }
+
+    /// How it reaches the service.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // a plan codec's
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The calls it sends, in the order of their output columns.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // a plan codec's
+    pub(crate) fn calls(&self) -> &[Call] {
+        &self.calls
     }
 }
 
 impl DisplayAs for RpcProxyExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let calls: Vec<String> = self.calls.iter().map(Call::to_string).collect();
-        let options = self.client.options();
+        let options = self.target.options();
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
@@ -177,7 +190,7 @@ impl ExecutionPlan for RpcProxyExec {
         }
         Ok(Arc::new(Self::try_new(
             children.swap_remove(0),
-            self.client.clone(),
+            self.target.clone(),
             Arc::clone(&self.calls),
         )?))
     }
@@ -189,46 +202,30 @@ impl ExecutionPlan for RpcProxyExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let metrics = ProxyMetrics::new(&self.metrics, partition, self.instances.clone());
-        let options = self.client.options();
-        let requests = requests(input, options.batch_size, options.request_bytes());
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let schema = self.schema();
-        let (client, calls) = (self.client.clone(), Arc::clone(&self.calls));
-        let answered = {
-            let (in_flight, metrics, schema) =
-                (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
-            // the position of each request in the partition, for errors
-            let mut next_row = 0;
-            requests
-                .map(move |request| {
-                    let (client, calls) = (client.clone(), Arc::clone(&calls));
-                    let (in_flight, metrics, schema) =
-                        (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
-                    let at = Position {
-                        partition,
-                        first_row: next_row,
-                    };
-                    next_row += request.as_ref().map_or(0, RecordBatch::num_rows);
-                    async move {
-                        answer(request?, at, &client, &calls, &in_flight, &metrics, schema).await
-                    }
+        let (schema, calls) = (self.schema(), Arc::clone(&self.calls));
+        let output = match &self.target {
+            Target::Client(client) => answers(
+                input,
+                client.clone(),
+                calls,
+                metrics,
+                Arc::clone(&schema),
+                partition,
+            )
+            .boxed(),
+            // a shipped plan's service is reached (perhaps started) first
+            shipped => {
+                let (client, schema) = (shipped.client(), Arc::clone(&schema));
+                futures::stream::once(async move {
+                    let client = client.await?;
+                    Ok::<_, DataFusionError>(answers(
+                        input, client, calls, metrics, schema, partition,
+                    ))
                 })
-                .buffered(options.max_in_flight)
-        };
-        let output = Waiting {
-            inner: Box::pin(answered),
-            in_flight,
-            wait_time: metrics.wait_time.clone(),
-            since: None,
-        }
-        .map({
-            // the service's DROP waits until the query is done with it
-            let open = self.client.open_stream();
-            move |batch| {
-                let _open = &open;
-                Ok(batch?.record_output(&metrics.baseline))
+                .try_flatten()
+                .boxed()
             }
-        });
+        };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
 
@@ -241,6 +238,55 @@ impl ExecutionPlan for RpcProxyExec {
     fn supports_limit_pushdown(&self) -> bool {
         true
     }
+}
+
+/// The output of one partition: the requests cut from `input`, up to
+/// `max_in_flight` of them out at once, each answered by `client` and
+/// emitted in input order.
+fn answers(
+    input: SendableRecordBatchStream,
+    client: ServiceClient,
+    calls: Arc<[Call]>,
+    metrics: ProxyMetrics,
+    schema: SchemaRef,
+    partition: usize,
+) -> impl Stream<Item = Result<RecordBatch>> + Send + 'static {
+    let options = client.options();
+    let requests = requests(input, options.batch_size, options.request_bytes());
+    let max_in_flight = options.max_in_flight;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // the service's DROP waits until the query is done with it
+    let open = client.open_stream();
+    let answered = {
+        let (in_flight, metrics) = (Arc::clone(&in_flight), metrics.clone());
+        // the position of each request in the partition, for errors
+        let mut next_row = 0;
+        requests
+            .map(move |request| {
+                let (client, calls) = (client.clone(), Arc::clone(&calls));
+                let (in_flight, metrics, schema) =
+                    (Arc::clone(&in_flight), metrics.clone(), Arc::clone(&schema));
+                let at = Position {
+                    partition,
+                    first_row: next_row,
+                };
+                next_row += request.as_ref().map_or(0, RecordBatch::num_rows);
+                async move {
+                    answer(request?, at, &client, &calls, &in_flight, &metrics, schema).await
+                }
+            })
+            .buffered(max_in_flight)
+    };
+    Waiting {
+        inner: Box::pin(answered),
+        in_flight,
+        wait_time: metrics.wait_time.clone(),
+        since: None,
+    }
+    .map(move |batch| {
+        let _open = &open;
+        Ok(batch?.record_output(&metrics.baseline))
+    })
 }
 
 /// Where a request's rows are in the operator's input.

@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use hedge::Hedge;
 use hedge::HedgeKind;
 use named::Choice;
-pub use named::{Isolation, Listen, LoadBalance, OnError, Protocol, Transport};
+pub use named::{Isolation, Listen, LoadBalance, OnError, Placement, Protocol, Transport};
 use values::{
     Count, Devices, Environment, Flag, Limit, OptionalCount, Positive, Size, Text, ValueKind,
 };
@@ -341,6 +341,8 @@ declare_options! {
     load_balance: LoadBalance = LoadBalance::LeastOutstanding, Choice::<LoadBalance>::new(), Routing;
     /// Where instances run: 'thread' in this process, 'process' one child process each.
     isolation: Isolation = Isolation::Thread, Choice::<Isolation>::new(), Resource;
+    /// Where a distributed engine's executors reach the pool: 'session' (only queries run by this session), or 'per_executor' (each executor process starts its own copy on first use and keeps it).
+    placement: Placement = Placement::Session, Choice::<Placement>::new(), Resource;
     /// Worker threads of each instance (its concurrent requests).
     threads: usize = 1, Count { min: 1, max: MAX_INSTANCE_THREADS }, Resource;
     /// Memory limit of each instance process, in bytes; needs isolation = 'process' or a command.

@@ -73,6 +73,20 @@ named_values! {
 }
 
 named_values! {
+    /// Where a distributed engine's executors reach a pool service
+    /// (`docs/distributed.md`).
+    pub enum Placement {
+        /// In the session that created it: local queries only; a plan
+        /// shipped to executors that calls it is refused.
+        #[default]
+        Session = "session",
+        /// Each executor process starts its own copy on first use and keeps
+        /// it warm across tasks and queries.
+        PerExecutor = "per_executor",
+    }
+}
+
+named_values! {
     /// What happens to the rows of a request that failed after all retries.
     pub enum OnError {
         /// The query fails with the cause.

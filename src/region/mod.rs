@@ -304,6 +304,15 @@ impl ServiceRegion {
         &self.shared.names
     }
 
+    /// The addresses of its instances when they run elsewhere (`ENDPOINTS`);
+    /// empty for a pool started here.
+    pub fn endpoints(&self) -> &[String] {
+        match &self.shared.launcher {
+            Launcher::Remote { endpoints } => endpoints,
+            _ => &[],
+        }
+    }
+
     /// Does the service host the function `name`?
     pub fn hosts(&self, name: &str) -> bool {
         self.shared.names.iter().any(|f| f == name)

@@ -9,7 +9,7 @@
 //! SERVICES` show loading. The session's DDL writes the catalog; the
 //! rewrite rule, `rpc_call` and users' own UDFs read it while queries plan
 //! and run, so it is behind (briefly held) `RwLock`s and a `Mutex`. It is the rewrite rule's
-//! [`ServiceDirectory`] and the physical planner's [`ClientSource`].
+//! [`ServiceDirectory`] and the physical planner's [`TargetSource`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use datafusion::error::DataFusionError;
 use rpcop_planner::{ServiceDirectory, ServiceRef};
 
+use super::definition::ServiceDefinition;
 use crate::client::ServiceClient;
-use crate::exec::ClientSource;
+use crate::exec::{Target, TargetSource};
 use crate::options::ServiceOptions;
 use crate::region::{MemberState, MembershipWatch, ServiceRegion};
 use crate::wire::FunctionSignature;
@@ -293,14 +294,18 @@ impl ServiceDirectory for ServiceCatalog {
             .iter()
             .find(|(_, entry)| entry.region.hosts(function))
             .map(|(name, entry)| {
+                let definition = ServiceDefinition::of(&entry.region).to_text();
                 ServiceRef::new(name, entry.client.options().load_balance.to_string())
+                    .with_definition(definition)
             })
     }
 }
 
-impl ClientSource for ServiceCatalog {
-    fn client(&self, name: &str) -> Result<ServiceClient, DataFusionError> {
-        self.get(name).map(|entry| entry.client).map_err(|_| {
+impl TargetSource for ServiceCatalog {
+    /// The session's own service, whatever its placement.
+    fn target(&self, service: &ServiceRef) -> Result<Target, DataFusionError> {
+        let name = &service.name;
+        self.get(name).map(|entry| Target::Client(entry.client)).map_err(|_| {
             DataFusionError::Plan(format!(
                 "RPC service '{name}' was dropped while this query was planned; run the query again"
             ))

@@ -17,6 +17,7 @@
 mod advice;
 mod annotated;
 mod catalog;
+mod definition;
 mod fold;
 mod hostable;
 mod registry;
@@ -32,6 +33,7 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
@@ -43,12 +45,14 @@ pub use annotated::RpcFunction;
 use annotated::called_functions;
 use catalog::ServiceCatalog;
 pub use catalog::Startup;
+#[cfg(feature = "ballista")]
+pub(crate) use definition::ServiceDefinition;
 pub use registry::{Registry, RegistryConfig};
 use services::Services;
 use tables::{RpcInstances, RpcOptions, RpcServices};
 
 use crate::client::ServiceClient;
-use crate::exec::{ClientSource, RpcQueryPlanner};
+use crate::exec::{RpcQueryPlanner, TargetSource};
 use crate::function::{FunctionLibrary, cosine_similarity_udf, demo, embed_text_udf};
 use crate::options::ServiceOptions;
 use crate::region::ServiceRegion;
@@ -147,24 +151,49 @@ impl RpcSessionBuilder {
 
     /// The session.
     pub fn build(self) -> RpcSession {
+        self.assemble(SessionStateBuilder::build)
+    }
+
+    /// The session, its DataFusion state first adapted by `adapt` (before
+    /// the session's functions are registered in it): to run its queries
+    /// on a distributed engine (`rpcop::ballista::BallistaSession`), say.
+    pub fn build_with(
+        self,
+        adapt: impl FnOnce(SessionState) -> Result<SessionState>,
+    ) -> Result<RpcSession> {
+        let mut adapted = Ok(());
+        let session = self.assemble(|builder| {
+            let state = builder.build();
+            adapt(state.clone()).unwrap_or_else(|error| {
+                adapted = Err(error);
+                state
+            })
+        });
+        adapted.map(|()| session)
+    }
+
+    /// The session over the DataFusion state that `state` makes of the
+    /// session's own state builder.
+    fn assemble(self, state: impl FnOnce(SessionStateBuilder) -> SessionState) -> RpcSession {
         let catalog = Arc::new(ServiceCatalog::default());
         for (function, options) in self.annotations {
             catalog.annotate(function, options);
         }
         let directory: Arc<dyn ServiceDirectory> = Arc::clone(&catalog) as _;
-        let clients: Arc<dyn ClientSource> = Arc::clone(&catalog) as _;
+        let targets: Arc<dyn TargetSource> = Arc::clone(&catalog) as _;
         // first, before constant folding could evaluate a hosted call
         // in-process, and again once subqueries are joins
         let rules = RpcRewrite::install(Optimizer::new().rules, directory);
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_option_extension(RpcopConfig::default());
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_optimizer_rules(rules)
-            .with_query_planner(Arc::new(RpcQueryPlanner::new(clients)))
-            .build();
+        let state = state(
+            SessionStateBuilder::new()
+                .with_config(config)
+                .with_default_features()
+                .with_optimizer_rules(rules)
+                .with_query_planner(Arc::new(RpcQueryPlanner::new(targets))),
+        );
         let ctx = SessionContext::new_with_state(state);
         for udf in self.udfs {
             ctx.register_udf(udf);

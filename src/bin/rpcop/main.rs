@@ -1,7 +1,10 @@
 //! The `rpcop` binary: the SQL shell (with an embedded service region per
-//! service), `rpcop serve`, one standalone service instance, and `rpcop
-//! model`, the models' files on this machine.
+//! service), `rpcop serve`, one standalone service instance, `rpcop
+//! model`, the models' files on this machine, and (feature `ballista`)
+//! `rpcop ballista`, the processes of a Ballista cluster.
 
+#[cfg(feature = "ballista")]
+mod ballista;
 mod command;
 mod model;
 mod progress;
@@ -31,6 +34,11 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Fetch or list the models' files (`rpcop model fetch all-MiniLM-L6-v2`).
     Model(ModelArgs),
+    /// Run a Ballista scheduler or executor that plans and runs rpcop's
+    /// operators (`rpcop ballista scheduler`, `rpcop ballista executor`).
+    #[cfg(feature = "ballista")]
+    #[command(subcommand)]
+    Ballista(ballista::BallistaCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +60,8 @@ fn main() -> std::process::ExitCode {
             serve_main(&args, &rpcop::demo::library().with_models()).map_err(|e| e.to_string())
         }
         Some(Command::Model(args)) => model_main(&args).map_err(|e| e.to_string()),
+        #[cfg(feature = "ballista")]
+        Some(Command::Ballista(command)) => ballista::ballista_main(command),
         None => run_shell(&cli.shell),
     };
     match result {

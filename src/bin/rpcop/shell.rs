@@ -56,6 +56,12 @@ pub(crate) struct ShellArgs {
     /// Print no rows-and-time line.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Run queries on the Ballista cluster whose scheduler is at URL
+    /// (`df://host:port`); the executors reach services created with
+    /// placement = 'per_executor' or ENDPOINTS (docs/distributed.md).
+    #[cfg(feature = "ballista")]
+    #[arg(long, value_name = "URL")]
+    pub(crate) ballista: Option<String>,
     /// Take instances that register from other hosts (`rpcop serve
     /// --register ADDRESS --service NAME`) on this address (HOST:PORT; port
     /// 0 picks one, printed on stderr).
@@ -141,9 +147,15 @@ impl std::fmt::Debug for Shell {
 
 impl Shell {
     /// A session with the demo functions registered.
+    #[cfg(test)]
     pub(crate) fn new(format: Format, quiet: bool) -> Self {
+        Self::with_session(RpcSession::new(), format, quiet)
+    }
+
+    /// A shell of `session`.
+    pub(crate) fn with_session(session: RpcSession, format: Format, quiet: bool) -> Self {
         Self {
-            session: RpcSession::new(),
+            session,
             format,
             quiet,
         }
@@ -353,10 +365,26 @@ fn external(error: impl std::error::Error + Send + Sync + 'static) -> DataFusion
     DataFusionError::External(Box::new(error))
 }
 
+/// The shell's session: its queries run here, or on the Ballista cluster
+/// `--ballista` names.
+fn session(args: &ShellArgs) -> Result<RpcSession> {
+    #[cfg(feature = "ballista")]
+    if let Some(scheduler) = &args.ballista {
+        return rpcop::ballista::remote_session(
+            RpcSession::builder()
+                .with_demo_functions()
+                .with_model_functions(),
+            scheduler,
+        );
+    }
+    let _ = args;
+    Ok(RpcSession::new())
+}
+
 /// Runs the shell as the flags say; `Err` carries the message of the first
 /// failing statement.
 pub(crate) async fn shell_main(args: &ShellArgs) -> Result<()> {
-    let mut shell = Shell::new(args.format, args.quiet);
+    let mut shell = Shell::with_session(session(args)?, args.format, args.quiet);
     // kept until the shell ends
     let _registry = match args.registry()? {
         Some(config) => {

@@ -1,0 +1,397 @@
+//! The services of one Ballista process: on an executor, one client per
+//! service, shared by all its tasks; on the scheduler, the services the
+//! plans it gets define.
+//!
+//! A plan defines each service it calls ([`ServiceDefinition`]). The first
+//! task of an executor that calls it creates it in a session of its own, as
+//! `CREATE RPC SERVICE` would: a pool of its own for `placement =
+//! 'per_executor'`, or the `ENDPOINTS` every executor shares. (A session of
+//! its own: plans of two clients may define two services that host one
+//! function, which one session would refuse.) The service stays, warm, for
+//! the tasks and queries that follow, whatever routing options (`ALTER`) or
+//! size their plans give it; each set of routing options gets one client. A
+//! service that failed to start fails the tasks of the next
+//! [`RETRY_AFTER`] at once, then is tried again.
+//!
+//! A plan is the client's word, so an executor refuses what would let a
+//! plan run a program or read a file of its choosing: a `command` service
+//! unless [`ExecutorServices::allow_commands`], and a `token_file` outside
+//! the directory [`ExecutorServices::token_dir`] names.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::ScalarUDF;
+use futures::future::BoxFuture;
+use rpcop_planner::ServiceRef;
+use rpcop_sql::parser::Statement;
+use rpcop_sql::statement::RpcStatement;
+use tokio::runtime::Handle;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::client::ServiceClient;
+use crate::exec::{ServiceResolver, Shipped, Target, TargetSource};
+use crate::region::ServiceRegion;
+use crate::session::{RpcSession, ServiceDefinition};
+
+/// How long a service that failed to start fails tasks at once.
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Makes the session an executor process creates a service in.
+type MakeSession = Arc<dyn Fn() -> RpcSession + Send + Sync>;
+
+/// A service of this process, by identity: started, failed, or neither.
+#[derive(Default)]
+struct Slot {
+    started: Option<Arc<Started>>,
+    failed: Option<(Instant, String)>,
+}
+
+/// A service started in this process: its session, its region, and one
+/// client per set of routing options its plans gave.
+struct Started {
+    /// Kept: the service lives as long as its session.
+    _session: RpcSession,
+    region: Arc<ServiceRegion>,
+    clients: Mutex<HashMap<Arc<str>, ServiceClient>>,
+}
+
+/// The services of one Ballista process (see the module documentation).
+/// Clones share them.
+#[derive(Clone)]
+pub struct ExecutorServices {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    make_session: MakeSession,
+    /// The scalar functions of a session `make_session` makes.
+    functions: OnceLock<Vec<Arc<ScalarUDF>>>,
+    commands: bool,
+    token_dir: Option<PathBuf>,
+    /// The runtime services start on (the executor's own, not the one its
+    /// tasks run on); `None`: the task's.
+    runtime: Mutex<Option<Handle>>,
+    slots: Mutex<HashMap<String, Arc<AsyncMutex<Slot>>>>,
+}
+
+impl fmt::Debug for ExecutorServices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorServices")
+            .field("services", &self.lock_slots().len())
+            .field("commands", &self.inner.commands)
+            .field("token_dir", &self.inner.token_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ExecutorServices {
+    /// Services hosted by [`RpcSession::new`]'s functions (the demo and
+    /// model functions, and the built-ins); no commands, no token files.
+    fn default() -> Self {
+        Self::new(RpcSession::new)
+    }
+}
+
+impl ExecutorServices {
+    /// Services each created in a session `make_session` makes when a task
+    /// first needs it: its functions are those a pool of the process can
+    /// host (give it the same functions as the client's).
+    pub fn new(make_session: impl Fn() -> RpcSession + Send + Sync + 'static) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                make_session: Arc::new(make_session),
+                functions: OnceLock::new(),
+                commands: false,
+                token_dir: None,
+                runtime: Mutex::new(None),
+                slots: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Lets plans start services whose instances are a `command` (with its
+    /// `env` and `working_dir`): a plan can then run any program here.
+    pub fn allow_commands(self, allow: bool) -> Self {
+        self.configured(|inner| inner.commands = allow)
+    }
+
+    /// The directory the token files of `ENDPOINTS` services must be in
+    /// (a plan names the file; without this, none is read).
+    pub fn token_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.configured(|inner| inner.token_dir = Some(dir))
+    }
+
+    /// Starts services on `runtime` rather than on the runtime of the task
+    /// that first needs them.
+    pub(crate) fn start_on(&self, runtime: Handle) {
+        *self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(runtime);
+    }
+
+    /// These services, configured by `change`: a copy if they are shared
+    /// (configure them before use).
+    fn configured(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            make_session: Arc::clone(&shared.make_session),
+            functions: OnceLock::new(),
+            commands: shared.commands,
+            token_dir: shared.token_dir.clone(),
+            runtime: Mutex::new(None),
+            slots: Mutex::default(),
+        });
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The scalar functions a session of these services has: those a plan
+    /// may call outside a proxy (with the rewrite off, say), which the
+    /// scheduler and the executors must know too.
+    pub fn functions(&self) -> Vec<Arc<ScalarUDF>> {
+        self.inner
+            .functions
+            .get_or_init(|| {
+                let session = (self.inner.make_session)();
+                let state = session.context().state();
+                state.scalar_functions().values().cloned().collect()
+            })
+            .clone()
+    }
+
+    /// The services started in this process so far, by name: each client
+    /// its tasks share (one per set of routing options their plans gave),
+    /// with the service's region.
+    pub fn started(&self) -> Vec<(ServiceClient, Arc<ServiceRegion>)> {
+        let slots: Vec<_> = self.lock_slots().values().cloned().collect();
+        let mut started: Vec<_> = slots
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok()?.started.clone())
+            .flat_map(|started| {
+                let clients = started
+                    .clients
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                clients
+                    .values()
+                    .map(|client| (client.clone(), Arc::clone(&started.region)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        started.sort_by(|(a, _), (b, _)| a.service().cmp(b.service()));
+        started
+    }
+
+    /// The target of an operator that calls the service `definition`
+    /// defines.
+    pub(crate) fn shipped(&self, definition: Arc<str>) -> Result<Shipped> {
+        let parsed = ServiceDefinition::parse(&definition)?;
+        parsed.check_shippable()?;
+        Ok(Shipped {
+            options: parsed.options()?,
+            name: parsed.name,
+            definition,
+            resolver: Arc::new(self.clone()),
+        })
+    }
+
+    fn lock_slots(&self) -> MutexGuard<'_, HashMap<String, Arc<AsyncMutex<Slot>>>> {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client for `definition`: its service started first if it is not
+    /// yet (or was refused long enough ago).
+    async fn client_of(&self, definition: Arc<str>) -> Result<ServiceClient> {
+        let parsed = ServiceDefinition::parse(&definition)?;
+        let slot = Arc::clone(self.lock_slots().entry(parsed.identity()).or_default());
+        let mut slot = slot.lock().await;
+        let started = match (&slot.started, &slot.failed) {
+            (Some(started), _) => Arc::clone(started),
+            (None, Some((at, error))) if at.elapsed() < RETRY_AFTER => {
+                return Err(DataFusionError::Execution(error.clone()));
+            }
+            (None, _) => match self.start(&parsed).await {
+                Ok(started) => {
+                    slot.started = Some(Arc::clone(&started));
+                    slot.failed = None;
+                    started
+                }
+                Err(error) => {
+                    slot.failed = Some((Instant::now(), error.to_string()));
+                    return Err(error);
+                }
+            },
+        };
+        drop(slot);
+        let mut clients = started
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(&definition) {
+            return Ok(client.clone());
+        }
+        let client = started.region.client_with(parsed.options()?)?;
+        clients.insert(definition, client.clone());
+        Ok(client)
+    }
+
+    /// Creates the service `parsed` defines, in a session of its own, on
+    /// the services' runtime.
+    async fn start(&self, parsed: &ServiceDefinition) -> Result<Arc<Started>> {
+        self.check(parsed)?;
+        let services = self.clone();
+        let name = parsed.name.clone();
+        let create = Statement::Rpc(RpcStatement::Create(parsed.statement(&name)));
+        let starting = async move {
+            let session = (services.inner.make_session)();
+            Box::pin(session.execute(create)).await?;
+            let region = session.service(&name).ok_or_else(|| {
+                DataFusionError::Internal(format!("service '{name}' did not start"))
+            })?;
+            Ok(Arc::new(Started {
+                _session: session,
+                region,
+                clients: Mutex::default(),
+            }))
+        };
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let started: Result<Arc<Started>> = match runtime {
+            Some(runtime) => runtime
+                .spawn(starting)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            None => starting.await,
+        };
+        started.map_err(|error| {
+            error.context(format!(
+                "starting RPC service '{}' in this executor (placement = 'per_executor' or \
+                 ENDPOINTS)",
+                parsed.name
+            ))
+        })
+    }
+
+    /// Refuses what this executor does not let a plan do.
+    fn check(&self, parsed: &ServiceDefinition) -> Result<()> {
+        let options = parsed.options()?;
+        let name = &parsed.name;
+        if !self.inner.commands
+            && (options.command.is_some()
+                || !options.env.is_empty()
+                || options.working_dir.is_some())
+        {
+            return Err(DataFusionError::Plan(format!(
+                "RPC service '{name}' runs a command, which this executor does not let plans \
+                 start: start it with --allow-commands (ExecutorServices::allow_commands), or \
+                 give the service ENDPOINTS"
+            )));
+        }
+        if let Some(file) = &options.token_file {
+            let inside = self
+                .inner
+                .token_dir
+                .as_deref()
+                .is_some_and(|dir| is_inside(Path::new(file), dir));
+            if !inside {
+                return Err(DataFusionError::Plan(format!(
+                    "RPC service '{name}' reads its token from {file}, which is not in this \
+                     executor's token directory: start the executor with --token-dir DIR \
+                     (ExecutorServices::token_dir) and keep the token files there"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Is `file` (once links are resolved) in `dir`?
+fn is_inside(file: &Path, dir: &Path) -> bool {
+    match (file.canonicalize(), dir.canonicalize()) {
+        (Ok(file), Ok(dir)) => file.starts_with(dir),
+        _ => false,
+    }
+}
+
+impl ServiceResolver for ExecutorServices {
+    fn client(&self, definition: Arc<str>) -> BoxFuture<'static, Result<ServiceClient>> {
+        let services = self.clone();
+        Box::pin(async move { services.client_of(definition).await })
+    }
+}
+
+impl TargetSource for ExecutorServices {
+    /// The service the plan defines: the scheduler plans operators that
+    /// the executors run.
+    fn target(&self, service: &ServiceRef) -> Result<Target> {
+        let Some(definition) = &service.definition else {
+            return Err(DataFusionError::Plan(format!(
+                "the plan calls RPC service '{}' without its definition: plan it in an \
+                 RpcSession",
+                service.name
+            )));
+        };
+        Ok(Target::Shipped(Box::new(
+            self.shipped(Arc::clone(definition))?,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::ServiceDefinition;
+
+    fn definition(options: &[(&str, &str)]) -> ServiceDefinition {
+        ServiceDefinition {
+            version: 1,
+            name: "sim".into(),
+            functions: vec!["upper".into()],
+            endpoints: Vec::new(),
+            options: options
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_plan_may_not_run_a_command_or_read_a_file_of_its_choosing() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let services = ExecutorServices::default();
+        let command = definition(&[("command", "python3 model.py")]);
+        let error = services.check(&command).unwrap_err().to_string();
+        assert!(error.contains("--allow-commands"), "{error}");
+        let services = services.allow_commands(true);
+        services.check(&command).unwrap();
+
+        let mut endpoints = definition(&[("token_file", token.to_str().unwrap())]);
+        endpoints.endpoints = vec!["http://127.0.0.1:1".into()];
+        let error = services.check(&endpoints).unwrap_err().to_string();
+        assert!(error.contains("--token-dir"), "{error}");
+        let services = services.token_dir(dir.path());
+        services.check(&endpoints).unwrap();
+        // a path that leads out of the directory is not in it
+        let outside = format!("{}/../{}", dir.path().display(), "etc-passwd");
+        let escaping = definition(&[("token_file", &outside)]);
+        assert!(services.check(&escaping).is_err());
+    }
+}
