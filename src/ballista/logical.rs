@@ -20,10 +20,9 @@ use datafusion::logical_expr::{
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::logical_plan::from_proto::parse_expr;
 use datafusion_proto::logical_plan::to_proto::serialize_expr;
-use datafusion_proto::protobuf;
 use rpcop_planner::{ProxyCall, RpcProxy, ServiceRef};
 
-use super::payload::{self, LogicalCall, LogicalProxy, required};
+use super::payload::{self, LogicalCall, LogicalProxy, read_field, write_field};
 use crate::session::ServiceDefinition;
 
 /// Ballista's logical codec with rpcop's `RpcProxy` node added: give it to
@@ -50,8 +49,7 @@ impl LogicalExtensionCodec for RpcopLogicalCodec {
             .calls
             .iter()
             .map(|call| {
-                let result = Field::try_from(&required(call.result.clone(), "result field")?)
-                    .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+                let result = read_field(call.result.as_ref())?;
                 let func = ShippedFunction::new(&call.udf, &node.service, result);
                 Ok(ProxyCall {
                     func: Arc::new(ScalarUDF::new_from_impl(func)),
@@ -113,10 +111,7 @@ impl LogicalExtensionCodec for RpcopLogicalCodec {
                         .as_ref()
                         .map(|guard| serialize_expr(guard, self))
                         .transpose()?,
-                    result: Some(
-                        protobuf::Field::try_from(result.as_ref())
-                            .map_err(|e| DataFusionError::Plan(e.to_string()))?,
-                    ),
+                    result: write_field(result.as_ref())?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

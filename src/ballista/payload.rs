@@ -116,9 +116,17 @@ fn invalid(why: &str) -> DataFusionError {
     DataFusionError::Plan(format!("the plan holds a damaged rpcop node: {why}"))
 }
 
-/// A field a node must have.
-pub(crate) fn required<T>(value: Option<T>, what: &str) -> Result<T> {
-    value.ok_or_else(|| invalid(&format!("it has no {what}")))
+/// A call's result field as a node carries it.
+pub(crate) fn write_field(field: &datafusion::arrow::datatypes::Field) -> Result<Option<Field>> {
+    Field::try_from(field)
+        .map(Some)
+        .map_err(|e| DataFusionError::Plan(e.to_string()))
+}
+
+/// A call's result field, which a node must carry.
+pub(crate) fn read_field(field: Option<&Field>) -> Result<datafusion::arrow::datatypes::Field> {
+    let field = field.ok_or_else(|| invalid("a call has no result field"))?;
+    datafusion::arrow::datatypes::Field::try_from(field).map_err(|e| invalid(&e.to_string()))
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
-use datafusion::arrow::datatypes::Field;
-use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
@@ -19,7 +18,7 @@ use datafusion_proto::physical_plan::{
 };
 use datafusion_proto::protobuf;
 
-use super::payload::{self, PhysicalCall, PhysicalProxy, required};
+use super::payload::{self, PhysicalCall, PhysicalProxy, read_field, write_field};
 use super::services::ExecutorServices;
 use crate::exec::{Call, RpcProxyExec, Target};
 
@@ -69,8 +68,7 @@ impl PhysicalExtensionCodec for RpcopPhysicalCodec {
             .calls
             .iter()
             .map(|call| {
-                let result = Field::try_from(&required(call.result.clone(), "result field")?)
-                    .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+                let result = read_field(call.result.as_ref())?;
                 Call::new(
                     call.function.clone(),
                     call.args.iter().map(expr).collect::<Result<_>>()?,
@@ -119,10 +117,7 @@ impl PhysicalExtensionCodec for RpcopPhysicalCodec {
                         .map(expr)
                         .collect::<Result<_>>()?,
                     guard: call.guard.as_ref().map(expr).transpose()?,
-                    result: Some(
-                        protobuf::Field::try_from(call.result.as_ref())
-                            .map_err(|e| DataFusionError::Plan(e.to_string()))?,
-                    ),
+                    result: write_field(call.result.as_ref())?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -371,6 +371,32 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_service_that_failed_to_start_fails_the_next_tasks_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let made = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&made);
+        let services = ExecutorServices::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            RpcSession::new()
+        });
+        // no session here hosts it: CREATE fails
+        let mut unknown = definition(&[("placement", "per_executor")]);
+        unknown.functions = vec!["no_such_function".into()];
+        let text: Arc<str> = unknown.to_text().into();
+        let first = services.client_of(Arc::clone(&text)).await.unwrap_err();
+        let first = first.to_string();
+        assert!(
+            first.contains("starting RPC service 'sim' in this executor")
+                && first.contains("no_such_function"),
+            "{first}"
+        );
+        let again = services.client_of(text).await.unwrap_err().to_string();
+        assert!(again.contains("no_such_function"), "{again}");
+        assert_eq!(made.load(Ordering::SeqCst), 1, "started again at once");
+        assert!(services.started().is_empty());
+    }
+
     #[test]
     fn a_plan_may_not_run_a_command_or_read_a_file_of_its_choosing() {
         let dir = tempfile::tempdir().unwrap();
