@@ -235,16 +235,7 @@ mod tests {
     /// A proxy calling `upper` for `column1` of a one-row input, its service
     /// defined with `options`.
     fn proxy(options: &[(&str, &str)]) -> Extension {
-        let definition = ServiceDefinition {
-            version: 1,
-            name: "text".into(),
-            functions: vec!["upper".into()],
-            endpoints: Vec::new(),
-            options: options
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect(),
-        };
+        let definition = ServiceDefinition::for_tests("text", "upper", options);
         let input = LogicalPlanBuilder::values(vec![vec![lit("a")]])
             .unwrap()
             .build()

@@ -359,16 +359,7 @@ mod tests {
     use crate::session::ServiceDefinition;
 
     fn definition(options: &[(&str, &str)]) -> ServiceDefinition {
-        ServiceDefinition {
-            version: 1,
-            name: "sim".into(),
-            functions: vec!["upper".into()],
-            endpoints: Vec::new(),
-            options: options
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect(),
-        }
+        ServiceDefinition::for_tests("sim", "upper", options)
     }
 
     #[tokio::test]

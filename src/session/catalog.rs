@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use datafusion::error::DataFusionError;
 use rpcop_planner::{ServiceDirectory, ServiceRef};
 
+#[cfg(feature = "ballista")]
 use super::definition::ServiceDefinition;
 use crate::client::ServiceClient;
 use crate::exec::{Target, TargetSource};
@@ -294,9 +295,13 @@ impl ServiceDirectory for ServiceCatalog {
             .iter()
             .find(|(_, entry)| entry.region.hosts(function))
             .map(|(name, entry)| {
-                let definition = ServiceDefinition::of(&entry.region).to_text();
-                ServiceRef::new(name, entry.client.options().load_balance.to_string())
-                    .with_definition(definition)
+                let service =
+                    ServiceRef::new(name, entry.client.options().load_balance.to_string());
+                // what a plan shipped to a Ballista cluster carries
+                #[cfg(feature = "ballista")]
+                let service =
+                    service.with_definition(ServiceDefinition::of(&entry.region).to_text());
+                service
             })
     }
 }

@@ -64,7 +64,6 @@ impl ServiceDefinition {
     }
 
     /// Reads a definition that a plan carried.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // the Ballista layer's
     pub(crate) fn parse(text: &str) -> Result<Self, RpcError> {
         #[derive(Deserialize)]
         struct Versioned {
@@ -89,7 +88,6 @@ impl ServiceDefinition {
     /// What identifies the service it defines in another process: all but
     /// the options that change while it runs (routing, and its size), so
     /// an `ALTER` on the client starts no second copy on the executors.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // the Ballista layer's
     pub(crate) fn identity(&self) -> String {
         let options = self
             .options
@@ -107,7 +105,6 @@ impl ServiceDefinition {
     }
 
     /// Its options.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // the Ballista layer's
     pub(crate) fn options(&self) -> Result<ServiceOptions, RpcError> {
         let mut options = ServiceOptions::default();
         for (key, value) in &self.options {
@@ -119,7 +116,6 @@ impl ServiceDefinition {
     /// Can a process other than the session's reach it? Only instances at
     /// `ENDPOINTS`, or a pool each executor starts itself; otherwise the
     /// error that says what to do.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // the Ballista layer's
     pub(crate) fn check_shippable(&self) -> Result<(), RpcError> {
         if !self.endpoints.is_empty() || self.options()?.placement == Placement::PerExecutor {
             return Ok(());
@@ -132,9 +128,23 @@ impl ServiceDefinition {
         )))
     }
 
+    /// A pool `name` hosting `function` with `options` (`key`, `value`).
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, function: &str, options: &[(&str, &str)]) -> Self {
+        Self {
+            version: DEFINITION_VERSION,
+            name: name.into(),
+            functions: vec![function.into()],
+            endpoints: Vec::new(),
+            options: options
+                .iter()
+                .map(|(key, value)| ((*key).to_string(), (*value).to_string()))
+                .collect(),
+        }
+    }
+
     /// The statement that creates it in another process's session, under
     /// the name `name`.
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))] // the Ballista layer's
     pub(crate) fn statement(&self, name: &str) -> CreateService {
         let at = Location::new(0, 0);
         CreateService {
@@ -160,16 +170,11 @@ mod tests {
     use super::*;
 
     fn definition() -> ServiceDefinition {
-        ServiceDefinition {
-            version: DEFINITION_VERSION,
-            name: "embedder".into(),
-            functions: vec!["embed".into()],
-            endpoints: Vec::new(),
-            options: vec![
-                ("placement".into(), "per_executor".into()),
-                ("batch_size".into(), "64".into()),
-            ],
-        }
+        ServiceDefinition::for_tests(
+            "embedder",
+            "embed",
+            &[("placement", "per_executor"), ("batch_size", "64")],
+        )
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod advice;
 mod annotated;
 mod catalog;
+#[cfg(feature = "ballista")]
 mod definition;
 mod fold;
 mod hostable;
