@@ -114,6 +114,7 @@ class _Stats:
                     "longest_running_ms": int((now - oldest) * 1000),
                     "pid": os.getpid(),
                     "cancelled": self.cancelled,
+                    "outstanding": self.outstanding,
                     "peak_outstanding": self.peak_outstanding,
                 }
             ).encode()

@@ -16,6 +16,9 @@ pub(crate) struct Counters {
     /// most there were at once.
     pub(crate) outstanding: AtomicU64,
     pub(crate) peak_outstanding: AtomicU64,
+    /// Requests dropped unevaluated: their caller cancelled them (or
+    /// stopped waiting) before a thread took them, or the instance stopped.
+    pub(crate) cancelled: AtomicU64,
     pub(crate) open_streams: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) startup_ms: AtomicU64,
@@ -38,7 +41,8 @@ impl Counters {
             draining: self.draining.load(Ordering::Relaxed),
             longest_running_ms: 0,
             pid: None,
-            cancelled: 0,
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            outstanding: self.outstanding.load(Ordering::Relaxed),
             peak_outstanding: self.peak_outstanding.load(Ordering::Relaxed),
             shared_bodies: self.shared_bodies.load(Ordering::Relaxed),
         }
@@ -67,21 +71,39 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A request received and not finished (queued or running); counted in
-/// `outstanding` (and its peak) until dropped.
-pub(crate) struct Outstanding<'a>(&'a Counters);
+/// A request received and not finished: counted in `outstanding` (and its
+/// peak) from the moment it is read until it is answered or dropped, queued
+/// or running in between. One dropped before it was evaluated (its caller
+/// cancelled it, whether it was still on its way to the evaluation threads
+/// or already queued there) counts as `cancelled`.
+pub(crate) struct Outstanding {
+    counters: Arc<Counters>,
+    evaluated: bool,
+}
 
-impl<'a> Outstanding<'a> {
-    pub(crate) fn enter(counters: &'a Counters) -> Self {
+impl Outstanding {
+    pub(crate) fn enter(counters: &Arc<Counters>) -> Self {
         let now = counters.outstanding.fetch_add(1, Ordering::Relaxed) + 1;
         counters.peak_outstanding.fetch_max(now, Ordering::Relaxed);
-        Self(counters)
+        Self {
+            counters: Arc::clone(counters),
+            evaluated: false,
+        }
+    }
+
+    /// The request was taken up (evaluated, or refused with an answer):
+    /// dropping it now does not count it as cancelled.
+    pub(crate) fn taken(&mut self) {
+        self.evaluated = true;
     }
 }
 
-impl Drop for Outstanding<'_> {
+impl Drop for Outstanding {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if !self.evaluated {
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

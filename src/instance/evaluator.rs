@@ -53,8 +53,6 @@ pub(crate) struct Evaluator {
     /// `epoch` plus one; 0 while it waits for work.
     started: Arc<[AtomicU64]>,
     epoch: Instant,
-    /// Jobs skipped because their caller gave up before a thread took them.
-    skipped: Arc<AtomicU64>,
 }
 
 impl Evaluator {
@@ -89,7 +87,6 @@ impl Evaluator {
             stopped,
             started,
             epoch,
-            skipped: Arc::default(),
         })
     }
 
@@ -105,24 +102,18 @@ impl Evaluator {
             .unwrap_or_default()
     }
 
-    /// How many queued jobs were skipped because their caller gave up
-    /// (cancelled them, or stopped waiting) before a thread took them.
-    pub(crate) fn skipped(&self) -> u64 {
-        self.skipped.load(Ordering::Relaxed)
-    }
-
-    /// Queues `work` and waits for its result.
+    /// Queues `work` and waits for its result. If the caller stops waiting
+    /// before a thread takes it, `work` is dropped unrun, with what it owns.
     pub(crate) async fn run<R, F>(&self, work: F) -> Result<R, Unfinished>
     where
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let skipped = Arc::clone(&self.skipped);
         let job: Job = Box::new(move || {
-            // the caller gave up (timeout, cancelled query): skip the work
+            // the caller gave up (timeout, cancelled query): the work is
+            // dropped unrun
             if answer.is_closed() {
-                skipped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let outcome = catch_unwind(AssertUnwindSafe(work))
@@ -191,6 +182,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
@@ -318,5 +310,33 @@ mod tests {
         assert_eq!(queued.await.unwrap(), Err(Unfinished::Stopped));
         assert_eq!(evaluator.run(|| 1).await, Err(Unfinished::Stopped));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_work_holds_its_request_until_a_thread_drops_it() {
+        use crate::instance::counters::{Counters, Outstanding};
+        let counters = Arc::new(Counters::default());
+        let evaluator = Arc::new(Evaluator::start("test-eval", 1, None).unwrap());
+        let (release, busy) = occupy(&evaluator).await;
+        // queued (polled once), then abandoned by its caller
+        let queued = Outstanding::enter(&counters);
+        let abandoned = evaluator.run(move || drop(queued)).now_or_never();
+        assert!(abandoned.is_none());
+        let count = |c: &AtomicU64| c.load(Ordering::SeqCst);
+        assert_eq!(count(&counters.outstanding), 1, "held while queued");
+        assert_eq!(count(&counters.cancelled), 0);
+        // dropped on its way to the queue: cancelled at once
+        drop(Outstanding::enter(&counters));
+        assert_eq!(count(&counters.cancelled), 1);
+        // taken up: not cancelled
+        let mut taken = Outstanding::enter(&counters);
+        taken.taken();
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // one thread, in order: this job runs after the abandoned one was dropped
+        evaluator.run(move || drop(taken)).await.unwrap();
+        assert_eq!(count(&counters.outstanding), 0);
+        assert_eq!(count(&counters.cancelled), 2);
+        assert_eq!(count(&counters.peak_outstanding), 2);
     }
 }

@@ -112,8 +112,12 @@ pub(crate) async fn serve(
                 match request {
                     Some(Ok((seq, batch))) => {
                         let (host, function) = (Arc::clone(&host), function.clone());
-                        let evaluation =
-                            tokio::spawn(async move { host.evaluate(function, seq, batch).await });
+                        // counted from here: one cancelled before its task
+                        // first runs is counted cancelled when dropped
+                        let received = host.receive();
+                        let evaluation = tokio::spawn(async move {
+                            host.evaluate(received, function, seq, batch).await
+                        });
                         if let Some(seq) = seq {
                             running.0.insert(seq, evaluation.abort_handle());
                         }

@@ -54,31 +54,45 @@ impl Host {
         InstanceStats {
             longest_running_ms: u64::try_from(longest).unwrap_or(u64::MAX),
             pid: Some(std::process::id()),
-            cancelled: self.evaluator.skipped(),
             ..self.counters.snapshot()
         }
     }
 
-    /// Evaluates one request on the instance's evaluation threads; an error
+    /// Counts a request as received: outstanding until it is answered or
+    /// dropped (see [`Outstanding`]).
+    pub(crate) fn receive(&self) -> Outstanding {
+        Outstanding::enter(&self.counters)
+    }
+
+    /// Evaluates one request (`received`: its count, from
+    /// [`Self::receive`]) on the instance's evaluation threads; an error
     /// names the request's sequence number, if it has one.
     pub(crate) async fn evaluate(
         &self,
+        mut received: Outstanding,
         function: LoadedFunction,
         seq: Option<u64>,
         arguments: RecordBatch,
     ) -> Result<(Option<u64>, ArrayRef), Status> {
-        let _outstanding = Outstanding::enter(&self.counters);
         let rows = arguments.num_rows() as u64;
-        let config = self
-            .options(arguments.schema_ref().metadata())
-            .map_err(|status| with_sequence(status, seq))?;
+        let config = match self.options(arguments.schema_ref().metadata()) {
+            Ok(config) => config,
+            Err(status) => {
+                received.taken();
+                return Err(with_sequence(status, seq));
+            }
+        };
         let counters = Arc::clone(&self.counters);
         let named = function.clone();
         // counted where the work is done: a caller that stopped waiting
-        // (its timeout) does not stop the evaluation or its count
+        // (its timeout) does not stop the evaluation or its count. The
+        // request stays outstanding while it is queued, even once its
+        // caller gave up, and is dropped (counted cancelled) with the work
         let outcome = self
             .evaluator
             .run(move || {
+                received.taken();
+                let _received = received;
                 let _in_flight = InFlight::enter(&counters.in_flight);
                 let result = function.invoke(&arguments, &config);
                 let counter = match &result {

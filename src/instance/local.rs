@@ -59,7 +59,7 @@ impl LocalInstance {
         // straight onto the instance's evaluation threads: no hop through
         // its I/O worker
         self.host
-            .evaluate(function, None, arguments)
+            .evaluate(self.host.receive(), function, None, arguments)
             .await
             .map(|(_, array)| array)
     }

@@ -31,10 +31,15 @@ pub struct InstanceStats {
     /// `thread` instance, the engine's own). Optional on the wire.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Requests skipped, unevaluated, because their caller cancelled them
-    /// (or stopped waiting) before a thread took them. Optional on the wire.
+    /// Requests dropped unevaluated because their caller cancelled them
+    /// (or stopped waiting) before a thread took them, or because the
+    /// instance stopped. Optional on the wire.
     #[serde(default)]
     pub cancelled: u64,
+    /// Requests received and not yet answered or dropped: queued or
+    /// running now. Optional on the wire.
+    #[serde(default)]
+    pub outstanding: u64,
     /// The most requests the instance held at once: received and not yet
     /// answered, queued or running. Optional on the wire.
     #[serde(default)]

@@ -134,14 +134,17 @@ pub async fn wait_ready(region: &ServiceRegion, n: usize) {
     }
 }
 
-/// Waits until the region's instances evaluate nothing and `client` has
-/// nothing outstanding; returns what the instances evaluated and skipped.
+/// Waits until the region's instances hold no request (a cancelled one is
+/// held until it is dropped) and `client` has nothing outstanding; returns
+/// what the instances evaluated and dropped as cancelled.
 pub async fn settled(region: &ServiceRegion, client: &rpcop::ServiceClient) -> (u64, u64) {
     loop {
         let stats = region.stats().await;
-        let idle = stats
-            .iter()
-            .all(|(_, s)| s.as_ref().is_some_and(|s| s.in_flight == 0));
+        // a cancelled request is outstanding at its instance until dropped
+        let idle = stats.iter().all(|(_, s)| {
+            s.as_ref()
+                .is_some_and(|s| s.in_flight == 0 && s.outstanding == 0)
+        });
         if idle && client.stats().in_flight == 0 {
             let sum = |f: &dyn Fn(&rpcop::wire::InstanceStats) -> u64| -> u64 {
                 stats.iter().filter_map(|(_, s)| s.as_ref()).map(f).sum()
