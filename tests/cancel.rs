@@ -89,27 +89,31 @@ async fn a_dropped_stream_cancels_its_requests() {
         )
         .await;
         let client = region.client().unwrap();
-        let batches: Vec<_> = (0..32)
-            .map(|i| {
-                let text: datafusion::arrow::array::ArrayRef = Arc::new(
-                    datafusion::arrow::array::StringArray::from(vec![format!("r{i}")]),
-                );
-                let latency: datafusion::arrow::array::ArrayRef =
-                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![100]));
-                let cost: datafusion::arrow::array::ArrayRef =
-                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![0]));
-                datafusion::arrow::record_batch::RecordBatch::try_from_iter([
-                    ("text", text),
-                    ("latency", latency),
-                    ("cost", cost),
-                ])
-                .unwrap()
-            })
-            .collect();
+        let request = |i: usize, latency: i64| {
+            let text: datafusion::arrow::array::ArrayRef = Arc::new(
+                datafusion::arrow::array::StringArray::from(vec![format!("r{i}")]),
+            );
+            let latency: datafusion::arrow::array::ArrayRef =
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![latency]));
+            let cost: datafusion::arrow::array::ArrayRef =
+                Arc::new(datafusion::arrow::array::Int64Array::from(vec![0]));
+            datafusion::arrow::record_batch::RecordBatch::try_from_iter([
+                ("text", text),
+                ("latency", latency),
+                ("cost", cost),
+            ])
+            .unwrap()
+        };
+        // answered requests, a result or an error, are not cancelled ones
+        assert!(client.call("model_sim", request(0, 0)).await.is_ok());
+        assert!(client.call("model_sim", request(0, -1)).await.is_err());
+        assert_eq!(settled(&region, &client).await, (1, 0));
+        let batches: Vec<_> = (0..32).map(|i| request(i, 100)).collect();
         let mut stream = Box::pin(client.call_stream("model_sim", futures::stream::iter(batches)));
         assert!(stream.next().await.unwrap().is_ok());
         drop(stream);
         let (evaluated, skipped) = settled(&region, &client).await;
+        let evaluated = evaluated - 1;
         assert!(
             evaluated <= 3 && skipped >= 5,
             "{evaluated} evaluated, {skipped} skipped"

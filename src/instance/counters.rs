@@ -17,7 +17,8 @@ pub(crate) struct Counters {
     pub(crate) outstanding: AtomicU64,
     pub(crate) peak_outstanding: AtomicU64,
     /// Requests dropped unevaluated: their caller cancelled them (or
-    /// stopped waiting) before a thread took them, or the instance stopped.
+    /// stopped waiting) before a thread took them, their exchange ended
+    /// first, or the instance stopped.
     pub(crate) cancelled: AtomicU64,
     pub(crate) open_streams: AtomicU64,
     pub(crate) loads: AtomicU64,

@@ -31,9 +31,10 @@ pub struct InstanceStats {
     /// `thread` instance, the engine's own). Optional on the wire.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Requests dropped unevaluated because their caller cancelled them
-    /// (or stopped waiting) before a thread took them, or because the
-    /// instance stopped. Optional on the wire.
+    /// Requests dropped unevaluated: their caller cancelled them (or
+    /// stopped waiting) before a thread took them, their exchange ended
+    /// first (an earlier request's error ends it), or the instance stopped.
+    /// Optional on the wire.
     #[serde(default)]
     pub cancelled: u64,
     /// Requests received and not yet answered or dropped: queued or
