@@ -255,6 +255,52 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
             .await
             .unwrap();
         compare(&cluster, &local, "per_executor, altered").await;
+        // each executor starts sim: the client holds no pool of its own,
+        // and its listings, read here, say so
+        assert!(
+            cluster.service("sim").is_none(),
+            "a pool of sim on the client"
+        );
+        let error = cluster.client("sim").unwrap_err().to_string();
+        assert!(error.contains("executors only"), "{error}");
+        let row = table(
+            &cluster
+                .sql("SELECT name, instances FROM rpc_services() WHERE name = 'sim'")
+                .await
+                .unwrap(),
+        );
+        assert!(row.contains("| sim  | on executors |"), "{row}");
+        let here = table(
+            &cluster
+                .sql("SELECT count(*) AS n FROM rpc_instances('sim')")
+                .await
+                .unwrap(),
+        );
+        assert!(here.contains("| 0 |"), "{here}");
+        // a listing beside the cluster's tables cannot go to the cluster
+        let error = cluster
+            .sql("SELECT d.id, s.name FROM docs d CROSS JOIN rpc_services() s")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("in a query of its own"), "{error}");
+        let placement = cluster
+            .sql(
+                "SELECT s.name, o.value FROM rpc_services() s \
+                 JOIN rpc_options('sim') o ON o.option IN ('placement', 'batch_size') \
+                 WHERE s.name = 'sim' ORDER BY o.value",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            table(&placement),
+            "+------+--------------+\n\
+             | name | value        |\n\
+             +------+--------------+\n\
+             | sim  | 8            |\n\
+             | sim  | per_executor |\n\
+             +------+--------------+",
+        );
 
         // one service per executor process, started once and kept across
         // tasks, queries and ALTER; together they served every call
@@ -286,6 +332,55 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         for session in [&cluster, &local] {
             session.sql("DROP RPC SERVICE sim").await.unwrap();
         }
+        // its size is each executor's: ALTER cannot change it
+        // (checked on a service made for the purpose, then gone)
+        cluster
+            .sql("CREATE RPC SERVICE sized FOR FUNCTION left WITH (placement = 'per_executor')")
+            .await
+            .unwrap();
+        let error = cluster
+            .sql("ALTER RPC SERVICE sized SET (parallelism = 3)")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("keeps the size it started with"), "{error}");
+        cluster.sql("DROP RPC SERVICE sized").await.unwrap();
+
+        // an annotated function with placement = 'per_executor': its
+        // implicit service starts on the executors with its first query,
+        // which they also answer the call of constants of
+        cluster
+            .sql("CREATE RPC SERVICE FOR FUNCTION upper WITH (placement = 'per_executor')")
+            .await
+            .unwrap();
+        let sql = "SELECT id, upper(body) AS u, upper('x') AS x FROM docs ORDER BY id";
+        let explained = table(&cluster.sql(&format!("EXPLAIN {sql}")).await.unwrap());
+        assert!(explained.contains("RpcProxy: service=upper"), "{explained}");
+        local.sql("SET rpcop.rewrite = false").await.unwrap();
+        assert_eq!(
+            table(&cluster.sql(sql).await.unwrap()),
+            table(&local.sql(sql).await.unwrap()),
+            "an implicit per_executor service and in-process differ"
+        );
+        local.sql("SET rpcop.rewrite = true").await.unwrap();
+        let listed = "SELECT name, kind, instances FROM rpc_services() WHERE name = 'upper'";
+        let row = table(&cluster.sql(listed).await.unwrap());
+        assert!(row.contains("| upper | implicit | on executors |"), "{row}");
+        assert!(
+            cluster.service("upper").is_none(),
+            "a pool of upper on the client"
+        );
+        let upper_on_executors = executors
+            .iter()
+            .flat_map(ExecutorServices::started)
+            .any(|(client, _)| client.service() == "upper");
+        assert!(upper_on_executors, "no executor started upper");
+        // dropped, its annotation goes with it: upper runs in-process
+        cluster.sql("DROP RPC SERVICE upper").await.unwrap();
+        let row = table(&cluster.sql(listed).await.unwrap());
+        assert!(!row.contains("upper"), "{row}");
+        let explained = table(&cluster.sql(&format!("EXPLAIN {sql}")).await.unwrap());
+        assert!(!explained.contains("RpcProxy"), "{explained}");
 
         // ENDPOINTS: instances every executor shares
         let token_file = dir.path().join("token");
@@ -304,6 +399,21 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
                 .unwrap();
         }
         compare(&cluster, &local, "endpoints").await;
+        let listings = [
+            "SELECT name, kind, functions FROM rpc_services() ORDER BY name",
+            "SELECT count(*) FROM rpc_instances('shared')",
+        ];
+        for sql in listings {
+            assert_eq!(
+                table(&cluster.sql(sql).await.unwrap()),
+                table(&local.sql(sql).await.unwrap()),
+                "{sql}"
+            );
+        }
+        assert!(
+            table(&cluster.sql(listings[1]).await.unwrap()).contains("| 2 "),
+            "both endpoints listed"
+        );
         let attached: Vec<String> = executors
             .iter()
             .flat_map(ExecutorServices::started)

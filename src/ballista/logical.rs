@@ -23,7 +23,7 @@ use datafusion_proto::logical_plan::to_proto::serialize_expr;
 use rpcop_planner::{ProxyCall, RpcProxy, ServiceRef};
 
 use super::payload::{self, LogicalCall, LogicalProxy, read_field, write_field};
-use crate::session::ServiceDefinition;
+use crate::session::{ServiceDefinition, is_listing};
 
 /// Ballista's logical codec with rpcop's `RpcProxy` node added: give it to
 /// the client and the scheduler (`remote_session` and `codec` do).
@@ -142,6 +142,14 @@ impl LogicalExtensionCodec for RpcopLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        if is_listing(node.as_ref()) {
+            return plan_err!(
+                "{table_ref} lists this session's RPC services, which only the session reads: \
+                 a query that reads the listings alone runs in the session, but one that also \
+                 reads the cluster's tables runs on the cluster, where they are not; read the \
+                 listing in a query of its own"
+            );
+        }
         self.ballista
             .try_encode_table_provider(table_ref, node, buf)
     }

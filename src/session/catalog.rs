@@ -51,6 +51,22 @@ pub(crate) enum Service {
     /// The implicit service of an annotated function, not started yet: the
     /// options it will start with.
     Pending(Box<ServiceOptions>),
+    /// A service whose pools run on a cluster's executors only.
+    Shipped(Box<ShippedService>),
+}
+
+/// A service of a session whose queries run on a cluster (a Ballista
+/// session) with `placement = 'per_executor'`: each executor starts its own
+/// pool, so the session keeps only its definition and starts nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct ShippedService {
+    /// The functions it hosts.
+    pub(crate) functions: Vec<String>,
+    /// Its options.
+    pub(crate) options: ServiceOptions,
+    /// Made for an annotated function (its implicit service), rather than
+    /// by a named `CREATE`.
+    pub(crate) implicit: bool,
 }
 
 /// A service whose instances are not all ready yet: what a statement that
@@ -97,6 +113,8 @@ impl Startup {
 #[derive(Debug, Default)]
 pub(crate) struct ServiceCatalog {
     services: RwLock<BTreeMap<String, ServiceEntry>>,
+    /// Services that run on a cluster's executors only.
+    shipped: RwLock<BTreeMap<String, ShippedService>>,
     /// The service options of each annotated function's implicit service.
     annotations: RwLock<BTreeMap<String, ServiceOptions>>,
     /// Services being started (not in `services` yet).
@@ -182,31 +200,43 @@ impl ServiceCatalog {
 
     /// The service `name`, or an error that lists the services there are.
     pub(crate) fn get(&self, name: &str) -> Result<ServiceEntry, DataFusionError> {
-        let services = self.read();
-        services.get(name).cloned().ok_or_else(|| {
-            let mut known: Vec<String> = services.keys().cloned().collect();
-            // pending implicit services; not annotations asleep under a
-            // service created by name
-            known.extend(
-                self.annotations()
-                    .into_iter()
-                    .map(|(function, _)| function)
-                    .filter(|f| !services.values().any(|e| e.region.hosts(f))),
-            );
-            known.sort();
-            known.dedup();
-            DataFusionError::Plan(format!(
-                "no RPC service named '{name}'; services: [{}]; create it first with \
-                 CREATE RPC SERVICE {name} FOR FUNCTION ... (SHOW RPC SERVICES lists them)",
-                known.join(", ")
-            ))
-        })
+        if let Some(entry) = self.read().get(name) {
+            return Ok(entry.clone());
+        }
+        if self.shipped_read().contains_key(name) {
+            return Err(DataFusionError::Plan(format!(
+                "RPC service '{name}' runs on the cluster's executors only (placement = \
+                 'per_executor'): this session holds none of its instances, so its functions \
+                 are called only by queries the cluster runs (a query that reads only \
+                 rpc_services(), rpc_instances() or rpc_options() runs in the session)"
+            )));
+        }
+        let mut known: Vec<String> = self.read().keys().cloned().collect();
+        known.extend(self.shipped_read().keys().cloned());
+        // pending implicit services; not annotations asleep under a
+        // service created by name
+        known.extend(
+            self.annotations()
+                .into_iter()
+                .map(|(function, _)| function)
+                .filter(|f| !self.is_served(f)),
+        );
+        known.sort();
+        known.dedup();
+        Err(DataFusionError::Plan(format!(
+            "no RPC service named '{name}'; services: [{}]; create it first with \
+             CREATE RPC SERVICE {name} FOR FUNCTION ... (SHOW RPC SERVICES lists them)",
+            known.join(", ")
+        )))
     }
 
     /// The service `name`: running, or pending (an annotated function
     /// whose implicit service has not started yet, with its options); an
     /// error that lists the services there are otherwise.
     pub(crate) fn lookup(&self, name: &str) -> Result<Service, DataFusionError> {
+        if let Some(shipped) = self.shipped_read().get(name) {
+            return Ok(Service::Shipped(Box::new(shipped.clone())));
+        }
         match self.get(name) {
             Ok(entry) => Ok(Service::Running(entry)),
             Err(error) => self
@@ -216,17 +246,47 @@ impl ServiceCatalog {
         }
     }
 
-    /// Is there a service called `name`?
+    /// Is there a service called `name` (running, or on the executors)?
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.read().contains_key(name)
+        self.read().contains_key(name) || self.shipped_read().contains_key(name)
     }
 
-    /// Does a running service host `function`? (Its annotation, if any,
-    /// sleeps meanwhile.)
+    /// Does a service (running, or on the executors) host `function`? (Its
+    /// annotation, if any, sleeps meanwhile.)
     pub(crate) fn is_served(&self, function: &str) -> bool {
         self.read()
             .values()
             .any(|entry| entry.region.hosts(function))
+            || self
+                .shipped_read()
+                .values()
+                .any(|shipped| shipped.functions.iter().any(|f| f == function))
+    }
+
+    fn shipped_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ShippedService>> {
+        self.shipped.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shipped_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ShippedService>> {
+        self.shipped.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The services that run on the executors only, by name.
+    pub(crate) fn shipped(&self) -> Vec<(String, ShippedService)> {
+        self.shipped_read()
+            .iter()
+            .map(|(name, shipped)| (name.clone(), shipped.clone()))
+            .collect()
+    }
+
+    /// Adds or replaces a service that runs on the executors only.
+    pub(crate) fn insert_shipped(&self, name: String, shipped: ShippedService) {
+        self.shipped_write().insert(name, shipped);
+    }
+
+    /// Removes a service that runs on the executors only.
+    pub(crate) fn remove_shipped(&self, name: &str) -> Option<ShippedService> {
+        self.shipped_write().remove(name)
     }
 
     /// Every service, by name.
@@ -291,7 +351,8 @@ impl ServiceCatalog {
 
 impl ServiceDirectory for ServiceCatalog {
     fn service_of(&self, function: &str) -> Option<ServiceRef> {
-        self.read()
+        let running = self
+            .read()
             .iter()
             .find(|(_, entry)| entry.region.hosts(function))
             .map(|(name, entry)| {
@@ -302,7 +363,19 @@ impl ServiceDirectory for ServiceCatalog {
                 let service =
                     service.with_definition(ServiceDefinition::of(&entry.region).to_text());
                 service
-            })
+            });
+        running.or_else(|| {
+            let shipped = self.shipped_read();
+            let (name, shipped) = shipped
+                .iter()
+                .find(|(_, shipped)| shipped.functions.iter().any(|f| f == function))?;
+            let service = ServiceRef::new(name, shipped.options.load_balance.to_string());
+            #[cfg(feature = "ballista")]
+            let service = service.with_definition(
+                ServiceDefinition::new(name, &shipped.functions, &[], &shipped.options).to_text(),
+            );
+            Some(service)
+        })
     }
 }
 
@@ -310,10 +383,16 @@ impl TargetSource for ServiceCatalog {
     /// The session's own service, whatever its placement.
     fn target(&self, service: &ServiceRef) -> Result<Target, DataFusionError> {
         let name = &service.name;
-        self.get(name).map(|entry| Target::Client(entry.client)).map_err(|_| {
-            DataFusionError::Plan(format!(
-                "RPC service '{name}' was dropped while this query was planned; run the query again"
-            ))
-        })
+        self.get(name)
+            .map(|entry| Target::Client(entry.client))
+            .map_err(|error| {
+                if self.shipped_read().contains_key(name) {
+                    return error;
+                }
+                DataFusionError::Plan(format!(
+                    "RPC service '{name}' was dropped while this query was planned; run the \
+                     query again"
+                ))
+            })
     }
 }

@@ -36,8 +36,22 @@ pub(crate) struct ServiceDefinition {
 impl ServiceDefinition {
     /// The definition of `region` as it runs now.
     pub(crate) fn of(region: &ServiceRegion) -> Self {
-        let endpoints = region.endpoints().to_vec();
-        let options = region.options();
+        Self::new(
+            region.name(),
+            region.functions(),
+            region.endpoints(),
+            &region.options(),
+        )
+    }
+
+    /// The definition of service `name` hosting `functions`, at `endpoints`
+    /// (none for a pool), with `options`.
+    pub(crate) fn new(
+        name: &str,
+        functions: &[String],
+        endpoints: &[String],
+        options: &ServiceOptions,
+    ) -> Self {
         // an ENDPOINTS service has one instance per endpoint; an autoscaled
         // one starts within its bounds (its size now changes as it runs)
         let sized = endpoints.is_empty() && options.max_parallelism.is_none();
@@ -50,9 +64,9 @@ impl ServiceDefinition {
             .collect();
         Self {
             version: DEFINITION_VERSION,
-            name: region.name().to_string(),
-            functions: region.functions().to_vec(),
-            endpoints,
+            name: name.to_string(),
+            functions: functions.to_vec(),
+            endpoints: endpoints.to_vec(),
             options,
         }
     }

@@ -50,6 +50,8 @@ pub use catalog::Startup;
 pub(crate) use definition::ServiceDefinition;
 pub use registry::{Registry, RegistryConfig};
 use services::Services;
+#[cfg(feature = "ballista")]
+pub(crate) use tables::is_listing;
 use tables::{RpcInstances, RpcOptions, RpcServices};
 
 use crate::client::ServiceClient;
@@ -99,6 +101,8 @@ pub struct RpcSessionBuilder {
     udfs: Vec<ScalarUDF>,
     annotations: Vec<(String, ServiceOptions)>,
     serve_program: Option<PathBuf>,
+    /// Its queries run on a cluster's executors.
+    on_cluster: bool,
 }
 
 impl RpcSessionBuilder {
@@ -150,6 +154,14 @@ impl RpcSessionBuilder {
         self
     }
 
+    /// A session whose queries run on a cluster's executors: a service with
+    /// `placement = 'per_executor'` starts there only, not here.
+    #[cfg(feature = "ballista")]
+    pub(crate) fn on_cluster(mut self) -> Self {
+        self.on_cluster = true;
+        self
+    }
+
     /// The session.
     pub fn build(self) -> RpcSession {
         self.assemble(SessionStateBuilder::build)
@@ -157,7 +169,7 @@ impl RpcSessionBuilder {
 
     /// The session, its DataFusion state first adapted by `adapt` (before
     /// the session's functions are registered in it): to run its queries
-    /// on a distributed engine (`rpcop::ballista::BallistaSession`), say.
+    /// on a distributed engine (`rpcop::ballista::remote_session`), say.
     pub fn build_with(
         self,
         adapt: impl FnOnce(SessionState) -> Result<SessionState>,
@@ -213,7 +225,7 @@ impl RpcSessionBuilder {
         ctx.register_udtf("rpc_options", Arc::new(RpcOptions(Arc::clone(&catalog))));
         RpcSession {
             ctx,
-            services: Services::new(catalog, self.library, self.serve_program),
+            services: Services::new(catalog, self.library, self.serve_program, self.on_cluster),
         }
     }
 }
@@ -237,6 +249,7 @@ impl RpcSession {
             udfs: Vec::new(),
             annotations: Vec::new(),
             serve_program: None,
+            on_cluster: false,
         }
     }
 

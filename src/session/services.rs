@@ -21,12 +21,12 @@ use rpcop_sql::statement::{CreateService, OptionValue};
 use tokio::sync::Mutex;
 
 use super::advice::{option_error, plan_error, rpc_error};
-use super::catalog::{Launching, Service, ServiceCatalog, ServiceEntry};
+use super::catalog::{Launching, Service, ServiceCatalog, ServiceEntry, ShippedService};
 use super::hostable::{self, Source};
 use super::remote::RemoteFunction;
 use crate::error::RpcError;
 use crate::function::FunctionLibrary;
-use crate::options::{OptionError, ServiceOptions};
+use crate::options::{OptionError, OptionScope, Placement, ServiceOptions};
 use crate::region::ServiceRegion;
 use crate::wire::FunctionSignature;
 
@@ -133,6 +133,9 @@ pub(crate) struct Services {
     pub(crate) catalog: Arc<ServiceCatalog>,
     library: FunctionLibrary,
     serve_program: Option<PathBuf>,
+    /// The session's queries run on a cluster's executors: a service with
+    /// `placement = 'per_executor'` is started there, not here.
+    on_cluster: bool,
     /// Serializes the statements.
     lock: Mutex<()>,
 }
@@ -142,13 +145,26 @@ impl Services {
         catalog: Arc<ServiceCatalog>,
         library: FunctionLibrary,
         serve_program: Option<PathBuf>,
+        on_cluster: bool,
     ) -> Self {
         Self {
             catalog,
             library,
             serve_program,
+            on_cluster,
             lock: Mutex::new(()),
         }
+    }
+
+    /// Does a pool of `functions` with `options` run on the cluster's
+    /// executors only? It does with `placement = 'per_executor'` on a
+    /// session whose queries run there, if the session has code for each
+    /// function (a command's function it has none for is learnt from
+    /// instances started here).
+    fn ships(&self, functions: &[String], options: &ServiceOptions, ctx: &SessionContext) -> bool {
+        self.on_cluster
+            && options.placement == Placement::PerExecutor
+            && functions.iter().all(|f| ctx.udf(f).is_ok())
     }
 
     /// `CREATE RPC SERVICE`: starts a pool, attaches to `ENDPOINTS`, or
@@ -246,8 +262,18 @@ impl Services {
             .iter()
             .filter(|f| self.catalog.annotation(f).is_some())
             .collect();
-        self.start(name.clone(), create.functions.clone(), options, false, ctx)
-            .await?;
+        if self.ships(&create.functions, &options, ctx) {
+            let functions = create.functions.clone();
+            let shipped = ShippedService {
+                functions,
+                options,
+                implicit: false,
+            };
+            self.catalog.insert_shipped(name.clone(), shipped);
+        } else {
+            let functions = create.functions.clone();
+            Box::pin(self.start(name.clone(), functions, options, false, ctx)).await?;
+        }
         let notes: Vec<String> = asleep
             .iter()
             .map(|f| {
@@ -431,6 +457,29 @@ impl Services {
                 self.catalog.annotate(name, *options);
                 return Ok(());
             }
+            // its pools run on the executors: what changes there as they
+            // run, but not their size, which each keeps from its start
+            Service::Shipped(mut shipped) => {
+                let sized = changes.iter().find(|change| {
+                    ServiceOptions::scope_of(&change.key)
+                        .is_ok_and(|(_, scope)| scope == OptionScope::Scale)
+                });
+                if let Some(change) = sized {
+                    return Err(plan_error(format!(
+                        "option '{}' of RPC service '{name}' cannot change: each executor \
+                         started its own pool of it (placement = 'per_executor'), which keeps \
+                         the size it started with until the executor exits",
+                        change.key
+                    )));
+                }
+                apply(
+                    &mut shipped.options,
+                    changes,
+                    Target::Running { remote: false },
+                )?;
+                self.catalog.insert_shipped(name.to_string(), *shipped);
+                return Ok(());
+            }
         };
         let mut options = region.options();
         let remote = region.is_remote();
@@ -454,6 +503,13 @@ impl Services {
         ctx: &SessionContext,
     ) -> Result<()> {
         let one_at_a_time = self.lock.lock().await;
+        if let Some(shipped) = self.catalog.remove_shipped(name) {
+            // an implicit one's function runs in-process again
+            if shipped.implicit {
+                self.catalog.remove_annotation(name);
+            }
+            return Ok(());
+        }
         let missing = self.catalog.get(name).err();
         // new queries stop reaching it at once; running ones drain
         if let Some(entry) = self.catalog.remove(name) {
@@ -504,7 +560,17 @@ impl Services {
             if self.catalog.contains(&function) || asleep() {
                 continue;
             }
-            self.start(function.clone(), vec![function.clone()], options, true, ctx)
+            let functions = vec![function.clone()];
+            if self.ships(&functions, &options, ctx) {
+                let shipped = ShippedService {
+                    functions,
+                    options,
+                    implicit: true,
+                };
+                self.catalog.insert_shipped(function, shipped);
+                continue;
+            }
+            Box::pin(self.start(function.clone(), functions, options, true, ctx))
                 .await
                 .map_err(|e| {
                     plan_error(format!(

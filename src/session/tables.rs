@@ -128,12 +128,7 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     for (name, launching) in catalog.launching() {
         let members = Arc::clone(&launching.watch.borrow());
         let text = [
-            if launching.implicit {
-                "implicit"
-            } else {
-                "explicit"
-            }
-            .to_string(),
+            kind(launching.implicit),
             launching.functions.join(", "),
             instances_text(&members.members, launching.wanted),
             launching.options.isolation.to_string(),
@@ -143,6 +138,17 @@ pub(crate) async fn services(catalog: &ServiceCatalog) -> Result<RecordBatch> {
     }
     for entry in catalog.entries() {
         rows.insert(entry.region.name().to_string(), running_row(&entry).await);
+    }
+    // each executor starts its own pool: none here, and no calls seen here
+    for (name, shipped) in catalog.shipped() {
+        let text = [
+            kind(shipped.implicit),
+            shipped.functions.join(", "),
+            "on executors".to_string(),
+            shipped.options.isolation.to_string(),
+            shipped.options.load_balance.to_string(),
+        ];
+        rows.insert(name, (text, unused(&shipped.options), None));
     }
     let text = |i: usize| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(
@@ -192,6 +198,11 @@ fn instances_text(members: &[Member], wanted: usize) -> String {
     }
 }
 
+/// The `kind` of a service: made for an annotated function, or by name.
+fn kind(implicit: bool) -> String {
+    if implicit { "implicit" } else { "explicit" }.to_string()
+}
+
 /// How many counts a `rpc_services()` row has: requests, rows, errors,
 /// retries, restarts, and the smallest and largest sizes.
 const COUNTS: usize = 7;
@@ -216,13 +227,8 @@ async fn running_row(entry: &ServiceEntry) -> ServiceRow {
         min,
         max,
     ];
-    let kind = if entry.implicit {
-        "implicit"
-    } else {
-        "explicit"
-    };
     let text = [
-        kind.to_string(),
+        kind(entry.implicit),
         region.functions().join(", "),
         instances_text(&members, options.parallelism),
         if region.is_remote() {
@@ -237,11 +243,11 @@ async fn running_row(entry: &ServiceEntry) -> ServiceRow {
 }
 
 /// One row per instance of the service `name`; none for a pending implicit
-/// service.
+/// service, or one whose pools run on a cluster's executors.
 pub(crate) async fn instances(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatch> {
     let mut stats = match catalog.lookup(name)? {
         Service::Running(entry) => entry.region.stats().await,
-        Service::Pending(_) => Vec::new(),
+        Service::Pending(_) | Service::Shipped(_) => Vec::new(),
     };
     stats.sort_by_key(|(member, _)| member.id);
     let text = |f: &dyn Fn(&Member) -> String| -> ArrayRef {
@@ -287,6 +293,7 @@ pub(crate) fn options(catalog: &ServiceCatalog, name: &str) -> Result<RecordBatc
     let options = match catalog.lookup(name)? {
         Service::Running(entry) => entry.region.options(),
         Service::Pending(options) => *options,
+        Service::Shipped(shipped) => shipped.options,
     };
     let described = options.describe();
     let column = |text: &dyn Fn(&OptionInfo) -> &str| -> ArrayRef {
@@ -308,6 +315,14 @@ enum Listing {
     Services,
     Instances,
     Options,
+}
+
+/// Is `provider` one of the session's listings (`rpc_services()`,
+/// `rpc_instances()`, `rpc_options()`)? Only the session can scan them: a
+/// Ballista session plans a query over them alone here.
+#[cfg(feature = "ballista")]
+pub(crate) fn is_listing(provider: &dyn TableProvider) -> bool {
+    provider.is::<ServiceTable>()
 }
 
 /// A table read from the catalog when a query scans it.
