@@ -106,6 +106,11 @@ fn table(batches: &[RecordBatch]) -> String {
     pretty_format_batches(batches).unwrap().to_string()
 }
 
+/// What `sql` answers on `session`, as a table.
+async fn shown(session: &RpcSession, sql: &str) -> String {
+    table(&session.sql(sql).await.unwrap())
+}
+
 /// An `rpcop serve` hosting `classify` and `upper` on a free loopback
 /// port, with the token in `token_file`.
 fn serve(token_file: &Path) -> (Child, String) {
@@ -223,12 +228,7 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
                 .await
                 .unwrap();
         }
-        let explained = table(
-            &cluster
-                .sql(&format!("EXPLAIN {}", QUERIES[0].1))
-                .await
-                .unwrap(),
-        );
+        let explained = shown(&cluster, &format!("EXPLAIN {}", QUERIES[0].1)).await;
         assert!(explained.contains("RpcProxy: service=sim"), "{explained}");
         compare(&cluster, &local, "per_executor").await;
         let first: Vec<Vec<Arc<ServiceRegion>>> = executors.iter().map(regions).collect();
@@ -237,7 +237,7 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         for (shape, sql) in QUERIES {
             let in_process = local.sql(sql).await.unwrap();
             assert_eq!(
-                table(&cluster.sql(sql).await.unwrap()),
+                shown(&cluster, sql).await,
                 table(&in_process),
                 "{shape}: Ballista and in-process differ"
             );
@@ -263,19 +263,13 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         );
         let error = cluster.client("sim").unwrap_err().to_string();
         assert!(error.contains("executors only"), "{error}");
-        let row = table(
-            &cluster
-                .sql("SELECT name, instances FROM rpc_services() WHERE name = 'sim'")
-                .await
-                .unwrap(),
-        );
+        let row = shown(
+            &cluster,
+            "SELECT name, instances FROM rpc_services() WHERE name = 'sim'",
+        )
+        .await;
         assert!(row.contains("| sim  | on executors |"), "{row}");
-        let here = table(
-            &cluster
-                .sql("SELECT count(*) AS n FROM rpc_instances('sim')")
-                .await
-                .unwrap(),
-        );
+        let here = shown(&cluster, "SELECT count(*) AS n FROM rpc_instances('sim')").await;
         assert!(here.contains("| 0 |"), "{here}");
         // a listing beside the cluster's tables cannot go to the cluster
         let error = cluster
@@ -284,16 +278,11 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
             .unwrap_err()
             .to_string();
         assert!(error.contains("in a query of its own"), "{error}");
-        let placement = cluster
-            .sql(
-                "SELECT s.name, o.value FROM rpc_services() s \
-                 JOIN rpc_options('sim') o ON o.option IN ('placement', 'batch_size') \
-                 WHERE s.name = 'sim' ORDER BY o.value",
-            )
-            .await
-            .unwrap();
+        let placement = "SELECT s.name, o.value FROM rpc_services() s \
+             JOIN rpc_options('sim') o ON o.option IN ('placement', 'batch_size') \
+             WHERE s.name = 'sim' ORDER BY o.value";
         assert_eq!(
-            table(&placement),
+            shown(&cluster, placement).await,
             "+------+--------------+\n\
              | name | value        |\n\
              +------+--------------+\n\
@@ -354,17 +343,17 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
             .await
             .unwrap();
         let sql = "SELECT id, upper(body) AS u, upper('x') AS x FROM docs ORDER BY id";
-        let explained = table(&cluster.sql(&format!("EXPLAIN {sql}")).await.unwrap());
+        let explained = shown(&cluster, &format!("EXPLAIN {sql}")).await;
         assert!(explained.contains("RpcProxy: service=upper"), "{explained}");
         local.sql("SET rpcop.rewrite = false").await.unwrap();
         assert_eq!(
-            table(&cluster.sql(sql).await.unwrap()),
-            table(&local.sql(sql).await.unwrap()),
+            shown(&cluster, sql).await,
+            shown(&local, sql).await,
             "an implicit per_executor service and in-process differ"
         );
         local.sql("SET rpcop.rewrite = true").await.unwrap();
         let listed = "SELECT name, kind, instances FROM rpc_services() WHERE name = 'upper'";
-        let row = table(&cluster.sql(listed).await.unwrap());
+        let row = shown(&cluster, listed).await;
         assert!(row.contains("| upper | implicit | on executors |"), "{row}");
         assert!(
             cluster.service("upper").is_none(),
@@ -377,9 +366,9 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         assert!(upper_on_executors, "no executor started upper");
         // dropped, its annotation goes with it: upper runs in-process
         cluster.sql("DROP RPC SERVICE upper").await.unwrap();
-        let row = table(&cluster.sql(listed).await.unwrap());
+        let row = shown(&cluster, listed).await;
         assert!(!row.contains("upper"), "{row}");
-        let explained = table(&cluster.sql(&format!("EXPLAIN {sql}")).await.unwrap());
+        let explained = shown(&cluster, &format!("EXPLAIN {sql}")).await;
         assert!(!explained.contains("RpcProxy"), "{explained}");
 
         // ENDPOINTS: instances every executor shares
@@ -405,13 +394,13 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         ];
         for sql in listings {
             assert_eq!(
-                table(&cluster.sql(sql).await.unwrap()),
-                table(&local.sql(sql).await.unwrap()),
+                shown(&cluster, sql).await,
+                shown(&local, sql).await,
                 "{sql}"
             );
         }
         assert!(
-            table(&cluster.sql(listings[1]).await.unwrap()).contains("| 2 "),
+            shown(&cluster, listings[1]).await.contains("| 2 "),
             "both endpoints listed"
         );
         let attached: Vec<String> = executors
