@@ -13,6 +13,12 @@
 //! service that failed to start fails the tasks of the next
 //! [`RETRY_AFTER`] at once, then is tried again.
 //!
+//! With [`ExecutorServices::idle_timeout`], a service no task has used for
+//! that long (no caller's stream open through it meanwhile) is stopped: a
+//! pool frees its instances (a model's memory, a GPU) once its queries are
+//! done, or once the client dropped it, and the next task that calls it
+//! starts it again.
+//!
 //! A plan is the client's word, so an executor refuses what would let a
 //! plan run a program or read a file of its choosing: a `command` service
 //! unless [`ExecutorServices::allow_commands`], and a `token_file` outside
@@ -21,7 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use datafusion::common::{DataFusionError, Result};
@@ -58,6 +64,34 @@ struct Started {
     _session: RpcSession,
     region: Arc<ServiceRegion>,
     clients: Mutex<HashMap<Arc<str>, ServiceClient>>,
+    /// When a task last asked for it, or was last seen calling it.
+    used: Mutex<Instant>,
+}
+
+impl Started {
+    fn touch(&self) {
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Has no task used it for `timeout`? A caller's stream open through
+    /// it now counts as a use.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let busy = self
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|client| client.open_streams() > 0);
+        if busy {
+            self.touch();
+            return false;
+        }
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+            >= timeout
+    }
 }
 
 /// The services of one Ballista process (see the module documentation).
@@ -73,6 +107,10 @@ struct Inner {
     functions: OnceLock<Vec<Arc<ScalarUDF>>>,
     commands: bool,
     token_dir: Option<PathBuf>,
+    /// Services unused this long are stopped; `None`: kept for good.
+    idle_timeout: Option<Duration>,
+    /// Set once the task that stops idle services runs.
+    reaping: OnceLock<()>,
     /// The runtime services start on (the executor's own, not the one its
     /// tasks run on); `None`: the task's.
     runtime: Mutex<Option<Handle>>,
@@ -108,6 +146,8 @@ impl ExecutorServices {
                 functions: OnceLock::new(),
                 commands: false,
                 token_dir: None,
+                idle_timeout: None,
+                reaping: OnceLock::new(),
                 runtime: Mutex::new(None),
                 slots: Mutex::default(),
             }),
@@ -125,6 +165,12 @@ impl ExecutorServices {
     pub fn token_dir(self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         self.configured(|inner| inner.token_dir = Some(dir))
+    }
+
+    /// Stops a service that no task has used for `timeout` (see the module
+    /// documentation); without this, services live as long as the process.
+    pub fn idle_timeout(self, timeout: Duration) -> Self {
+        self.configured(|inner| inner.idle_timeout = Some(timeout))
     }
 
     /// Starts services on `runtime` rather than on the runtime of the task
@@ -145,6 +191,8 @@ impl ExecutorServices {
             functions: OnceLock::new(),
             commands: shared.commands,
             token_dir: shared.token_dir.clone(),
+            idle_timeout: shared.idle_timeout,
+            reaping: OnceLock::new(),
             runtime: Mutex::new(None),
             slots: Mutex::default(),
         });
@@ -218,7 +266,10 @@ impl ExecutorServices {
         let slot = Arc::clone(self.lock_slots().entry(parsed.identity()).or_default());
         let mut slot = slot.lock().await;
         let started = match (&slot.started, &slot.failed) {
-            (Some(started), _) => Arc::clone(started),
+            (Some(started), _) => {
+                started.touch();
+                Arc::clone(started)
+            }
             (None, Some((at, error))) if at.elapsed() < RETRY_AFTER => {
                 return Err(DataFusionError::Execution(error.clone()));
             }
@@ -226,6 +277,7 @@ impl ExecutorServices {
                 Ok(started) => {
                     slot.started = Some(Arc::clone(&started));
                     slot.failed = None;
+                    self.reap_idle();
                     started
                 }
                 Err(error) => {
@@ -264,6 +316,7 @@ impl ExecutorServices {
                 _session: session,
                 region,
                 clients: Mutex::default(),
+                used: Mutex::new(Instant::now()),
             }))
         };
         let runtime = self
@@ -286,6 +339,44 @@ impl ExecutorServices {
                 parsed.name
             ))
         })
+    }
+
+    /// Starts, once, the task that stops the services idle for
+    /// `idle_timeout`, if one is set. It looks a few times per timeout
+    /// (at most every 5 s), and ends with the last clone of these services.
+    fn reap_idle(&self) {
+        let Some(timeout) = self.inner.idle_timeout else {
+            return;
+        };
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(Handle::current);
+        self.inner.reaping.get_or_init(|| {
+            let services = Arc::downgrade(&self.inner);
+            let every = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+            runtime.spawn(reap(services, timeout, every));
+        });
+    }
+
+    /// Takes the services idle for `timeout` out of their slots; a slot a
+    /// task holds (starting its service, or asking for it) is not idle.
+    fn take_idle(&self, timeout: Duration) -> Vec<Arc<Started>> {
+        let slots: Vec<_> = self.lock_slots().values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|slot| {
+                let mut slot = slot.try_lock().ok()?;
+                if slot.started.as_ref()?.idle_for(timeout) {
+                    slot.started.take()
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Refuses what this executor does not let a plan do.
@@ -318,6 +409,26 @@ impl ExecutorServices {
             }
         }
         Ok(())
+    }
+}
+
+/// Every `every`, stops the services of `services` idle for `timeout`,
+/// until they are gone.
+async fn reap(services: Weak<Inner>, timeout: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = services.upgrade() else {
+            return;
+        };
+        let idle = ExecutorServices { inner }.take_idle(timeout);
+        for started in idle {
+            tracing::info!(
+                service = started.region.name(),
+                idle_for = ?timeout,
+                "stopping an RPC service no task has used"
+            );
+            started.region.shutdown().await;
+        }
     }
 }
 
@@ -386,6 +497,42 @@ mod tests {
         assert!(again.contains("no_such_function"), "{again}");
         assert_eq!(made.load(Ordering::SeqCst), 1, "started again at once");
         assert!(services.started().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_no_task_uses_is_stopped_and_starts_again_when_called() {
+        let services = ExecutorServices::default();
+        let text: Arc<str> = definition(&[("placement", "per_executor")])
+            .to_text()
+            .into();
+        let client = services.client_of(Arc::clone(&text)).await.unwrap();
+        // a caller's stream open through it is a use, however long ago
+        // the service was asked for
+        let open = client.open_stream();
+        assert!(services.take_idle(Duration::ZERO).is_empty());
+        drop(open);
+        assert!(services.take_idle(Duration::from_secs(3600)).is_empty());
+        let idle = services.take_idle(Duration::ZERO);
+        assert_eq!(idle.len(), 1);
+        assert!(services.started().is_empty());
+        idle[0].region.shutdown().await;
+        // the next task that calls it starts it again
+        services.client_of(Arc::clone(&text)).await.unwrap();
+        assert_eq!(services.started().len(), 1);
+
+        // with a timeout, the services' own task stops it, and it is the
+        // region that task stopped
+        let services = ExecutorServices::default().idle_timeout(Duration::from_millis(50));
+        services.client_of(Arc::clone(&text)).await.unwrap();
+        let region = Arc::clone(&services.started()[0].1);
+        assert!(!region.members().is_empty());
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !services.started().is_empty() || !region.members().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the idle service was not stopped within 20 s");
     }
 
     #[test]

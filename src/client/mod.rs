@@ -226,6 +226,11 @@ impl ServiceClient {
         OpenStream::enter(&self.inner.counters)
     }
 
+    /// How many streams of the service's callers are open now.
+    pub(crate) fn open_streams(&self) -> u64 {
+        self.inner.counters.open_streams.load(Ordering::Acquire)
+    }
+
     /// Resolves once no stream of the service's callers is open: every
     /// query running through it has ended (clients that took over this
     /// one's counters, after an `ALTER`, count with it).

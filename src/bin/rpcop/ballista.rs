@@ -52,6 +52,11 @@ pub(crate) enum BallistaCommand {
         /// (without it, plans naming a token file are refused).
         #[arg(long, value_name = "DIR")]
         token_dir: Option<std::path::PathBuf>,
+        /// Stop a service that no task has used for this long (its pools
+        /// free their memory and devices; the next task that calls it
+        /// starts it again).
+        #[arg(long, default_value = "10m", value_parser = crate::shell::parse_duration_arg)]
+        idle_timeout: std::time::Duration,
     },
 }
 
@@ -81,6 +86,7 @@ pub(crate) fn ballista_main(command: BallistaCommand) -> Result<(), String> {
                 vcores,
                 allow_commands,
                 token_dir,
+                idle_timeout,
             } => {
                 let (host, scheduler_port) = scheduler
                     .rsplit_once(':')
@@ -106,8 +112,9 @@ pub(crate) fn ballista_main(command: BallistaCommand) -> Result<(), String> {
                      scheduler at {}:{}",
                     config.bind_host, config.scheduler.0, config.scheduler.1
                 );
-                let mut services =
-                    ExecutorServices::new(RpcSession::new).allow_commands(allow_commands);
+                let mut services = ExecutorServices::new(RpcSession::new)
+                    .allow_commands(allow_commands)
+                    .idle_timeout(idle_timeout);
                 if let Some(dir) = token_dir {
                     services = services.token_dir(dir);
                 }

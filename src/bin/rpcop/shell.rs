@@ -73,7 +73,7 @@ pub(crate) struct ShellArgs {
     pub(crate) registry_token_file: Option<PathBuf>,
     /// How long a registered instance keeps its place without renewing its
     /// lease (it renews every third of it): `10s`, `500ms`.
-    #[arg(long, default_value = "10s", value_parser = parse_lease)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub(crate) registry_lease: std::time::Duration,
     /// PEM certificate (chain) the registry serves TLS with; with
     /// --registry-tls-key.
@@ -93,7 +93,8 @@ fn registry_bound_everywhere(args: &ShellArgs) -> bool {
     args.registry.is_some_and(|bind| bind.ip().is_unspecified())
 }
 
-fn parse_lease(text: &str) -> std::result::Result<std::time::Duration, String> {
+/// A flag's duration: '500ms', '10s', '10m', '1h'.
+pub(crate) fn parse_duration_arg(text: &str) -> std::result::Result<std::time::Duration, String> {
     rpcop::options::parse_duration(text)
         .ok_or_else(|| format!("'{text}' is not a duration: a number with ms, s, m or h"))
 }
