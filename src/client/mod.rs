@@ -227,6 +227,7 @@ impl ServiceClient {
     }
 
     /// How many streams of the service's callers are open now.
+    #[cfg(feature = "ballista")]
     pub(crate) fn open_streams(&self) -> u64 {
         self.inner.counters.open_streams.load(Ordering::Acquire)
     }
