@@ -388,6 +388,13 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
                 .unwrap();
         }
         compare(&cluster, &local, "endpoints").await;
+        // rpc_call names a service of the client's: refused, with advice
+        let error = cluster
+            .sql("SELECT id, rpc_call('shared', 'upper', body) FROM docs")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("call the function itself"), "{error}");
         let listings = [
             "SELECT name, kind, functions FROM rpc_services() ORDER BY name",
             "SELECT count(*) FROM rpc_instances('shared')",

@@ -1,27 +1,30 @@
 //! The client: a session whose queries run on a Ballista cluster.
 //!
 //! The session's statements, services and rewrite stay here, and its
-//! queries are planned on the cluster, with one exception: a query that
-//! reads only the session's listings (`rpc_services()`, `rpc_instances()`,
-//! `rpc_options()`) describes this session's services, so it is planned
-//! and run here ([`ListingsHere`]), as Ballista itself does for
-//! `information_schema`.
+//! queries are planned on the cluster ([`ClientPlanner`]), with one
+//! exception: a query that reads only the session's listings
+//! (`rpc_services()`, `rpc_instances()`, `rpc_options()`) describes this
+//! session's services, so it is planned and run here, as Ballista itself
+//! does for `information_schema`. A query for the cluster that calls
+//! `rpc_call` is refused: it names a service of this session, which the
+//! executors do not know by name.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::catalog::Session;
-use datafusion::common::Result;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, plan_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::logical::RpcopLogicalCodec;
-use crate::session::{RpcSession, RpcSessionBuilder, is_listing};
+use crate::session::{RPC_CALL, RpcSession, RpcSessionBuilder, is_listing};
 
 /// The session `builder` makes, running its queries on the Ballista
 /// scheduler at `scheduler_url` (`df://host:port`): its statements, its
@@ -40,33 +43,58 @@ pub fn remote_session(builder: RpcSessionBuilder, scheduler_url: &str) -> Result
             .upgrade_for_ballista(scheduler_url.to_string())?;
         let cluster = Arc::clone(state.query_planner());
         Ok(SessionStateBuilder::new_from_existing(state)
-            .with_query_planner(Arc::new(ListingsHere { here, cluster }))
+            .with_query_planner(Arc::new(ClientPlanner { here, cluster }))
             .build())
     })
 }
 
 /// Plans a query that scans only the session's listings with the session's
-/// own planner, and every other query with Ballista's.
+/// own planner, and every other query with Ballista's, but one that calls
+/// `rpc_call`.
 #[derive(Debug)]
-struct ListingsHere {
+struct ClientPlanner {
     here: Arc<dyn QueryPlanner + Send + Sync>,
     cluster: Arc<dyn QueryPlanner + Send + Sync>,
 }
 
 #[async_trait]
-impl QueryPlanner for ListingsHere {
+impl QueryPlanner for ClientPlanner {
     async fn create_physical_plan(
         &self,
         plan: &LogicalPlan,
         state: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let planner = if reads_only_listings(plan)? {
-            &self.here
-        } else {
-            &self.cluster
-        };
-        planner.create_physical_plan(plan, state).await
+        if reads_only_listings(plan)? {
+            return self.here.create_physical_plan(plan, state).await;
+        }
+        if calls_rpc_call(plan)? {
+            return plan_err!(
+                "{RPC_CALL}(...) calls a service of this session by its name, which the \
+                 cluster's executors do not know: on a Ballista session call the function \
+                 itself (SELECT upper(body) ..., once a service WITH (placement = \
+                 'per_executor') or ENDPOINTS hosts it), or run {RPC_CALL} in a local session"
+            );
+        }
+        self.cluster.create_physical_plan(plan, state).await
     }
+}
+
+/// Does `plan` call `rpc_call` anywhere?
+fn calls_rpc_call(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                found |= matches!(e, Expr::ScalarFunction(f) if f.name() == RPC_CALL);
+                Ok(if found {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    })?;
+    Ok(found)
 }
 
 /// Does `plan` scan at least one table, and only the session's listings?

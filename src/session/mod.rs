@@ -49,6 +49,8 @@ pub use catalog::Startup;
 #[cfg(feature = "ballista")]
 pub(crate) use definition::ServiceDefinition;
 pub use registry::{Registry, RegistryConfig};
+#[cfg(feature = "ballista")]
+pub(crate) use rpc_call::RPC_CALL;
 use services::Services;
 #[cfg(feature = "ballista")]
 pub(crate) use tables::is_listing;
