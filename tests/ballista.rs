@@ -417,6 +417,38 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
             .filter(|name| name == "shared")
             .collect();
         assert!(!attached.is_empty(), "no executor attached to shared");
+
+        // a Python function the client has no code for (RisingWave's
+        // arrow-udf server): the executors call it as the session would
+        let (server, address) = spawn_server(
+            Command::new(common::python())
+                .args(["arrow_udf_server.py", "127.0.0.1:0"])
+                .current_dir(common::python_tests()),
+        );
+        let _server = Servers(vec![server]);
+        for session in [&cluster, &local] {
+            session
+                .sql(&format!(
+                    "CREATE RPC SERVICE py FOR FUNCTION reverse_text ENDPOINTS ('{address}') \
+                     WITH (protocol = 'arrow-udf')"
+                ))
+                .await
+                .unwrap();
+        }
+        let sql = "SELECT id, reverse_text(body) AS r FROM docs ORDER BY id";
+        let reversed = shown(&cluster, sql).await;
+        assert_eq!(reversed, shown(&local, sql).await, "reverse_text differs");
+        let first = shown(&local, "SELECT body FROM docs ORDER BY id LIMIT 1").await;
+        let body = first
+            .lines()
+            .nth(3)
+            .unwrap()
+            .trim_matches(|c| c == '|' || c == ' ');
+        let backwards: String = body.chars().rev().collect();
+        assert!(
+            reversed.contains(&backwards),
+            "{backwards} not in {reversed}"
+        );
     })
     .await;
 }
