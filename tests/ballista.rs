@@ -449,6 +449,11 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
             reversed.contains(&backwards),
             "{backwards} not in {reversed}"
         );
+        let attached = executors
+            .iter()
+            .flat_map(ExecutorServices::started)
+            .any(|(client, _)| client.service() == "py");
+        assert!(attached, "no executor attached to py");
     })
     .await;
 }

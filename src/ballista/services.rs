@@ -37,7 +37,7 @@ use rpcop_planner::ServiceRef;
 use rpcop_sql::parser::Statement;
 use rpcop_sql::statement::RpcStatement;
 use tokio::runtime::Handle;
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::client::ServiceClient;
 use crate::exec::{ServiceResolver, Shipped, Target, TargetSource};
@@ -168,7 +168,11 @@ impl ExecutorServices {
     }
 
     /// Stops a service that no task has used for `timeout` (see the module
-    /// documentation); without this, services live as long as the process.
+    /// documentation), checked a few times per timeout; without this,
+    /// services live as long as the process. Give a second or more (the
+    /// binary's `--idle-timeout` insists): a shorter one may take a task
+    /// that has just asked for a service, and not yet opened its stream,
+    /// for no use at all.
     pub fn idle_timeout(self, timeout: Duration) -> Self {
         self.configured(|inner| inner.idle_timeout = Some(timeout))
     }
@@ -364,17 +368,19 @@ impl ExecutorServices {
 
     /// Takes the services idle for `timeout` out of their slots; a slot a
     /// task holds (starting its service, or asking for it) is not idle.
-    fn take_idle(&self, timeout: Duration) -> Vec<Arc<Started>> {
+    /// Each stays locked until the service has stopped, so that a task
+    /// that needs it again starts no second copy beside the one stopping.
+    fn take_idle(&self, timeout: Duration) -> Vec<Idle> {
         let slots: Vec<_> = self.lock_slots().values().cloned().collect();
         slots
-            .iter()
+            .into_iter()
             .filter_map(|slot| {
-                let mut slot = slot.try_lock().ok()?;
-                if slot.started.as_ref()?.idle_for(timeout) {
-                    slot.started.take()
-                } else {
-                    None
+                let mut slot = slot.try_lock_owned().ok()?;
+                if !slot.started.as_ref()?.idle_for(timeout) {
+                    return None;
                 }
+                let started = slot.started.take()?;
+                Some(Idle { slot, started })
             })
             .collect()
     }
@@ -412,6 +418,21 @@ impl ExecutorServices {
     }
 }
 
+/// A service taken out of its slot to be stopped; its slot stays locked
+/// until it has.
+struct Idle {
+    slot: OwnedMutexGuard<Slot>,
+    started: Arc<Started>,
+}
+
+impl Idle {
+    /// Stops the service, then lets its slot go.
+    async fn stop(self) {
+        self.started.region.shutdown().await;
+        drop(self.slot);
+    }
+}
+
 /// Every `every`, stops the services of `services` idle for `timeout`,
 /// until they are gone.
 async fn reap(services: Weak<Inner>, timeout: Duration, every: Duration) {
@@ -421,13 +442,13 @@ async fn reap(services: Weak<Inner>, timeout: Duration, every: Duration) {
             return;
         };
         let idle = ExecutorServices { inner }.take_idle(timeout);
-        for started in idle {
+        for idle in idle {
             tracing::info!(
-                service = started.region.name(),
+                service = idle.started.region.name(),
                 idle_for = ?timeout,
                 "stopping an RPC service no task has used"
             );
-            started.region.shutdown().await;
+            idle.stop().await;
         }
     }
 }
@@ -512,20 +533,30 @@ mod tests {
         assert!(services.take_idle(Duration::ZERO).is_empty());
         drop(open);
         assert!(services.take_idle(Duration::from_secs(3600)).is_empty());
-        let idle = services.take_idle(Duration::ZERO);
+        let mut idle = services.take_idle(Duration::ZERO);
         assert_eq!(idle.len(), 1);
         assert!(services.started().is_empty());
-        idle[0].region.shutdown().await;
-        // the next task that calls it starts it again
-        services.client_of(Arc::clone(&text)).await.unwrap();
+        // a task that needs it meanwhile waits for the stop, then starts it
+        let again = {
+            let (services, text) = (services.clone(), Arc::clone(&text));
+            tokio::spawn(async move { services.client_of(text).await })
+        };
+        let stopping = idle.pop().unwrap();
+        let region = Arc::clone(&stopping.started.region);
+        stopping.stop().await;
+        assert!(region.members().is_empty());
+        again.await.unwrap().unwrap();
         assert_eq!(services.started().len(), 1);
+        assert!(!Arc::ptr_eq(&services.started()[0].1, &region));
 
-        // with a timeout, the services' own task stops it, and it is the
-        // region that task stopped
+        // with a timeout, the services' own task stops it once its last
+        // stream closed, and it is the region that task stopped
         let services = ExecutorServices::default().idle_timeout(Duration::from_millis(50));
-        services.client_of(Arc::clone(&text)).await.unwrap();
+        let client = services.client_of(Arc::clone(&text)).await.unwrap();
+        let open = client.open_stream();
         let region = Arc::clone(&services.started()[0].1);
         assert!(!region.members().is_empty());
+        drop(open);
         tokio::time::timeout(Duration::from_secs(20), async {
             while !services.started().is_empty() || !region.members().is_empty() {
                 tokio::time::sleep(Duration::from_millis(10)).await;

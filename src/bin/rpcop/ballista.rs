@@ -52,12 +52,22 @@ pub(crate) enum BallistaCommand {
         /// (without it, plans naming a token file are refused).
         #[arg(long, value_name = "DIR")]
         token_dir: Option<std::path::PathBuf>,
-        /// Stop a service that no task has used for this long (its pools
-        /// free their memory and devices; the next task that calls it
-        /// starts it again).
-        #[arg(long, default_value = "10m", value_parser = crate::shell::parse_duration_arg)]
+        /// Stop a service that no task has used for this long, at least
+        /// 1s (its pools free their memory and devices; the next task that
+        /// calls it starts it again).
+        #[arg(long, default_value = "10m", value_parser = parse_idle_timeout)]
         idle_timeout: std::time::Duration,
     },
+}
+
+/// `--idle-timeout`: a duration of at least a second, so that a task
+/// that has just asked for a service is not taken for idle.
+fn parse_idle_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let timeout = crate::shell::parse_duration_arg(text)?;
+    if timeout < std::time::Duration::from_secs(1) {
+        return Err(format!("'{text}' is too short: give 1s or more"));
+    }
+    Ok(timeout)
 }
 
 /// Runs the process the command names until it is stopped.
