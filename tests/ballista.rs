@@ -271,6 +271,13 @@ async fn rewritten_queries_on_ballista_equal_local_runs_for_both_placements() {
         assert!(row.contains("| sim  | on executors |"), "{row}");
         let here = shown(&cluster, "SELECT count(*) AS n FROM rpc_instances('sim')").await;
         assert!(here.contains("| 0 |"), "{here}");
+        // a listing query runs here, where sim has no instance to call
+        let error = cluster
+            .sql("SELECT upper(name) FROM rpc_services()")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("executors only"), "{error}");
         // a listing beside the cluster's tables cannot go to the cluster
         let error = cluster
             .sql("SELECT d.id, s.name FROM docs d CROSS JOIN rpc_services() s")

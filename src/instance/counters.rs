@@ -79,7 +79,7 @@ impl Drop for InFlight<'_> {
 /// or already queued there) counts as `cancelled`.
 pub(crate) struct Outstanding {
     counters: Arc<Counters>,
-    evaluated: bool,
+    taken: bool,
 }
 
 impl Outstanding {
@@ -88,20 +88,20 @@ impl Outstanding {
         counters.peak_outstanding.fetch_max(now, Ordering::Relaxed);
         Self {
             counters: Arc::clone(counters),
-            evaluated: false,
+            taken: false,
         }
     }
 
     /// The request was taken up (evaluated, or refused with an answer):
     /// dropping it now does not count it as cancelled.
     pub(crate) fn taken(&mut self) {
-        self.evaluated = true;
+        self.taken = true;
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        if !self.evaluated {
+        if !self.taken {
             self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.outstanding.fetch_sub(1, Ordering::Relaxed);

@@ -69,6 +69,13 @@ pub(crate) struct ShippedService {
     pub(crate) implicit: bool,
 }
 
+impl ShippedService {
+    /// Does it host `function`?
+    pub(crate) fn hosts(&self, function: &str) -> bool {
+        self.functions.iter().any(|f| f == function)
+    }
+}
+
 /// A service whose instances are not all ready yet: what a statement that
 /// waits for it is waiting for ([`crate::RpcSession::startups`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,7 +267,7 @@ impl ServiceCatalog {
             || self
                 .shipped_read()
                 .values()
-                .any(|shipped| shipped.functions.iter().any(|f| f == function))
+                .any(|shipped| shipped.hosts(function))
     }
 
     fn shipped_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ShippedService>> {
@@ -368,7 +375,7 @@ impl ServiceDirectory for ServiceCatalog {
             let shipped = self.shipped_read();
             let (name, shipped) = shipped
                 .iter()
-                .find(|(_, shipped)| shipped.functions.iter().any(|f| f == function))?;
+                .find(|(_, shipped)| shipped.hosts(function))?;
             let service = ServiceRef::new(name, shipped.options.load_balance.to_string());
             #[cfg(feature = "ballista")]
             let service = service.with_definition(

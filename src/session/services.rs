@@ -262,8 +262,8 @@ impl Services {
             .iter()
             .filter(|f| self.catalog.annotation(f).is_some())
             .collect();
-        if self.ships(&create.functions, &options, ctx) {
-            let functions = create.functions.clone();
+        let functions = create.functions.clone();
+        if self.ships(&functions, &options, ctx) {
             let shipped = ShippedService {
                 functions,
                 options,
@@ -271,7 +271,6 @@ impl Services {
             };
             self.catalog.insert_shipped(name.clone(), shipped);
         } else {
-            let functions = create.functions.clone();
             Box::pin(self.start(name.clone(), functions, options, false, ctx)).await?;
         }
         let notes: Vec<String> = asleep
